@@ -1,0 +1,214 @@
+//! A libp2p ping node over libp2p-ws (async-std).
+//!
+//! With no arguments: a self-contained demo. Two nodes in this process on 127.0.0.1; the second pings
+//! the first three times over `/ws`, then three times over `/tls/ws` (a throwaway CA made with rcgen,
+//! trusted by the dialer), and the process exits 0.
+//!
+//! Scriptable use (stdout lines: `listening <addr>/p2p/<id>`, `connected <peer-id> <addr>`,
+//! `ping <peer-id> <rtt-ms>`; logs on stderr with RUST_LOG):
+//!
+//! ```text
+//! cargo run --example ping -- --listen /ip4/127.0.0.1/tcp/0/ws
+//! cargo run --example ping -- --dial /ip4/127.0.0.1/tcp/4001/ws/p2p/12D3... --count 3
+//! cargo run --example ping -- --listen /ip4/0.0.0.0/tcp/443/tls/ws --cert chain.pem --key key.pem
+//! cargo run --example ping -- --dial /dns/example.com/wss --ca ca.pem --count 3
+//! ```
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Parser;
+use futures::StreamExt;
+use libp2p::{
+    core::Multiaddr,
+    identity::Keypair,
+    ping,
+    swarm::{Swarm, SwarmEvent},
+};
+use libp2p_ws::{tls::dev::TestCa, Config, ServerCertificate, TlsConfig};
+
+#[derive(Parser, Debug)]
+#[command(about = "A libp2p ping node over WebSockets (libp2p-ws)")]
+struct Args {
+    /// Listen on this address (repeatable).
+    #[arg(long)]
+    listen: Vec<Multiaddr>,
+    /// Dial this address and ping the peer.
+    #[arg(long)]
+    dial: Option<Multiaddr>,
+    /// With --dial: exit 0 after this many successful pings.
+    #[arg(long)]
+    count: Option<u32>,
+    /// With --dial: fail if the pings have not completed within this many seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// PEM certificate chain for TLS listen addresses (/tls/ws, /wss).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// PEM file of an extra root certificate to trust when dialing TLS addresses.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Allow plain /ws listeners on non-loopback addresses (behind a TLS-terminating proxy).
+    #[arg(long)]
+    insecure_listen: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let result = async_std::task::block_on(async {
+        if args.listen.is_empty() && args.dial.is_none() {
+            demo().await
+        } else {
+            run(args).await
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_swarm(config: Config) -> anyhow::Result<Swarm<ping::Behaviour>> {
+    let keypair = Keypair::generate_ed25519();
+    let peer_id = keypair.public().to_peer_id();
+    let transport = libp2p_ws::upgraded(&keypair, config)?;
+    let behaviour = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(300)));
+    let config = libp2p::swarm::Config::with_executor(|f| {
+        async_std::task::spawn(f);
+    })
+    .with_idle_connection_timeout(Duration::from_secs(60));
+    Ok(Swarm::new(transport, behaviour, peer_id, config))
+}
+
+/// What one swarm event means for the CLI; prints the stdout lines of the contract.
+enum Step {
+    Nothing,
+    Pinged,
+}
+
+fn report(swarm: &Swarm<ping::Behaviour>, event: SwarmEvent<ping::Event>, quiet: bool) -> anyhow::Result<Step> {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            println!("listening {address}/p2p/{}", swarm.local_peer_id());
+        }
+        SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if !quiet => {
+            println!("connected {peer_id} {}", endpoint.get_remote_address());
+        }
+        SwarmEvent::Behaviour(ping::Event { peer, result: Ok(rtt), .. }) if !quiet => {
+            println!("ping {peer} {:.3}", rtt.as_secs_f64() * 1000.0);
+            return Ok(Step::Pinged);
+        }
+        SwarmEvent::Behaviour(ping::Event { peer, result: Err(e), .. }) if !quiet => {
+            bail!("ping to {peer} failed: {e}");
+        }
+        SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial failed: {error}"),
+        SwarmEvent::ListenerError { error, .. } => bail!("listener failed: {error}"),
+        SwarmEvent::ListenerClosed { reason: Err(e), .. } => bail!("listener closed: {e}"),
+        SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            tracing::warn!(%send_back_addr, %error, "incoming connection failed");
+        }
+        other => tracing::debug!(?other, "swarm event"),
+    }
+    Ok(Step::Nothing)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut tls = TlsConfig::new();
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let certificate = ServerCertificate::from_pem_files(cert, key)?;
+        tls = tls.with_server_certificate(&certificate);
+    }
+    if let Some(ca) = &args.ca {
+        tls = tls.add_root_pem_file(ca)?;
+    }
+    let config = Config::default()
+        .with_tls(tls)
+        .with_insecure_listen(args.insecure_listen);
+    let mut swarm = new_swarm(config)?;
+    for addr in &args.listen {
+        swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    let Some(target) = args.dial else {
+        loop {
+            let event = swarm.select_next_some().await;
+            if let Err(e) = report(&swarm, event, false) {
+                // A listener keeps serving other peers when one of them fails.
+                tracing::warn!("{e:#}");
+            }
+        }
+    };
+    swarm.dial(target.clone()).with_context(|| format!("cannot dial {target}"))?;
+    let count = args.count.unwrap_or(u32::MAX);
+    let limit = Duration::from_secs(args.timeout);
+    let pings = async {
+        let mut seen = 0;
+        while seen < count {
+            let event = swarm.select_next_some().await;
+            if let Step::Pinged = report(&swarm, event, false)? {
+                seen += 1;
+            }
+        }
+        anyhow::Ok(())
+    };
+    async_std::future::timeout(limit, pings)
+        .await
+        .map_err(|_| anyhow!("timed out after {}s waiting for {count} pings from {target}", args.timeout))?
+}
+
+/// Two nodes in one process: ping over /ws, then over /tls/ws.
+async fn demo() -> anyhow::Result<()> {
+    let ca = TestCa::new("libp2p-ws demo CA")?;
+    let (chain, key) = ca.issue(&["localhost", "127.0.0.1"])?;
+    let certificate = ServerCertificate::from_der(chain, key)?;
+    let mut server = new_swarm(Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate)))?;
+    let mut client = new_swarm(Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate())))?;
+
+    for addr in ["/ip4/127.0.0.1/tcp/0/ws", "/ip4/127.0.0.1/tcp/0/tls/ws"] {
+        server.listen_on(addr.parse()?)?;
+    }
+    let demo = async {
+        let mut addrs = Vec::new();
+        while addrs.len() < 2 {
+            if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+                println!("listening {address}/p2p/{}", server.local_peer_id());
+                addrs.push(address);
+            }
+        }
+        for addr in addrs {
+            client.dial(addr)?;
+            let mut seen = 0;
+            while seen < 3 {
+                futures::select! {
+                    event = server.select_next_some() => { report(&server, event, true)?; }
+                    event = client.select_next_some() => {
+                        if let Step::Pinged = report(&client, event, false)? { seen += 1; }
+                    }
+                }
+            }
+            let peer = *server.local_peer_id();
+            let _ = client.disconnect_peer_id(peer);
+            while client.is_connected(&peer) {
+                futures::select! {
+                    event = server.select_next_some() => { report(&server, event, true)?; }
+                    event = client.select_next_some() => { report(&client, event, true)?; }
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    async_std::future::timeout(Duration::from_secs(30), demo)
+        .await
+        .map_err(|_| anyhow!("the demo did not finish within 30s"))?
+}

@@ -1,0 +1,565 @@
+//! WebSocket multiaddresses: parsing into dial targets and listen specs, and printing back.
+//!
+//! This module is pure: no IO, no DNS. It implements the address grammar of the libp2p WebSockets
+//! specification:
+//!
+//! ```text
+//! <host> [/tcp/<port>] <security> [/http-path/<percent-encoded>] [/p2p/<peer-id>]
+//!
+//! <host>     = /ip4/<a> | /ip6/<a> | /dns/<name> | /dns4/<name> | /dns6/<name>
+//! <security> = /ws | /wss | /tls/ws | /tls/sni/<host>/ws      (and the legacy /x-parity-ws/<path>)
+//! ```
+//!
+//! An omitted TCP port means 443 for the secure forms and 80 for `/ws`. Everything else (for example
+//! `/dnsaddr`, `/quic-v1`, `/p2p-circuit`, `/unix`, `/ws` not over TCP, trailing components) is
+//! rejected with an [`AddrError`], which the transport turns into
+//! [`TransportError::MultiaddrNotSupported`](libp2p_core::transport::TransportError) so that other
+//! transports get their turn.
+//!
+//! The canonical form printed by [`WsAddr::to_multiaddr`] always names the TCP port, writes TLS as
+//! `/tls/ws` (or `/tls/sni/<host>/ws`) and the path as `/http-path/<percent-encoded>` (omitted when it is
+//! `/`). Listen addresses are reported in that form, so another node can dial them as printed.
+
+use std::{fmt, net::IpAddr};
+
+use libp2p_core::multiaddr::{Multiaddr, Protocol};
+use libp2p_identity::PeerId;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+/// TCP port assumed for `/ws` when the address names none.
+pub const DEFAULT_PORT_INSECURE: u16 = 80;
+/// TCP port assumed for `/wss` and `/tls/ws` when the address names none.
+pub const DEFAULT_PORT_SECURE: u16 = 443;
+
+/// Characters that are percent-encoded in the HTTP request target. Everything that is not allowed in an
+/// RFC 3986 path (other than `/`) is encoded; `%` is encoded too, since the path is held decoded.
+const REQUEST_TARGET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// The host part of a WebSocket address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IP address (`/ip4` or `/ip6`).
+    Ip(IpAddr),
+    /// A DNS name to resolve (`/dns`, `/dns4` or `/dns6`).
+    Dns {
+        /// The name, as written in the address.
+        name: String,
+        /// Which address families the resolution may return.
+        family: DnsFamily,
+    },
+}
+
+/// The address families a `/dns*` component allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DnsFamily {
+    /// `/dns`: IPv4 and IPv6.
+    Any,
+    /// `/dns4`: IPv4 only.
+    V4,
+    /// `/dns6`: IPv6 only.
+    V6,
+}
+
+impl DnsFamily {
+    /// Whether a resolved IP address belongs to this family.
+    pub fn admits(self, ip: &IpAddr) -> bool {
+        match self {
+            DnsFamily::Any => true,
+            DnsFamily::V4 => ip.is_ipv4(),
+            DnsFamily::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// Whether the WebSocket runs over TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Security {
+    /// `/ws`: plain WebSocket.
+    Plain,
+    /// `/wss`, `/tls/ws` or `/tls/sni/<host>/ws`.
+    Tls {
+        /// The server name from `/tls/sni/<host>`, if given.
+        sni: Option<String>,
+    },
+}
+
+/// A parsed WebSocket address: where to connect (or listen), how, and which HTTP path to use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WsAddr {
+    /// IP address or DNS name.
+    pub host: Host,
+    /// TCP port, with the default for the scheme filled in when the address omits it.
+    pub port: u16,
+    /// Plain or TLS.
+    pub security: Security,
+    /// The decoded HTTP path; always starts with `/`.
+    pub path: String,
+    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
+    pub peer_id: Option<PeerId>,
+}
+
+/// Why an address is not a WebSocket address this transport can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddrError {
+    /// The address does not start with `/ip4`, `/ip6`, `/dns`, `/dns4` or `/dns6`.
+    #[error("a WebSocket address starts with /ip4, /ip6, /dns, /dns4 or /dns6")]
+    UnsupportedHost,
+    /// No `/ws`, `/wss` or `/tls/ws` where one was expected (for example `/quic-v1`, `/udp`).
+    #[error("not a WebSocket address: expected /ws, /wss, /tls/ws or /tls/sni/<host>/ws after the host and port")]
+    NotWebSocket,
+    /// `/tls` (and `/sni`) not followed by `/ws`.
+    #[error("/tls must be followed by /ws (or /sni/<host>/ws)")]
+    TlsWithoutWs,
+    /// An `/sni` name that is empty.
+    #[error("/sni needs a non-empty host name")]
+    EmptySni,
+    /// Two paths: `/x-parity-ws/<path>` and `/http-path/<path>` together.
+    #[error("the address names two HTTP paths")]
+    TwoPaths,
+    /// A component after the WebSocket part that is neither `/http-path` nor `/p2p`.
+    #[error("unexpected component after the WebSocket part of the address: /{0}")]
+    Trailing(String),
+    /// A `/p2p/<peer-id>` on an address to listen on.
+    #[error("a listen address must not end in /p2p/<peer-id>")]
+    PeerIdInListenAddress,
+}
+
+impl WsAddr {
+    /// Parses a multiaddress as a WebSocket address (for dialing).
+    pub fn parse(addr: &Multiaddr) -> Result<Self, AddrError> {
+        let mut iter = addr.iter().peekable();
+
+        let host = match iter.next() {
+            Some(Protocol::Ip4(ip)) => Host::Ip(ip.into()),
+            Some(Protocol::Ip6(ip)) => Host::Ip(ip.into()),
+            Some(Protocol::Dns(name)) => dns(name, DnsFamily::Any),
+            Some(Protocol::Dns4(name)) => dns(name, DnsFamily::V4),
+            Some(Protocol::Dns6(name)) => dns(name, DnsFamily::V6),
+            _ => return Err(AddrError::UnsupportedHost),
+        };
+
+        let explicit_port = match iter.peek() {
+            Some(Protocol::Tcp(port)) => {
+                let port = *port;
+                iter.next();
+                Some(port)
+            }
+            _ => None,
+        };
+
+        let (security, legacy_path) = match iter.next() {
+            Some(Protocol::Ws(path)) => (Security::Plain, path.into_owned()),
+            Some(Protocol::Wss(path)) => (Security::Tls { sni: None }, path.into_owned()),
+            Some(Protocol::Tls) => {
+                let sni = match iter.peek() {
+                    Some(Protocol::Sni(name)) => {
+                        if name.is_empty() {
+                            return Err(AddrError::EmptySni);
+                        }
+                        let name = name.to_string();
+                        iter.next();
+                        Some(name)
+                    }
+                    _ => None,
+                };
+                match iter.next() {
+                    Some(Protocol::Ws(path)) => (Security::Tls { sni }, path.into_owned()),
+                    _ => return Err(AddrError::TlsWithoutWs),
+                }
+            }
+            _ => return Err(AddrError::NotWebSocket),
+        };
+
+        let mut path = normalize_path(&legacy_path);
+        if let Some(Protocol::HttpPath(p)) = iter.peek() {
+            if path != "/" {
+                return Err(AddrError::TwoPaths);
+            }
+            path = normalize_path(p);
+            iter.next();
+        }
+
+        let peer_id = match iter.next() {
+            Some(Protocol::P2p(id)) => Some(id),
+            Some(other) => return Err(AddrError::Trailing(other.tag().to_string())),
+            None => None,
+        };
+        if let Some(other) = iter.next() {
+            return Err(AddrError::Trailing(other.tag().to_string()));
+        }
+
+        let port = explicit_port.unwrap_or(match security {
+            Security::Plain => DEFAULT_PORT_INSECURE,
+            Security::Tls { .. } => DEFAULT_PORT_SECURE,
+        });
+
+        Ok(WsAddr {
+            host,
+            port,
+            security,
+            path,
+            peer_id,
+        })
+    }
+
+    /// Parses a multiaddress to listen on: as [`WsAddr::parse`], without a `/p2p` suffix.
+    pub fn parse_listen(addr: &Multiaddr) -> Result<Self, AddrError> {
+        let parsed = Self::parse(addr)?;
+        if parsed.peer_id.is_some() {
+            return Err(AddrError::PeerIdInListenAddress);
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_secure(&self) -> bool {
+        matches!(self.security, Security::Tls { .. })
+    }
+
+    /// The name to present in TLS SNI and to verify the certificate against: the `/sni` name, else
+    /// the DNS name, else the IP address.
+    pub fn server_name(&self) -> String {
+        match (&self.security, &self.host) {
+            (Security::Tls { sni: Some(sni) }, _) => sni.clone(),
+            (_, Host::Dns { name, .. }) => name.clone(),
+            (_, Host::Ip(ip)) => ip.to_string(),
+        }
+    }
+
+    /// The value of the HTTP `Host` header: `host[:port]`, with an IPv6 address in brackets and the
+    /// port left out when it is the scheme's default, as browsers do. The host is the `/sni` name if
+    /// given (so virtual hosts behind a reverse proxy work), else the DNS name, else the IP address.
+    pub fn host_header(&self) -> String {
+        let host = match (&self.security, &self.host) {
+            (Security::Tls { sni: Some(sni) }, _) => sni.clone(),
+            (_, Host::Dns { name, .. }) => name.clone(),
+            (_, Host::Ip(IpAddr::V6(ip))) => format!("[{ip}]"),
+            (_, Host::Ip(IpAddr::V4(ip))) => ip.to_string(),
+        };
+        let default = if self.is_secure() {
+            DEFAULT_PORT_SECURE
+        } else {
+            DEFAULT_PORT_INSECURE
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The HTTP request target: the path, percent-encoded where HTTP requires it.
+    pub fn request_target(&self) -> String {
+        utf8_percent_encode(&self.path, REQUEST_TARGET).to_string()
+    }
+
+    /// The canonical multiaddress of this address (see the module docs), with the given host in place
+    /// of this one's. Used to report listen addresses.
+    pub fn with_ip(&self, ip: IpAddr, port: u16) -> Multiaddr {
+        WsAddr {
+            host: Host::Ip(ip),
+            port,
+            ..self.clone()
+        }
+        .to_multiaddr()
+    }
+
+    /// The canonical multiaddress of this address (see the module docs).
+    pub fn to_multiaddr(&self) -> Multiaddr {
+        let mut addr = Multiaddr::empty();
+        addr.push(match &self.host {
+            Host::Ip(IpAddr::V4(ip)) => Protocol::Ip4(*ip),
+            Host::Ip(IpAddr::V6(ip)) => Protocol::Ip6(*ip),
+            Host::Dns { name, family } => {
+                let name = name.clone().into();
+                match family {
+                    DnsFamily::Any => Protocol::Dns(name),
+                    DnsFamily::V4 => Protocol::Dns4(name),
+                    DnsFamily::V6 => Protocol::Dns6(name),
+                }
+            }
+        });
+        addr.push(Protocol::Tcp(self.port));
+        if let Security::Tls { sni } = &self.security {
+            addr.push(Protocol::Tls);
+            if let Some(sni) = sni {
+                addr.push(Protocol::Sni(sni.clone().into()));
+            }
+        }
+        addr.push(Protocol::Ws("/".into()));
+        if self.path != "/" {
+            addr.push(Protocol::HttpPath(self.path[1..].to_string().into()));
+        }
+        if let Some(peer_id) = self.peer_id {
+            addr.push(Protocol::P2p(peer_id));
+        }
+        addr
+    }
+}
+
+impl fmt::Display for WsAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_multiaddr().fmt(f)
+    }
+}
+
+fn dns(name: std::borrow::Cow<'_, str>, family: DnsFamily) -> Host {
+    Host::Dns {
+        name: name.into_owned(),
+        family,
+    }
+}
+
+/// `path/to` and `/path/to` both mean `/path/to`; an empty path means `/`.
+fn normalize_path(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn parse(s: &str) -> Result<WsAddr, AddrError> {
+        WsAddr::parse(&s.parse::<Multiaddr>().expect("test address parses as a multiaddr"))
+    }
+
+    fn ip4(s: &str) -> Host {
+        Host::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn spec_address_table() {
+        let tls = Security::Tls { sni: None };
+        let cases: Vec<(&str, Host, u16, Security, &str)> = vec![
+            ("/ip4/192.0.2.0/tcp/1234/ws", ip4("192.0.2.0"), 1234, Security::Plain, "/"),
+            ("/ip4/192.0.2.0/tcp/1234/tls/ws", ip4("192.0.2.0"), 1234, tls.clone(), "/"),
+            (
+                "/ip4/192.0.2.0/tcp/1234/tls/sni/foo.example.com/ws",
+                ip4("192.0.2.0"),
+                1234,
+                Security::Tls {
+                    sni: Some("foo.example.com".into()),
+                },
+                "/",
+            ),
+            ("/ip4/192.0.2.0/ws", ip4("192.0.2.0"), 80, Security::Plain, "/"),
+            ("/ip4/192.0.2.0/tls/ws", ip4("192.0.2.0"), 443, tls.clone(), "/"),
+            ("/ip4/192.0.2.0/wss", ip4("192.0.2.0"), 443, tls.clone(), "/"),
+            (
+                "/dns/example.com/wss",
+                Host::Dns {
+                    name: "example.com".into(),
+                    family: DnsFamily::Any,
+                },
+                443,
+                tls.clone(),
+                "/",
+            ),
+            (
+                "/dns/example.com/wss/http-path/path%2Fto%2Fendpoint",
+                Host::Dns {
+                    name: "example.com".into(),
+                    family: DnsFamily::Any,
+                },
+                443,
+                tls.clone(),
+                "/path/to/endpoint",
+            ),
+        ];
+        for (input, host, port, security, path) in cases {
+            let parsed = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(parsed.host, host, "{input}");
+            assert_eq!(parsed.port, port, "{input}");
+            assert_eq!(parsed.security, security, "{input}");
+            assert_eq!(parsed.path, path, "{input}");
+            assert_eq!(parsed.peer_id, None, "{input}");
+        }
+    }
+
+    #[test]
+    fn more_accepted_forms() {
+        let a = parse("/ip6/::1/tcp/8080/ws").unwrap();
+        assert_eq!(a.host, Host::Ip(Ipv6Addr::LOCALHOST.into()));
+        let a = parse("/dns4/localhost/tcp/1/wss").unwrap();
+        assert_eq!(
+            a.host,
+            Host::Dns {
+                name: "localhost".into(),
+                family: DnsFamily::V4
+            }
+        );
+        let a = parse("/dns6/localhost/ws").unwrap();
+        assert_eq!(a.port, 80);
+        let id = PeerId::random();
+        let a = parse(&format!("/ip4/1.2.3.4/tcp/5/ws/p2p/{id}")).unwrap();
+        assert_eq!(a.peer_id, Some(id));
+        let a = parse(&format!("/ip4/1.2.3.4/tcp/5/ws/http-path/a%2Fb/p2p/{id}")).unwrap();
+        assert_eq!((a.path.as_str(), a.peer_id), ("/a/b", Some(id)));
+        let a = parse("/ip4/1.2.3.4/tcp/5/x-parity-ws/%2Flegacy").unwrap();
+        assert_eq!(a.path, "/legacy");
+        let a = parse("/ip4/1.2.3.4/tcp/5/x-parity-wss/%2Flegacy").unwrap();
+        assert!(a.is_secure());
+    }
+
+    #[test]
+    fn rejected_forms() {
+        let cases = [
+            ("/dnsaddr/example.com/ws", AddrError::UnsupportedHost),
+            ("/unix/%2Ftmp%2Fsock/ws", AddrError::UnsupportedHost),
+            ("/ip4/1.2.3.4/udp/1/quic-v1", AddrError::NotWebSocket),
+            ("/ip4/1.2.3.4/udp/1/ws", AddrError::NotWebSocket),
+            ("/ip4/1.2.3.4/tcp/1", AddrError::NotWebSocket),
+            ("/ip4/1.2.3.4/tcp/1/tls", AddrError::TlsWithoutWs),
+            ("/ip4/1.2.3.4/tcp/1/tls/wss", AddrError::TlsWithoutWs),
+            ("/ip4/1.2.3.4/tcp/1/tls/sni/a/http", AddrError::TlsWithoutWs),
+            (
+                "/ip4/1.2.3.4/tcp/1/ws/p2p-circuit",
+                AddrError::Trailing("p2p-circuit".into()),
+            ),
+            ("/ip4/1.2.3.4/tcp/1/ws/tcp/2", AddrError::Trailing("tcp".into())),
+            (
+                "/ip4/1.2.3.4/tcp/1/x-parity-ws/%2Fa/http-path/b",
+                AddrError::TwoPaths,
+            ),
+        ];
+        for (input, err) in cases {
+            assert_eq!(parse(input), Err(err), "{input}");
+        }
+        let id = PeerId::random();
+        let relayed = format!("/ip4/1.2.3.4/tcp/1/ws/p2p/{id}/p2p-circuit");
+        assert!(matches!(parse(&relayed), Err(AddrError::Trailing(_))));
+        let listen: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/ws/p2p/{id}").parse().unwrap();
+        assert_eq!(
+            WsAddr::parse_listen(&listen),
+            Err(AddrError::PeerIdInListenAddress)
+        );
+        assert_eq!(
+            WsAddr::parse(&Multiaddr::empty()),
+            Err(AddrError::UnsupportedHost)
+        );
+    }
+
+    #[test]
+    fn canonical_form() {
+        let cases = [
+            ("/ip4/192.0.2.0/wss", "/ip4/192.0.2.0/tcp/443/tls/ws"),
+            ("/ip4/192.0.2.0/ws", "/ip4/192.0.2.0/tcp/80/ws"),
+            (
+                "/dns/example.com/wss/http-path/path%2Fto%2Fendpoint",
+                "/dns/example.com/tcp/443/tls/ws/http-path/path%2Fto%2Fendpoint",
+            ),
+            (
+                "/ip4/1.2.3.4/tcp/5/tls/sni/x.y/ws",
+                "/ip4/1.2.3.4/tcp/5/tls/sni/x.y/ws",
+            ),
+            ("/ip4/1.2.3.4/tcp/5/x-parity-ws/%2Fa", "/ip4/1.2.3.4/tcp/5/ws/http-path/a"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(parse(input).unwrap().to_multiaddr().to_string(), expected);
+        }
+        let listen = parse("/ip4/0.0.0.0/tcp/0/ws/http-path/a%2Fb").unwrap();
+        assert_eq!(
+            listen
+                .with_ip(Ipv4Addr::new(10, 0, 0, 1).into(), 4000)
+                .to_string(),
+            "/ip4/10.0.0.1/tcp/4000/ws/http-path/a%2Fb"
+        );
+    }
+
+    #[test]
+    fn names_and_headers() {
+        let a = parse("/ip4/127.0.0.1/tcp/443/tls/sni/example.com/ws").unwrap();
+        assert_eq!(a.server_name(), "example.com");
+        assert_eq!(a.host_header(), "example.com");
+        let a = parse("/dns/example.com/tcp/8443/wss").unwrap();
+        assert_eq!(a.server_name(), "example.com");
+        assert_eq!(a.host_header(), "example.com:8443");
+        let a = parse("/ip6/::1/tcp/80/ws").unwrap();
+        assert_eq!(a.server_name(), "::1");
+        assert_eq!(a.host_header(), "[::1]");
+        let a = parse("/ip6/::1/tcp/81/ws").unwrap();
+        assert_eq!(a.host_header(), "[::1]:81");
+        let a = parse("/ip4/127.0.0.1/tcp/443/ws").unwrap();
+        assert_eq!(a.host_header(), "127.0.0.1:443");
+        let a = parse("/ip4/127.0.0.1/ws/http-path/a%20b%3Fc").unwrap();
+        assert_eq!(a.path, "/a b?c");
+        assert_eq!(a.request_target(), "/a%20b%3Fc");
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn host() -> impl Strategy<Value = Host> {
+            prop_oneof![
+                any::<[u8; 4]>().prop_map(|b| Host::Ip(Ipv4Addr::from(b).into())),
+                any::<[u8; 16]>().prop_map(|b| Host::Ip(Ipv6Addr::from(b).into())),
+                ("[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){0,2}", 0..3u8).prop_map(|(name, f)| {
+                    Host::Dns {
+                        name,
+                        family: [DnsFamily::Any, DnsFamily::V4, DnsFamily::V6][f as usize],
+                    }
+                }),
+            ]
+        }
+
+        fn security() -> impl Strategy<Value = Security> {
+            prop_oneof![
+                Just(Security::Plain),
+                Just(Security::Tls { sni: None }),
+                "[a-z]{1,10}\\.[a-z]{2,4}".prop_map(|s| Security::Tls { sni: Some(s) }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn parse_print_parse(
+                host in host(),
+                port in any::<u16>(),
+                security in security(),
+                path in "(/[^/\\x00]{0,12}){0,3}",
+                with_peer in any::<bool>(),
+            ) {
+                let path = if path.is_empty() { "/".to_string() } else { path };
+                let addr = WsAddr {
+                    host, port, security, path,
+                    peer_id: with_peer.then(PeerId::random),
+                };
+                let printed = addr.to_multiaddr();
+                let reparsed = WsAddr::parse(&printed).expect("canonical form parses");
+                prop_assert_eq!(&reparsed, &addr);
+                // The text form parses back to the same multiaddr.
+                let text: Multiaddr = printed.to_string().parse().expect("text form parses");
+                prop_assert_eq!(WsAddr::parse(&text).expect("text form is a ws addr"), addr);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(addr) = Multiaddr::try_from(bytes) {
+                    let _ = WsAddr::parse(&addr);
+                }
+            }
+        }
+    }
+}

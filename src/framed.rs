@@ -1,0 +1,755 @@
+//! The upgraded connection: WebSocket binary frames <-> an `AsyncRead + AsyncWrite` byte stream.
+//!
+//! Frame headers are encoded and decoded with soketto's sans-IO codec ([`soketto::base::Codec`]); the
+//! stream adapter, buffering and masking are ours, because that is where the throughput is won:
+//!
+//! - writes are coalesced into one frame per flush (or per `write_buffer_size` bytes), and the header
+//!   is written in front of the payload in the same buffer, so each frame leaves in one `write`;
+//! - reads parse headers from a small read buffer and copy payload straight into the caller's buffer
+//!   (large reads bypass the read buffer entirely); both buffers are released while idle;
+//! - masking and unmasking work eight bytes at a time.
+//!
+//! Rules of the byte stream (documented in the crate docs):
+//! - binary and text frames both carry stream bytes (text payloads are not checked for UTF-8, which
+//!   rust-libp2p's transport does likewise); frame and message sizes are bounded;
+//! - pings are answered with pongs (only the latest unanswered ping, so a ping flood cannot grow the
+//!   buffer); keep-alive pings detect half-open connections;
+//! - a close frame from the peer ends the read side (EOF) and is answered; a TCP EOF between frames
+//!   is a clean EOF too, inside a frame it is an error;
+//! - a protocol violation closes with the matching close code (1002, 1007, 1009) and every later
+//!   call returns an error (never a panic).
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Instant,
+};
+
+use futures::{AsyncRead, AsyncWrite};
+use soketto::{
+    base::{Codec, Header, OpCode},
+    Parsing,
+};
+
+use crate::{config::FrameLimits, error::FrameError, runtime::Timer};
+
+/// Which end of the WebSocket this is: clients mask what they send, servers must not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The side that sent the HTTP upgrade request (the dialer).
+    Client,
+    /// The side that answered it (the listener).
+    Server,
+}
+
+/// Room kept in front of an open frame's payload for its header (2 + 8 + 4 bytes at most).
+const HEADER_SLOT: usize = 14;
+/// Reads at least this large go straight from the socket into the caller's buffer.
+const DIRECT_READ_MIN: usize = 4096;
+/// Largest control frame payload (RFC 6455 section 5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// An upgraded WebSocket connection used as a byte stream.
+///
+/// Everything written is sent in binary frames; everything received in data frames is read back as
+/// bytes. Call `flush` (or `close`) to send what was written; `close` sends a close frame.
+pub struct Connection<T> {
+    io: T,
+    role: Role,
+    limits: FrameLimits,
+    codec: Codec,
+
+    /// Read buffer: `rbuf[rpos..rend]` holds received bytes not yet consumed. Empty while idle.
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    /// The data frame whose payload is being read.
+    frame: Option<Payload>,
+    /// Inside a fragmented message (a continuation frame must follow).
+    in_message: bool,
+    message_len: u64,
+
+    /// Write buffer: `wbuf[wpos..]` is waiting for the socket. Empty while idle.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Start of the frame being filled by `poll_write` (a `HEADER_SLOT` gap, then payload).
+    open: Option<usize>,
+    /// A pong is in `wbuf` and not yet sent.
+    pong_queued: bool,
+
+    /// The peer sent a close frame: reads return EOF.
+    peer_closed: bool,
+    /// We queued a close frame: no more data may be written.
+    close_sent: bool,
+    /// The first error; every later call reports it.
+    failed: Option<String>,
+
+    keep_alive: KeepAliveState,
+    close_timer: Option<Timer>,
+}
+
+struct Payload {
+    remaining: u64,
+    mask: Option<[u8; 4]>,
+    mask_offset: usize,
+}
+
+struct KeepAliveState {
+    last_rx: Instant,
+    ping_sent: Option<Instant>,
+    timer: Option<Timer>,
+    armed_for: Option<Instant>,
+}
+
+impl<T> std::fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("peer_closed", &self.peer_closed)
+            .field("close_sent", &self.close_sent)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Connection<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a socket on which the HTTP upgrade has completed. `leftover` holds bytes read past the
+    /// end of the HTTP head (the start of the first frames), if any.
+    pub fn new(io: T, role: Role, limits: FrameLimits, leftover: &[u8]) -> Self {
+        let mut codec = Codec::new();
+        codec.set_max_data_size(limits.max_frame_size);
+        let mut conn = Connection {
+            io,
+            role,
+            limits,
+            codec,
+            rbuf: Box::default(),
+            rpos: 0,
+            rend: 0,
+            frame: None,
+            in_message: false,
+            message_len: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            open: None,
+            pong_queued: false,
+            peer_closed: false,
+            close_sent: false,
+            failed: None,
+            keep_alive: KeepAliveState {
+                last_rx: Instant::now(),
+                ping_sent: None,
+                timer: None,
+                armed_for: None,
+            },
+            close_timer: None,
+        };
+        if !leftover.is_empty() {
+            let size = limits.read_buffer_size.max(leftover.len());
+            let mut buf = vec![0; size].into_boxed_slice();
+            buf[..leftover.len()].copy_from_slice(leftover);
+            conn.rbuf = buf;
+            conn.rend = leftover.len();
+        }
+        conn
+    }
+
+    /// Which end of the WebSocket this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The underlying socket.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Bytes of buffer memory this connection holds right now (read plus write buffer).
+    pub fn buffered_capacity(&self) -> usize {
+        self.rbuf.len() + self.wbuf.capacity()
+    }
+
+    fn check_failed(&self) -> io::Result<()> {
+        match &self.failed {
+            Some(reason) => Err(FrameError::Failed(reason.clone()).into_io()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first error, tries once to tell the peer with a close frame, releases buffers.
+    fn fail(&mut self, cx: &mut Context<'_>, error: FrameError) -> io::Error {
+        if self.failed.is_none() {
+            tracing::debug!(role = ?self.role, %error, "WebSocket connection failed");
+            if !self.close_sent {
+                let code = error.close_code().to_be_bytes();
+                self.queue_control(OpCode::Close, &code);
+                self.close_sent = true;
+                let _ = self.poll_drain(cx);
+            }
+            self.failed = Some(error.to_string());
+            self.rbuf = Box::default();
+            self.wbuf = Vec::new();
+        }
+        error.into_io()
+    }
+
+    fn fail_io(&mut self, error: io::Error) -> io::Error {
+        if self.failed.is_none() {
+            self.failed = Some(error.to_string());
+            self.rbuf = Box::default();
+            self.wbuf = Vec::new();
+        }
+        error
+    }
+
+    // ----- reading -----------------------------------------------------------------------------
+
+    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.rbuf.is_empty() {
+            self.rbuf = vec![0; self.limits.read_buffer_size].into_boxed_slice();
+        }
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rend == self.rbuf.len() {
+            if self.rpos == 0 {
+                // Cannot happen with the minimum buffer size (a header plus a control frame is at most
+                // 139 bytes); refuse rather than read into an empty slice and mistake it for EOF.
+                return Poll::Ready(Err(FrameError::Protocol("frame header does not fit").into_io()));
+            }
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+        let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut self.rbuf[self.rend..]))?;
+        if n > 0 {
+            self.rend += n;
+            self.keep_alive.last_rx = Instant::now();
+        }
+        Poll::Ready(Ok(n > 0))
+    }
+
+    /// Called when the socket has nothing to read: runs keep-alive and releases an empty read buffer.
+    /// `Ready(Ok)` means something changed and the caller should try again.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.rpos == self.rend && !self.rbuf.is_empty() {
+            self.rbuf = Box::default();
+            self.rpos = 0;
+            self.rend = 0;
+        }
+        match self.poll_keep_alive(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.fail(cx, e))),
+        }
+    }
+
+    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
+        let Some(ka) = self.limits.keep_alive else {
+            return Poll::Pending;
+        };
+        let state = &mut self.keep_alive;
+        let deadline = match state.ping_sent {
+            Some(sent) if state.last_rx > sent => {
+                state.ping_sent = None;
+                state.last_rx + ka.interval
+            }
+            Some(sent) => sent + ka.timeout,
+            None => state.last_rx + ka.interval,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            if state.ping_sent.is_some() {
+                return Poll::Ready(Err(FrameError::KeepAliveTimeout(ka.timeout)));
+            }
+            state.ping_sent = Some(now);
+            self.queue_control(OpCode::Ping, b"");
+            let _ = self.poll_drain(cx);
+            return Poll::Ready(Ok(()));
+        }
+        let state = &mut self.keep_alive;
+        let timer = state.timer.get_or_insert_with(|| Timer::at(deadline));
+        if state.armed_for != Some(deadline) {
+            timer.set_at(deadline);
+            state.armed_for = Some(deadline);
+        }
+        match Pin::new(timer).poll(cx) {
+            Poll::Ready(_) => {
+                state.armed_for = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Handles one complete control frame.
+    fn on_control(
+        &mut self,
+        cx: &mut Context<'_>,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<(), FrameError> {
+        match opcode {
+            OpCode::Ping => {
+                if !self.close_sent && !self.pong_queued {
+                    self.queue_control(OpCode::Pong, payload);
+                    self.pong_queued = true;
+                    let _ = self.poll_drain(cx);
+                }
+            }
+            OpCode::Pong => {} // `last_rx` was updated when it arrived.
+            OpCode::Close => {
+                let code = validate_close_payload(payload)?;
+                self.peer_closed = true;
+                if !self.close_sent {
+                    // Echo the peer's code (RFC 6455 section 5.5.1); 1000 when it sent none.
+                    let reply = code.unwrap_or(1000).to_be_bytes();
+                    self.queue_control(OpCode::Close, &reply);
+                    self.close_sent = true;
+                    let _ = self.poll_drain(cx);
+                }
+            }
+            _ => return Err(FrameError::Protocol("unexpected opcode")),
+        }
+        Ok(())
+    }
+
+    /// Validates a decoded header against the role and the limits, and starts reading its payload.
+    /// Returns `false` for a control frame whose payload is not fully buffered yet.
+    fn on_header(
+        &mut self,
+        cx: &mut Context<'_>,
+        header: &Header,
+        offset: usize,
+    ) -> Result<bool, FrameError> {
+        match (self.role, header.is_masked()) {
+            (Role::Server, false) => return Err(FrameError::UnmaskedClientFrame),
+            (Role::Client, true) => return Err(FrameError::MaskedServerFrame),
+            _ => {}
+        }
+        let len = header.payload_len();
+        let mask = header.is_masked().then(|| header.mask().to_be_bytes());
+        match header.opcode() {
+            OpCode::Continue | OpCode::Text | OpCode::Binary => {
+                let continuation = header.opcode() == OpCode::Continue;
+                if continuation && !self.in_message {
+                    return Err(FrameError::Protocol("continuation frame outside a message"));
+                }
+                if !continuation && self.in_message {
+                    return Err(FrameError::Protocol(
+                        "new data frame before the previous message ended",
+                    ));
+                }
+                self.message_len = if continuation { self.message_len } else { 0 } + len as u64;
+                if self.message_len > self.limits.max_message_size as u64 {
+                    return Err(FrameError::MessageTooLarge {
+                        limit: self.limits.max_message_size,
+                    });
+                }
+                self.in_message = !header.is_fin();
+                self.rpos += offset;
+                if len > 0 {
+                    self.frame = Some(Payload {
+                        remaining: len as u64,
+                        mask,
+                        mask_offset: 0,
+                    });
+                }
+                Ok(true)
+            }
+            opcode => {
+                if self.rend - self.rpos < offset + len {
+                    return Ok(false);
+                }
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+                let start = self.rpos + offset;
+                payload[..len].copy_from_slice(&self.rbuf[start..start + len]);
+                if let Some(mask) = mask {
+                    apply_mask(&mut payload[..len], mask, 0);
+                }
+                self.rpos = start + len;
+                self.on_control(cx, opcode, &payload[..len])?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn poll_read_inner(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.check_failed()?;
+        if out.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if self.wpos < self.wbuf.len() && self.open.is_none() {
+            // A pong, ping or close reply may be waiting; send it along.
+            if let Poll::Ready(Err(e)) = self.poll_drain(cx) {
+                return Poll::Ready(Err(self.fail_io(e)));
+            }
+        }
+        loop {
+            if self.peer_closed {
+                return Poll::Ready(Ok(0));
+            }
+            if let Some(remaining) = self.frame.as_ref().map(|f| f.remaining) {
+                let want = out.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let n = if self.rpos < self.rend {
+                    let n = want.min(self.rend - self.rpos);
+                    out[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+                    self.rpos += n;
+                    n
+                } else if want >= DIRECT_READ_MIN {
+                    match Pin::new(&mut self.io).poll_read(cx, &mut out[..want]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            self.keep_alive.last_rx = Instant::now();
+                            n
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                        Poll::Pending => {
+                            ready!(self.poll_idle(cx))?;
+                            continue;
+                        }
+                    }
+                } else {
+                    match self.poll_fill(cx) {
+                        Poll::Ready(Ok(true)) => continue,
+                        Poll::Ready(Ok(false)) => {
+                            return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                        Poll::Pending => {
+                            ready!(self.poll_idle(cx))?;
+                            continue;
+                        }
+                    }
+                };
+                if let Some(frame) = self.frame.as_mut() {
+                    if let Some(mask) = frame.mask {
+                        frame.mask_offset = apply_mask(&mut out[..n], mask, frame.mask_offset);
+                    }
+                    frame.remaining -= n as u64;
+                    if frame.remaining == 0 {
+                        self.frame = None;
+                    }
+                }
+                return Poll::Ready(Ok(n));
+            }
+
+            let decoded = self.codec.decode_header(&self.rbuf[self.rpos..self.rend]);
+            let complete = match decoded {
+                Ok(Parsing::Done { value, offset }) => match self.on_header(cx, &value, offset) {
+                    Ok(complete) => complete,
+                    Err(e) => return Poll::Ready(Err(self.fail(cx, e))),
+                },
+                Ok(Parsing::NeedMore(_)) => false,
+                Err(e) => return Poll::Ready(Err(self.fail(cx, frame_error(e)))),
+            };
+            if complete {
+                continue;
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) => {
+                    if self.rpos == self.rend && !self.in_message {
+                        // TCP EOF between frames: a clean end of stream.
+                        self.peer_closed = true;
+                        return Poll::Ready(Ok(0));
+                    }
+                    return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+                Poll::Pending => ready!(self.poll_idle(cx))?,
+            }
+        }
+    }
+
+    // ----- writing -----------------------------------------------------------------------------
+
+    /// Turns the open frame (if any) into a complete frame: header in front, payload masked.
+    fn finalize(&mut self) {
+        let Some(start) = self.open.take() else {
+            return;
+        };
+        let payload_start = start + HEADER_SLOT;
+        let payload_len = self.wbuf.len() - payload_start;
+        if payload_len == 0 {
+            self.wbuf.truncate(start);
+            return;
+        }
+        let mut header = Header::new(OpCode::Binary);
+        header.set_fin(true).set_payload_len(payload_len);
+        if self.role == Role::Client {
+            let mask: u32 = rand::random();
+            header.set_masked(true).set_mask(mask);
+            apply_mask(&mut self.wbuf[payload_start..], mask.to_be_bytes(), 0);
+        }
+        let encoded = self.codec.encode_header(&header);
+        let header_start = payload_start - encoded.len();
+        self.wbuf[header_start..payload_start].copy_from_slice(encoded);
+        if start == self.wpos {
+            self.wpos = header_start;
+        } else {
+            // Earlier frames are still waiting: close the gap between them and this one.
+            let gap = header_start - start;
+            self.wbuf.copy_within(header_start.., start);
+            self.wbuf.truncate(self.wbuf.len() - gap);
+        }
+    }
+
+    /// Appends a control frame after everything written so far.
+    fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        debug_assert!(payload.len() <= MAX_CONTROL_PAYLOAD);
+        self.finalize();
+        let mut header = Header::new(opcode);
+        header.set_fin(true).set_payload_len(payload.len());
+        let mut body = [0u8; MAX_CONTROL_PAYLOAD];
+        body[..payload.len()].copy_from_slice(payload);
+        if self.role == Role::Client {
+            let mask: u32 = rand::random();
+            header.set_masked(true).set_mask(mask);
+            apply_mask(&mut body[..payload.len()], mask.to_be_bytes(), 0);
+        }
+        self.wbuf.extend_from_slice(self.codec.encode_header(&header));
+        self.wbuf.extend_from_slice(&body[..payload.len()]);
+    }
+
+    /// Sends complete frames from the write buffer (up to the open frame, if any).
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let end = self.open.unwrap_or(self.wbuf.len());
+        while self.wpos < end {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..end]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+        self.pong_queued = false;
+        match self.open {
+            None => {
+                self.wbuf.clear();
+                self.wpos = 0;
+            }
+            Some(start) if self.wpos > 0 => {
+                self.wbuf.drain(..self.wpos);
+                self.open = Some(start - self.wpos);
+                self.wpos = 0;
+            }
+            Some(_) => {}
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_inner(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.check_failed()?;
+        if self.close_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the WebSocket connection is closing",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let limit = self.limits.write_buffer_size + HEADER_SLOT;
+        loop {
+            let pending = self.wbuf.len() - self.wpos + if self.open.is_none() { HEADER_SLOT } else { 0 };
+            let room = limit.saturating_sub(pending);
+            if room == 0 {
+                self.finalize();
+                if let Err(e) = ready!(self.poll_drain(cx)) {
+                    return Poll::Ready(Err(self.fail_io(e)));
+                }
+                continue;
+            }
+            if self.open.is_none() {
+                self.open = Some(self.wbuf.len());
+                self.wbuf.extend_from_slice(&[0; HEADER_SLOT]);
+            }
+            let n = room.min(buf.len());
+            self.wbuf.extend_from_slice(&buf[..n]);
+            return Poll::Ready(Ok(n));
+        }
+    }
+
+    fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_failed()?;
+        self.finalize();
+        if let Err(e) = ready!(self.poll_drain(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
+        }
+        if let Err(e) = ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
+        }
+        if self.wbuf.capacity() > 0 {
+            self.wbuf = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.failed.is_some() {
+            return Pin::new(&mut self.io).poll_close(cx);
+        }
+        if !self.close_sent {
+            self.finalize();
+            self.queue_control(OpCode::Close, &1000u16.to_be_bytes());
+            self.close_sent = true;
+        }
+        match self.poll_drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+            Poll::Pending => {
+                let deadline = self.limits.close_timeout;
+                let timer = self.close_timer.get_or_insert_with(|| Timer::after(deadline));
+                ready!(Pin::new(timer).poll(cx));
+                tracing::debug!(role = ?self.role, "peer did not take the close frame in time");
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("WebSocket close timed out after {deadline:?}"),
+                );
+                return Poll::Ready(Err(self.fail_io(e)));
+            }
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.wbuf = Vec::new();
+        self.rbuf = Box::default();
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Connection<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_read_inner(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Connection<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_inner(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_flush_inner(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_inner(cx)
+    }
+}
+
+/// XORs `data` with the 4-byte `mask`, starting `offset` bytes into the mask cycle; returns the
+/// offset for the byte after `data`. Works on eight bytes at a time.
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) -> usize {
+    let mut key = mask;
+    key.rotate_left(offset % 4);
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let (chunks, rest) = data.as_chunks_mut::<8>();
+    for chunk in chunks {
+        *chunk = (u64::from_ne_bytes(*chunk) ^ wide).to_ne_bytes();
+    }
+    for (i, byte) in rest.iter_mut().enumerate() {
+        *byte ^= key[i % 4];
+    }
+    (offset + data.len()) % 4
+}
+
+/// Checks a close frame's payload: empty, or a valid code and a UTF-8 reason.
+fn validate_close_payload(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("close frame with a 1-byte payload")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if !valid {
+                return Err(FrameError::Protocol("close frame with an invalid close code"));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(FrameError::Protocol("close reason is not valid UTF-8"));
+            }
+            Ok(Some(code))
+        }
+    }
+}
+
+fn frame_error(e: soketto::base::Error) -> FrameError {
+    use soketto::base::Error as E;
+    match e {
+        E::PayloadTooLarge { actual, maximum } => FrameError::FrameTooLarge {
+            len: actual,
+            limit: usize::try_from(maximum).unwrap_or(usize::MAX),
+        },
+        E::ReservedOpCode | E::UnknownOpCode => FrameError::Protocol("reserved opcode"),
+        E::FragmentedControl => FrameError::Protocol("fragmented control frame"),
+        E::InvalidControlFrameLen => {
+            FrameError::Protocol("control frame payload longer than 125 bytes")
+        }
+        E::InvalidReservedBit(_) => FrameError::Protocol("reserved bit set"),
+        _ => FrameError::Protocol("invalid frame header"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_matches_bytewise_reference_at_every_offset_and_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            for offset in 0..4 {
+                let data: Vec<u8> = (0..len as u8).collect();
+                let mut fast = data.clone();
+                let next = apply_mask(&mut fast, mask, offset);
+                let slow: Vec<u8> = data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ mask[(i + offset) % 4])
+                    .collect();
+                assert_eq!(fast, slow, "len {len} offset {offset}");
+                assert_eq!(next, (offset + len) % 4);
+            }
+        }
+    }
+
+    #[test]
+    fn masking_in_pieces_equals_masking_at_once() {
+        let mask = [1, 2, 3, 4];
+        let data: Vec<u8> = (0..=255).collect();
+        let mut whole = data.clone();
+        apply_mask(&mut whole, mask, 0);
+        let mut pieces = data.clone();
+        let mut offset = 0;
+        for chunk in pieces.chunks_mut(7) {
+            offset = apply_mask(chunk, mask, offset);
+        }
+        assert_eq!(whole, pieces);
+    }
+
+    #[test]
+    fn close_payloads() {
+        assert_eq!(validate_close_payload(&[]), Ok(None));
+        assert_eq!(validate_close_payload(&[0x03, 0xe8]), Ok(Some(1000)));
+        assert!(validate_close_payload(&[0x03]).is_err());
+        assert!(validate_close_payload(&[0x03, 0xed]).is_err()); // 1005 must not be sent
+        assert!(validate_close_payload(&[0x03, 0xe8, 0xff]).is_err());
+        assert_eq!(validate_close_payload(&[0x0f, 0xa0, b'o', b'k']), Ok(Some(4000)));
+    }
+}

@@ -1,0 +1,238 @@
+//! The HTTP upgrade on both sides, over soketto's handshake, with bounded reads.
+//!
+//! soketto's client reads the response head without a size limit; soketto's server stops at 8 KiB.
+//! Both read here through [`Bounded`], which fails the read once the configured head size is used
+//! up, so neither side reads more than `max_head_size` bytes of HTTP head from a stranger. Timeouts
+//! are applied by the caller (the transport) around the whole TCP + TLS + upgrade sequence.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::{AsyncRead, AsyncWrite};
+use soketto::handshake::{self, server::Response, ServerResponse};
+
+use crate::error::HandshakeError;
+
+/// Performs the server side of the upgrade on `io`: reads the request (at most `max_head` bytes),
+/// checks that it asks for `path`, and answers `101 Switching Protocols`.
+///
+/// Requests that are not WebSocket upgrades get an HTTP error response before the error is
+/// returned: 404 for another path, 405 for a method other than GET, 426 for a plain HTTP request,
+/// 431 for a head over the limit, 400 for anything else malformed.
+pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<(), HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut bounded = Bounded::new(io, max_head);
+    let mut server = handshake::Server::new(&mut bounded);
+    let outcome = match server.receive_request().await {
+        Ok(request) => match decode_target(request.path()) {
+            Some(requested) if requested == path => Ok(request.key()),
+            requested => Err(HandshakeError::PathNotFound {
+                requested: requested.unwrap_or_else(|| request.path().to_string()),
+                served: path.to_string(),
+            }),
+        },
+        Err(e) => Err(map_error(e, max_head)),
+    };
+    match outcome {
+        Ok(key) => {
+            let accept = Response::Accept {
+                key,
+                protocol: None,
+            };
+            server
+                .send_response(&accept)
+                .await
+                .map_err(|e| map_error(e, max_head))?;
+            Ok(())
+        }
+        Err(error) => {
+            if let Some(status_code) = reject_status(&error) {
+                let _ = server.send_response(&Response::Reject { status_code }).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Performs the client side of the upgrade on `io`: sends a request for `target` with `Host: host`
+/// and reads the response (at most `max_head` bytes). Returns any bytes received after the response
+/// head: the start of the WebSocket stream.
+pub async fn connect<T>(
+    io: &mut T,
+    max_head: usize,
+    host: &str,
+    target: &str,
+) -> Result<Vec<u8>, HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut bounded = Bounded::new(io, max_head);
+    let mut client = handshake::Client::new(&mut bounded, host, target);
+    let response = client
+        .handshake()
+        .await
+        .map_err(|e| map_error(e, max_head))?;
+    match response {
+        ServerResponse::Accepted { .. } => Ok(client.take_buffer().to_vec()),
+        ServerResponse::Redirect {
+            status_code,
+            location,
+        } => Err(HandshakeError::Redirect {
+            status: status_code,
+            location,
+        }),
+        ServerResponse::Rejected { status_code } => Err(HandshakeError::Rejected {
+            status: status_code,
+        }),
+    }
+}
+
+/// The HTTP status a listener answers a failed upgrade request with, if it answers at all.
+fn reject_status(error: &HandshakeError) -> Option<u16> {
+    use soketto::handshake::Error as E;
+    Some(match error {
+        HandshakeError::PathNotFound { .. } => 404,
+        HandshakeError::HeadTooLarge { .. } => 431,
+        HandshakeError::Protocol(E::InvalidRequestMethod) => 405,
+        HandshakeError::Protocol(E::HeaderNotFound(_) | E::UnexpectedHeader(_)) => 426,
+        HandshakeError::Protocol(E::UnsupportedHttpVersion) => 505,
+        HandshakeError::Io(_) | HandshakeError::Protocol(E::Io(_)) => return None,
+        _ => 400,
+    })
+}
+
+fn map_error(e: handshake::Error, max_head: usize) -> HandshakeError {
+    match e {
+        handshake::Error::Io(io) if HeadLimitReached::is(&io) => {
+            HandshakeError::HeadTooLarge { limit: max_head }
+        }
+        handshake::Error::Io(io) => HandshakeError::Io(io),
+        handshake::Error::IncompleteHttpRequest => HandshakeError::HeadTooLarge { limit: max_head },
+        handshake::Error::Http(inner) if inner.to_string().contains("too many headers") => {
+            HandshakeError::HeadTooLarge { limit: max_head }
+        }
+        other => HandshakeError::Protocol(other),
+    }
+}
+
+/// Decodes a request target into the path it names: the query is dropped and percent-escapes are
+/// decoded. `None` if it is not an origin-form target or not UTF-8.
+pub fn decode_target(target: &str) -> Option<String> {
+    let path = target.split('?').next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return None;
+    }
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()
+        .map(|p| p.into_owned())
+}
+
+/// Marker error for a head that exceeded the limit.
+#[derive(Debug)]
+struct HeadLimitReached;
+
+impl std::fmt::Display for HeadLimitReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HTTP head size limit reached")
+    }
+}
+
+impl std::error::Error for HeadLimitReached {}
+
+impl HeadLimitReached {
+    fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<HeadLimitReached>())
+    }
+}
+
+/// A socket whose reads fail once `remaining` bytes have been read.
+struct Bounded<'a, T> {
+    io: &'a mut T,
+    remaining: usize,
+}
+
+impl<'a, T> Bounded<'a, T> {
+    fn new(io: &'a mut T, limit: usize) -> Self {
+        Bounded {
+            io,
+            remaining: limit,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Bounded<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                HeadLimitReached,
+            )));
+        }
+        let max = buf.len().min(this.remaining);
+        let n = futures::ready!(Pin::new(&mut *this.io).poll_read(cx, &mut buf[..max]))?;
+        this.remaining -= n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Bounded<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(decode_target("/"), Some("/".into()));
+        assert_eq!(decode_target("/a%2Fb?x=1"), Some("/a/b".into()));
+        assert_eq!(decode_target("/a%20b"), Some("/a b".into()));
+        assert_eq!(decode_target("http://x/a"), None);
+        assert_eq!(decode_target("/%ff"), None);
+    }
+
+    #[test]
+    fn reject_statuses() {
+        let not_found = HandshakeError::PathNotFound {
+            requested: "/x".into(),
+            served: "/".into(),
+        };
+        assert_eq!(reject_status(&not_found), Some(404));
+        assert_eq!(
+            reject_status(&HandshakeError::HeadTooLarge { limit: 1 }),
+            Some(431)
+        );
+        let no_upgrade = HandshakeError::Protocol(handshake::Error::HeaderNotFound("Upgrade".into()));
+        assert_eq!(reject_status(&no_upgrade), Some(426));
+        assert_eq!(
+            reject_status(&HandshakeError::Io(io::ErrorKind::ConnectionReset.into())),
+            None
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! A WebSocket transport for rust-libp2p, built to the
+//! [libp2p WebSockets specification](https://github.com/libp2p/specs/blob/master/websockets/README.md),
+//! over async-std TCP, with soketto for the handshake and frame headers and futures-rustls for TLS.
+//!
+//! - [`upgraded`] gives the complete stack (WebSocket, then noise and yamux negotiated by
+//!   multistream-select) for a `Swarm`, on async-std or (through libp2p's `SwarmBuilder`) tokio.
+//! - [`Transport`] is the bare WebSocket transport, yielding [`Connection`]s: byte streams carried
+//!   in binary frames.
+//! - [`Config`] holds every limit, timeout and policy with documented defaults; [`TlsConfig`] the
+//!   certificates.
+//!
+//! # Addresses
+//!
+//! `/ip4|ip6|dns|dns4|dns6/<host>[/tcp/<port>]/{ws | wss | tls/ws | tls/sni/<name>/ws}[/http-path/<p>][/p2p/<id>]`.
+//! An omitted port is 443 for TLS and 80 for plain; see [`addr`] for the whole grammar and the
+//! canonical form listen addresses are reported in. DNS names are resolved inside the transport, so
+//! that the name is kept for TLS (SNI and verification) and the HTTP `Host` header: do **not** wrap
+//! this transport in `libp2p-dns`, which would resolve first and lose the name.
+//!
+//! # Security rules
+//!
+//! Plain `/ws` listeners are refused on addresses other than loopback unless
+//! [`Config::with_insecure_listen`] opts out (the spec requires TLS for anything a browser may
+//! reach). noise still encrypts everything inside TLS, as the spec asks.
+//!
+//! # Example
+//!
+//! Two transports in one process: one listens, the other dials, and bytes flow through the upgraded
+//! connection.
+//!
+//! ```
+//! use futures::{future::poll_fn, AsyncReadExt, AsyncWriteExt};
+//! use libp2p_core::{
+//!     transport::{DialOpts, ListenerId, PortUse, TransportEvent},
+//!     Endpoint, Transport as _,
+//! };
+//! use std::pin::Pin;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! async_std::task::block_on(async {
+//!     let mut listener = libp2p_ws::Transport::new(libp2p_ws::Config::default());
+//!     listener.listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0/ws".parse()?)?;
+//!     let addr = loop {
+//!         match poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await {
+//!             TransportEvent::NewAddress { listen_addr, .. } => break listen_addr,
+//!             _ => continue,
+//!         }
+//!     };
+//!
+//!     let mut dialer = libp2p_ws::Transport::new(libp2p_ws::Config::default());
+//!     let opts = DialOpts { role: Endpoint::Dialer, port_use: PortUse::New };
+//!     let dial = async_std::task::spawn(dialer.dial(addr, opts)?);
+//!     let upgrade = loop {
+//!         match poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await {
+//!             TransportEvent::Incoming { upgrade, .. } => break upgrade,
+//!             _ => continue,
+//!         }
+//!     };
+//!     let (mut server, mut client) = (upgrade.await?, dial.await?);
+//!
+//!     client.write_all(b"hello").await?;
+//!     client.flush().await?;
+//!     let mut buf = [0u8; 5];
+//!     server.read_exact(&mut buf).await?;
+//!     assert_eq!(&buf, b"hello");
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod addr;
+mod config;
+mod error;
+mod framed;
+mod handshake;
+mod runtime;
+pub mod tls;
+mod transport;
+mod upgrade;
+
+pub use addr::{AddrError, WsAddr};
+pub use config::{
+    Config, FrameLimits, KeepAlive, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_KEEP_ALIVE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_READ_BUFFER_SIZE, DEFAULT_UPGRADE_TIMEOUT,
+    DEFAULT_WRITE_BUFFER_SIZE, MAX_HEAD_SIZE_LIMIT,
+};
+pub use error::{Error, FrameError, HandshakeError, TlsError};
+pub use framed::{apply_mask, Connection, Role};
+pub use tls::{ServerCertificate, TlsConfig};
+pub use transport::{Dial, ListenerUpgrade, Output, Socket, Transport};
+pub use upgrade::upgraded;
+
+/// Sans-IO pieces for fuzzing and for other runtimes: the HTTP upgrade over any
+/// `AsyncRead + AsyncWrite` (with bounded reads), and request-target decoding.
+pub mod handshake_io {
+    pub use crate::handshake::{accept, connect, decode_target};
+}

@@ -1,0 +1,54 @@
+//! The complete libp2p stack over WebSockets: multistream-select negotiates noise, then yamux.
+
+use libp2p_core::{
+    muxing::StreamMuxerBox,
+    transport::{Boxed, Transport as _},
+    upgrade::Version,
+};
+use libp2p_identity::{Keypair, PeerId};
+
+use crate::{config::Config, error::Error, transport::Transport};
+
+/// The WebSocket transport upgraded with noise (authentication and encryption) and yamux
+/// (multiplexing), negotiated by multistream-select, bounded by
+/// [`Config::with_upgrade_timeout`], and boxed.
+///
+/// It plugs into a `Swarm` on any executor. With async-std:
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let keypair = libp2p_identity::Keypair::generate_ed25519();
+/// let transport = libp2p_ws::upgraded(&keypair, libp2p_ws::Config::default())?;
+/// let behaviour = libp2p::ping::Behaviour::default();
+/// let config = libp2p::swarm::Config::with_executor(|f| {
+///     async_std::task::spawn(f);
+/// });
+/// let swarm = libp2p::swarm::Swarm::new(transport, behaviour, keypair.public().to_peer_id(), config);
+/// # Ok(()) }
+/// ```
+///
+/// With libp2p's (tokio) `SwarmBuilder`, pass it to `with_other_transport`:
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let swarm = libp2p::SwarmBuilder::with_new_identity()
+///     .with_tokio()
+///     .with_other_transport(|key| libp2p_ws::upgraded(key, libp2p_ws::Config::default()))?
+///     .with_behaviour(|_| libp2p::ping::Behaviour::default())?
+///     .build();
+/// # Ok(()) }
+/// ```
+pub fn upgraded(
+    keypair: &Keypair,
+    config: Config,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
+    let noise = libp2p_noise::Config::new(keypair)?;
+    let timeout = config.upgrade_timeout;
+    Ok(Transport::new(config)
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(libp2p_yamux::Config::default())
+        .timeout(timeout)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
+}
