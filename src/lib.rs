@@ -92,7 +92,7 @@ pub use error::{Error, FrameError, HandshakeError, TlsError};
 pub use framed::{apply_mask, Connection, Role};
 pub use tls::{ServerCertificate, TlsConfig};
 pub use transport::{Dial, ListenerUpgrade, Output, Socket, Transport};
-pub use upgrade::upgraded;
+pub use upgrade::{constructor, upgraded, BoxError};
 
 /// Sans-IO pieces for fuzzing and for other runtimes: the HTTP upgrade over any
 /// `AsyncRead + AsyncWrite` (with bounded reads), and request-target decoding.

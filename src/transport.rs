@@ -174,7 +174,7 @@ impl libp2p_core::Transport for Transport {
     }
 
     fn remove_listener(&mut self, id: ListenerId) -> bool {
-        match self.listeners.iter_mut().find(|l| l.id == id) {
+        match self.listeners.iter_mut().find(|l| l.id == id && !l.closed) {
             Some(listener) => {
                 listener.close(Ok(()));
                 true

@@ -27,17 +27,7 @@ use crate::{config::Config, error::Error, transport::Transport};
 /// # Ok(()) }
 /// ```
 ///
-/// With libp2p's (tokio) `SwarmBuilder`, pass it to `with_other_transport`:
-///
-/// ```no_run
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let swarm = libp2p::SwarmBuilder::with_new_identity()
-///     .with_tokio()
-///     .with_other_transport(|key| libp2p_ws::upgraded(key, libp2p_ws::Config::default()))?
-///     .with_behaviour(|_| libp2p::ping::Behaviour::default())?
-///     .build();
-/// # Ok(()) }
-/// ```
+/// With libp2p's (tokio) `SwarmBuilder`, use [`constructor`].
 pub fn upgraded(
     keypair: &Keypair,
     config: Config,
@@ -51,4 +41,27 @@ pub fn upgraded(
         .timeout(timeout)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())
+}
+
+/// The error type `SwarmBuilder::with_other_transport` accepts from a transport constructor.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A transport constructor for libp2p's `SwarmBuilder` (`with_other_transport`), which is how tokio
+/// applications (libp2p 0.57's builder is tokio-only) use this transport. The builder's phase types
+/// are private, so this is the extension point: a closure that builds [`upgraded`] from the
+/// builder's keypair.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let swarm = libp2p::SwarmBuilder::with_new_identity()
+///     .with_tokio()
+///     .with_other_transport(libp2p_ws::constructor(libp2p_ws::Config::default()))?
+///     .with_behaviour(|_| libp2p::ping::Behaviour::default())?
+///     .build();
+/// # Ok(()) }
+/// ```
+pub fn constructor(
+    config: Config,
+) -> impl FnOnce(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+    move |keypair| upgraded(keypair, config).map_err(|e| Box::new(e) as BoxError)
 }
