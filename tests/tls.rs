@@ -1,0 +1,281 @@
+//! Secure WebSockets with an rcgen-made CA: round trips, SNI, typed verification errors, certificate
+//! reload, and the spec's loopback rule for plain /ws listeners.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::{
+    transport::{ListenerId, TransportError, TransportEvent},
+    Transport as _,
+};
+use libp2p_ws::{tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError, Transport};
+
+fn server_config(certificate: &ServerCertificate) -> Config {
+    Config::default().with_tls(TlsConfig::new().with_server_certificate(certificate))
+}
+
+fn client_trusting(ca: &TestCa) -> Config {
+    Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate()))
+}
+
+fn certificate(ca: &TestCa, names: &[&str]) -> ServerCertificate {
+    let (chain, key) = ca.issue(names).expect("issue");
+    ServerCertificate::from_der(chain, key).expect("usable certificate")
+}
+
+/// Dials `target` (with `{port}` replaced) at a TLS listener; returns the dial result.
+async fn dial_tls(server: Config, client: Config, target: &str) -> Result<libp2p_ws::Output, Error> {
+    let mut listener = Transport::new(server);
+    let (_, addr) = listen(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
+    let port = addr.to_string().split('/').nth(4).unwrap().to_string();
+    let mut dialer = Transport::new(client);
+    let dial = dialer
+        .dial(target.replace("{port}", &port).parse().unwrap(), dial_opts())
+        .unwrap();
+    // Keep the listener accepting while the dial runs.
+    let accept = async_std::task::spawn(async move {
+        loop {
+            if let TransportEvent::Incoming { upgrade, .. } = next_event(&mut listener).await {
+                let _ = upgrade.await;
+            }
+        }
+    });
+    let result = dial.await;
+    accept.cancel().await;
+    result
+}
+
+#[test]
+fn wss_and_tls_ws_ping_over_noise_and_yamux() {
+    run(async {
+        let ca = TestCa::new("tls test CA").unwrap();
+        let cert = certificate(&ca, &["localhost", "127.0.0.1"]);
+        for listen_addr in ["/ip4/127.0.0.1/tcp/0/tls/ws", "/ip4/127.0.0.1/tcp/0/wss"] {
+            let mut listener = ping_swarm(server_config(&cert));
+            let mut dialer = ping_swarm(client_trusting(&ca));
+            listener.listen_on(listen_addr.parse().unwrap()).unwrap();
+            let addr = first_listen_addr(&mut listener).await;
+            assert!(addr.to_string().ends_with("/tls/ws"), "canonical form: {addr}");
+            let peer = ping_once(&mut listener, &mut dialer, addr.clone()).await.expect("ping over TLS");
+            assert_eq!(peer, *listener.local_peer_id());
+            // The /wss spelling of the same address works too.
+            let wss: libp2p::Multiaddr = addr.to_string().replace("/tls/ws", "/wss").parse().unwrap();
+            let mut dialer = ping_swarm(client_trusting(&ca));
+            ping_once(&mut listener, &mut dialer, wss).await.expect("ping over /wss");
+        }
+    });
+}
+
+#[test]
+fn sni_names_the_certificate_when_dialing_an_ip() {
+    run(async {
+        let ca = TestCa::new("sni CA").unwrap();
+        let cert = certificate(&ca, &["localhost"]);
+        dial_tls(server_config(&cert), client_trusting(&ca), "/ip4/127.0.0.1/tcp/{port}/tls/sni/localhost/ws")
+            .await
+            .expect("SNI localhost matches the certificate");
+        // Without SNI the IP is verified, and the certificate does not name it.
+        let error = dial_tls(server_config(&cert), client_trusting(&ca), "/ip4/127.0.0.1/tcp/{port}/tls/ws")
+            .await
+            .expect_err("127.0.0.1 is not in the certificate");
+        assert!(matches!(error, Error::Tls(TlsError::NameMismatch { .. })), "{error:?}");
+    });
+}
+
+#[test]
+fn verification_failures_are_typed_and_fast() {
+    run(async {
+        let ca = TestCa::new("verification CA").unwrap();
+        let other_ca = TestCa::new("some other CA").unwrap();
+
+        let start = Instant::now();
+        let error = dial_tls(
+            server_config(&certificate(&ca, &["other.example"])),
+            client_trusting(&ca),
+            "/dns/localhost/tcp/{port}/wss",
+        )
+        .await
+        .expect_err("name mismatch");
+        println!("name mismatch after {:?}: {error}", start.elapsed());
+        assert!(matches!(error, Error::Tls(TlsError::NameMismatch { .. })), "{error:?}");
+
+        let start = Instant::now();
+        let error = dial_tls(
+            server_config(&certificate(&ca, &["localhost"])),
+            client_trusting(&other_ca),
+            "/dns/localhost/tcp/{port}/wss",
+        )
+        .await
+        .expect_err("unknown issuer");
+        println!("unknown issuer after {:?}: {error}", start.elapsed());
+        assert!(matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })), "{error:?}");
+
+        let (chain, key) = ca.issue_expired(&["localhost"]).unwrap();
+        let expired = ServerCertificate::from_der(chain, key).unwrap();
+        let start = Instant::now();
+        let error = dial_tls(server_config(&expired), client_trusting(&ca), "/dns/localhost/tcp/{port}/wss")
+            .await
+            .expect_err("expired");
+        println!("expired after {:?}: {error}", start.elapsed());
+        assert!(matches!(error, Error::Tls(TlsError::Expired { .. })), "{error:?}");
+
+        // The default client trusts only the Mozilla roots.
+        let error = dial_tls(
+            server_config(&certificate(&ca, &["localhost"])),
+            Config::default(),
+            "/dns/localhost/tcp/{port}/wss",
+        )
+        .await
+        .expect_err("test CA is not a Mozilla root");
+        assert!(matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })), "{error:?}");
+    });
+}
+
+#[test]
+fn danger_option_accepts_any_certificate() {
+    run(async {
+        let ca = TestCa::new("untrusted CA").unwrap();
+        let client = Config::default().with_tls(TlsConfig::new().danger_accept_invalid_certificates());
+        dial_tls(server_config(&certificate(&ca, &["nothing.example"])), client, "/ip4/127.0.0.1/tcp/{port}/wss")
+            .await
+            .expect("verification skipped");
+    });
+}
+
+#[test]
+fn reload_swaps_the_certificate_for_new_connections_only() {
+    run(async {
+        let old_ca = TestCa::new("old CA").unwrap();
+        let new_ca = TestCa::new("new CA").unwrap();
+        let cert = certificate(&old_ca, &["localhost"]);
+        let mut listener = Transport::new(server_config(&cert));
+        let (_, addr) = listen(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/sni/localhost/ws").await;
+        let (upgrades_tx, upgrades) = futures::channel::mpsc::unbounded();
+        async_std::task::spawn(async move {
+            loop {
+                if let TransportEvent::Incoming { upgrade, .. } = next_event(&mut listener).await {
+                    let _ = upgrades_tx.unbounded_send(upgrade);
+                }
+            }
+        });
+        let mut upgrades = futures::StreamExt::fuse(upgrades);
+        let dial = |ca: &TestCa| Transport::new(client_trusting(ca)).dial(addr.clone(), dial_opts()).unwrap();
+
+        // Before the reload: the old certificate.
+        let (mut old_client, mut old_server) = futures::join!(dial(&old_ca), async {
+            futures::StreamExt::select_next_some(&mut upgrades).await.await
+        });
+        let (old_client, old_server) = (old_client.as_mut().expect("old cert trusted"), old_server.as_mut().unwrap());
+
+        let (chain, key) = new_ca.issue(&["localhost"]).unwrap();
+        cert.reload(chain, key).unwrap();
+
+        // After: a new dial sees the new certificate...
+        let (new_client, _) = futures::join!(dial(&new_ca), async {
+            let _ = futures::StreamExt::select_next_some(&mut upgrades).await.await;
+        });
+        new_client.expect("new certificate presented");
+        let (stale, _) = futures::join!(dial(&old_ca), async {
+            let _ = futures::StreamExt::select_next_some(&mut upgrades).await.await;
+        });
+        let error = stale.expect_err("old certificate no longer presented");
+        assert!(matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })), "{error:?}");
+
+        // ...while the connection opened before keeps working.
+        old_client.write_all(b"still here").await.unwrap();
+        old_client.flush().await.unwrap();
+        let mut buf = [0u8; 10];
+        old_server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"still here");
+    });
+}
+
+#[test]
+fn reload_from_pem_files_and_bad_files_keep_the_old_certificate() {
+    let ca = TestCa::new("pem CA").unwrap();
+    let dir = std::env::temp_dir().join(format!("libp2p-ws-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (chain, key) = ca.issue(&["localhost"]).unwrap();
+    std::fs::write(dir.join("chain.pem"), libp2p_ws::tls::dev::chain_pem(&chain)).unwrap();
+    std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key)).unwrap();
+    let cert = ServerCertificate::from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).unwrap();
+    assert_eq!(cert.chain(), chain);
+
+    std::fs::write(dir.join("garbage.pem"), "not a certificate").unwrap();
+    let error = cert
+        .reload_from_pem_files(dir.join("garbage.pem"), dir.join("key.pem"))
+        .expect_err("garbage is refused");
+    assert!(matches!(error, TlsError::Certificate(_)), "{error:?}");
+    assert_eq!(cert.chain(), chain, "the old certificate stays");
+
+    let (chain2, key2) = ca.issue(&["localhost"]).unwrap();
+    std::fs::write(dir.join("chain.pem"), libp2p_ws::tls::dev::chain_pem(&chain2)).unwrap();
+    std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key2)).unwrap();
+    cert.reload_from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).unwrap();
+    assert_eq!(cert.chain(), chain2);
+    // A key that does not belong to the chain is refused.
+    std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key)).unwrap();
+    assert!(cert.reload_from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tls_listen_without_certificate_says_how_to_configure_one() {
+    let mut transport = Transport::new(Config::default());
+    let error = transport
+        .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0/tls/ws".parse().unwrap())
+        .expect_err("no certificate");
+    match error {
+        TransportError::Other(error @ Error::NoServerCertificate { .. }) => {
+            assert!(error.to_string().contains("ServerCertificate::from_pem_files"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn plain_ws_listening_is_loopback_only_unless_opted_out() {
+    run(async {
+        let mut strict = Transport::new(Config::default());
+        let error = strict
+            .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
+            .expect_err("0.0.0.0 is refused");
+        match error {
+            TransportError::Other(error @ Error::InsecureListen { .. }) => {
+                assert!(error.to_string().contains("with_insecure_listen"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
+        listen(&mut strict, "/ip4/127.0.0.1/tcp/0/ws").await;
+        listen(&mut strict, "/dns4/localhost/tcp/0/ws").await;
+
+        // Opted out: 0.0.0.0 works and reports every IPv4 interface address.
+        let mut relaxed = Transport::new(Config::default().with_insecure_listen(true));
+        relaxed
+            .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
+            .expect("opted out");
+        let mut reported = Vec::new();
+        let non_loopback = loop {
+            let event = within(std::time::Duration::from_secs(5), next_event(&mut relaxed)).await;
+            if let TransportEvent::NewAddress { listen_addr, .. } = event {
+                reported.push(listen_addr.to_string());
+                let ip: std::net::Ipv4Addr = listen_addr.to_string().split('/').nth(2).unwrap().parse().unwrap();
+                if !ip.is_loopback() {
+                    break ip;
+                }
+            }
+        };
+        println!("0.0.0.0 reported {reported:?}");
+        let on_interface = format!("/ip4/{non_loopback}/tcp/0/ws");
+        let error = strict
+            .listen_on(ListenerId::next(), on_interface.parse().unwrap())
+            .expect_err("interface address is refused");
+        assert!(matches!(error, TransportError::Other(Error::InsecureListen { .. })), "{error:?}");
+        relaxed
+            .listen_on(ListenerId::next(), on_interface.parse().unwrap())
+            .expect("opted out");
+    });
+}
