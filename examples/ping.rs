@@ -82,7 +82,8 @@ fn new_swarm(config: Config) -> anyhow::Result<Swarm<ping::Behaviour>> {
     let keypair = Keypair::generate_ed25519();
     let peer_id = keypair.public().to_peer_id();
     let transport = libp2p_ws::upgraded(&keypair, config)?;
-    let behaviour = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(300)));
+    let behaviour =
+        ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(300)));
     let config = libp2p::swarm::Config::with_executor(|f| {
         async_std::task::spawn(f);
     })
@@ -96,25 +97,43 @@ enum Step {
     Pinged,
 }
 
-fn report(swarm: &Swarm<ping::Behaviour>, event: SwarmEvent<ping::Event>, quiet: bool) -> anyhow::Result<Step> {
+fn report(
+    swarm: &Swarm<ping::Behaviour>,
+    event: SwarmEvent<ping::Event>,
+    quiet: bool,
+) -> anyhow::Result<Step> {
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
             println!("listening {address}/p2p/{}", swarm.local_peer_id());
         }
-        SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if !quiet => {
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } if !quiet => {
             println!("connected {peer_id} {}", endpoint.get_remote_address());
         }
-        SwarmEvent::Behaviour(ping::Event { peer, result: Ok(rtt), .. }) if !quiet => {
+        SwarmEvent::Behaviour(ping::Event {
+            peer,
+            result: Ok(rtt),
+            ..
+        }) if !quiet => {
             println!("ping {peer} {:.3}", rtt.as_secs_f64() * 1000.0);
             return Ok(Step::Pinged);
         }
-        SwarmEvent::Behaviour(ping::Event { peer, result: Err(e), .. }) if !quiet => {
+        SwarmEvent::Behaviour(ping::Event {
+            peer,
+            result: Err(e),
+            ..
+        }) if !quiet => {
             bail!("ping to {peer} failed: {e}");
         }
         SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial failed: {error}"),
         SwarmEvent::ListenerError { error, .. } => bail!("listener failed: {error}"),
         SwarmEvent::ListenerClosed { reason: Err(e), .. } => bail!("listener closed: {e}"),
-        SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+        SwarmEvent::IncomingConnectionError {
+            error,
+            send_back_addr,
+            ..
+        } => {
             tracing::warn!(%send_back_addr, %error, "incoming connection failed");
         }
         other => tracing::debug!(?other, "swarm event"),
@@ -149,7 +168,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    swarm.dial(target.clone()).with_context(|| format!("cannot dial {target}"))?;
+    swarm
+        .dial(target.clone())
+        .with_context(|| format!("cannot dial {target}"))?;
     let count = args.count.unwrap_or(u32::MAX);
     let limit = Duration::from_secs(args.timeout);
     let pings = async {
@@ -164,7 +185,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     async_std::future::timeout(limit, pings)
         .await
-        .map_err(|_| anyhow!("timed out after {}s waiting for {count} pings from {target}", args.timeout))?
+        .map_err(|_| {
+            anyhow!(
+                "timed out after {}s waiting for {count} pings from {target}",
+                args.timeout
+            )
+        })?
 }
 
 /// Two nodes in one process: ping over /ws, then over /tls/ws.
@@ -172,8 +198,11 @@ async fn demo() -> anyhow::Result<()> {
     let ca = TestCa::new("libp2p-ws demo CA")?;
     let (chain, key) = ca.issue(&["localhost", "127.0.0.1"])?;
     let certificate = ServerCertificate::from_der(chain, key)?;
-    let mut server = new_swarm(Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate)))?;
-    let mut client = new_swarm(Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate())))?;
+    let mut server = new_swarm(
+        Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate)),
+    )?;
+    let mut client =
+        new_swarm(Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate())))?;
 
     for addr in ["/ip4/127.0.0.1/tcp/0/ws", "/ip4/127.0.0.1/tcp/0/tls/ws"] {
         server.listen_on(addr.parse()?)?;

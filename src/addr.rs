@@ -341,7 +341,10 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn parse(s: &str) -> Result<WsAddr, AddrError> {
-        WsAddr::parse(&s.parse::<Multiaddr>().expect("test address parses as a multiaddr"))
+        WsAddr::parse(
+            &s.parse::<Multiaddr>()
+                .expect("test address parses as a multiaddr"),
+        )
     }
 
     fn ip4(s: &str) -> Host {
@@ -352,8 +355,20 @@ mod tests {
     fn spec_address_table() {
         let tls = Security::Tls { sni: None };
         let cases: Vec<(&str, Host, u16, Security, &str)> = vec![
-            ("/ip4/192.0.2.0/tcp/1234/ws", ip4("192.0.2.0"), 1234, Security::Plain, "/"),
-            ("/ip4/192.0.2.0/tcp/1234/tls/ws", ip4("192.0.2.0"), 1234, tls.clone(), "/"),
+            (
+                "/ip4/192.0.2.0/tcp/1234/ws",
+                ip4("192.0.2.0"),
+                1234,
+                Security::Plain,
+                "/",
+            ),
+            (
+                "/ip4/192.0.2.0/tcp/1234/tls/ws",
+                ip4("192.0.2.0"),
+                1234,
+                tls.clone(),
+                "/",
+            ),
             (
                 "/ip4/192.0.2.0/tcp/1234/tls/sni/foo.example.com/ws",
                 ip4("192.0.2.0"),
@@ -363,9 +378,27 @@ mod tests {
                 },
                 "/",
             ),
-            ("/ip4/192.0.2.0/ws", ip4("192.0.2.0"), 80, Security::Plain, "/"),
-            ("/ip4/192.0.2.0/tls/ws", ip4("192.0.2.0"), 443, tls.clone(), "/"),
-            ("/ip4/192.0.2.0/wss", ip4("192.0.2.0"), 443, tls.clone(), "/"),
+            (
+                "/ip4/192.0.2.0/ws",
+                ip4("192.0.2.0"),
+                80,
+                Security::Plain,
+                "/",
+            ),
+            (
+                "/ip4/192.0.2.0/tls/ws",
+                ip4("192.0.2.0"),
+                443,
+                tls.clone(),
+                "/",
+            ),
+            (
+                "/ip4/192.0.2.0/wss",
+                ip4("192.0.2.0"),
+                443,
+                tls.clone(),
+                "/",
+            ),
             (
                 "/dns/example.com/wss",
                 Host::Dns {
@@ -437,7 +470,10 @@ mod tests {
                 "/ip4/1.2.3.4/tcp/1/ws/p2p-circuit",
                 AddrError::Trailing("p2p-circuit".into()),
             ),
-            ("/ip4/1.2.3.4/tcp/1/ws/tcp/2", AddrError::Trailing("tcp".into())),
+            (
+                "/ip4/1.2.3.4/tcp/1/ws/tcp/2",
+                AddrError::Trailing("tcp".into()),
+            ),
             (
                 "/ip4/1.2.3.4/tcp/1/x-parity-ws/%2Fa/http-path/b",
                 AddrError::TwoPaths,
@@ -473,7 +509,10 @@ mod tests {
                 "/ip4/1.2.3.4/tcp/5/tls/sni/x.y/ws",
                 "/ip4/1.2.3.4/tcp/5/tls/sni/x.y/ws",
             ),
-            ("/ip4/1.2.3.4/tcp/5/x-parity-ws/%2Fa", "/ip4/1.2.3.4/tcp/5/ws/http-path/a"),
+            (
+                "/ip4/1.2.3.4/tcp/5/x-parity-ws/%2Fa",
+                "/ip4/1.2.3.4/tcp/5/ws/http-path/a",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(parse(input).unwrap().to_multiaddr().to_string(), expected);

@@ -155,7 +155,9 @@ pub enum HandshakeError {
         limit: usize,
     },
     /// A request for a path this listener does not serve (answered with 404).
-    #[error("a client asked for {requested:?}, but this listener serves {served:?} (answered 404)")]
+    #[error(
+        "a client asked for {requested:?}, but this listener serves {served:?} (answered 404)"
+    )]
     PathNotFound {
         /// The request target, decoded.
         requested: String,

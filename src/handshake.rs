@@ -52,7 +52,9 @@ where
         }
         Err(error) => {
             if let Some(status_code) = reject_status(&error) {
-                let _ = server.send_response(&Response::Reject { status_code }).await;
+                let _ = server
+                    .send_response(&Response::Reject { status_code })
+                    .await;
             }
             Err(error)
         }
@@ -147,7 +149,8 @@ impl std::error::Error for HeadLimitReached {}
 
 impl HeadLimitReached {
     fn is(e: &io::Error) -> bool {
-        e.get_ref().is_some_and(|inner| inner.is::<HeadLimitReached>())
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<HeadLimitReached>())
     }
 }
 
@@ -228,7 +231,8 @@ mod tests {
             reject_status(&HandshakeError::HeadTooLarge { limit: 1 }),
             Some(431)
         );
-        let no_upgrade = HandshakeError::Protocol(handshake::Error::HeaderNotFound("Upgrade".into()));
+        let no_upgrade =
+            HandshakeError::Protocol(handshake::Error::HeaderNotFound("Upgrade".into()));
         assert_eq!(reject_status(&no_upgrade), Some(426));
         assert_eq!(
             reject_status(&HandshakeError::Io(io::ErrorKind::ConnectionReset.into())),

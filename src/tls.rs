@@ -139,8 +139,8 @@ impl TlsConfig {
         if let Some(config) = &self.client {
             return Ok(config.clone());
         }
-        let builder =
-            ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
         let config = if self.insecure {
             builder
                 .dangerous()
@@ -278,7 +278,10 @@ impl ResolvesServerCert for ReloadableResolver {
     }
 }
 
-fn load_certs<I>(iter: Result<I, rustls_pki_types::pem::Error>, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError>
+fn load_certs<I>(
+    iter: Result<I, rustls_pki_types::pem::Error>,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError>
 where
     I: Iterator<Item = Result<CertificateDer<'static>, rustls_pki_types::pem::Error>>,
 {
@@ -286,7 +289,9 @@ where
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Certificate(format!("reading certificates from {what}: {e}")))?;
     if certs.is_empty() {
-        return Err(TlsError::Certificate(format!("no PEM certificate found in {what}")));
+        return Err(TlsError::Certificate(format!(
+            "no PEM certificate found in {what}"
+        )));
     }
     Ok(certs)
 }
@@ -314,7 +319,9 @@ fn certified_key(
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, TlsError> {
     if chain.is_empty() {
-        return Err(TlsError::Certificate("the certificate chain is empty".into()));
+        return Err(TlsError::Certificate(
+            "the certificate chain is empty".into(),
+        ));
     }
     let key = CertifiedKey::from_der(chain, key, &provider())
         .map_err(|e| TlsError::Certificate(format!("certificate and key do not fit: {e}")))?;

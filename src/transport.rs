@@ -15,7 +15,9 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use futures::{future::BoxFuture, stream::SelectAll, AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt};
+use futures::{
+    future::BoxFuture, stream::SelectAll, AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt,
+};
 use futures_rustls::{rustls::ClientConfig, TlsAcceptor, TlsConnector};
 use libp2p_core::{
     multiaddr::Multiaddr,
@@ -101,12 +103,11 @@ impl Transport {
         match &spec.host {
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, spec.port)]),
             Host::Dns { name, family } => {
-                let resolved = runtime::resolve_blocking(name, spec.port).map_err(|source| {
-                    Error::Dns {
+                let resolved =
+                    runtime::resolve_blocking(name, spec.port).map_err(|source| Error::Dns {
                         name: name.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 let usable: Vec<_> = resolved
                     .into_iter()
                     .filter(|a| family.admits(&a.ip()))
@@ -145,7 +146,9 @@ impl libp2p_core::Transport for Transport {
                 None => return Err(TransportError::Other(Error::NoServerCertificate { addr })),
             },
         };
-        let candidates = self.bind_addresses(&spec, &addr).map_err(TransportError::Other)?;
+        let candidates = self
+            .bind_addresses(&spec, &addr)
+            .map_err(TransportError::Other)?;
         if tls.is_none()
             && !config.allow_insecure_listen
             && !candidates.iter().all(|a| a.ip().is_loopback())
@@ -156,8 +159,9 @@ impl libp2p_core::Transport for Transport {
         for candidate in candidates {
             match runtime::bind(candidate) {
                 Ok((incoming, local)) => {
-                    let listener = Listener::new(id, spec, local, incoming, tls, self.shared.clone())
-                        .map_err(TransportError::Other)?;
+                    let listener =
+                        Listener::new(id, spec, local, incoming, tls, self.shared.clone())
+                            .map_err(TransportError::Other)?;
                     tracing::debug!(%addr, %local, "listening");
                     self.listeners.push(listener);
                     return Ok(());
@@ -170,7 +174,9 @@ impl libp2p_core::Transport for Transport {
                 }
             }
         }
-        Err(TransportError::Other(last_error.unwrap_or(Error::InsecureListen { addr })))
+        Err(TransportError::Other(
+            last_error.unwrap_or(Error::InsecureListen { addr }),
+        ))
     }
 
     fn remove_listener(&mut self, id: ListenerId) -> bool {
@@ -293,7 +299,12 @@ async fn dial(shared: Arc<Shared>, target: WsAddr) -> Result<Output, Error> {
         &target.request_target(),
     )
     .await?;
-    Ok(Connection::new(stream, Role::Client, config.frame, &leftover))
+    Ok(Connection::new(
+        stream,
+        Role::Client,
+        config.frame,
+        &leftover,
+    ))
 }
 
 async fn accept(
@@ -308,10 +319,13 @@ async fn accept(
     }
     let mut stream = match tls {
         Some(acceptor) => {
-            let tls = acceptor.accept(tcp).await.map_err(|source| TlsError::Handshake {
-                server_name: "client".into(),
-                source,
-            })?;
+            let tls = acceptor
+                .accept(tcp)
+                .await
+                .map_err(|source| TlsError::Handshake {
+                    server_name: "client".into(),
+                    source,
+                })?;
             Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)))
         }
         None => Socket::Plain(tcp),
@@ -403,7 +417,11 @@ impl Listener {
         })
     }
 
-    fn on_accept(&mut self, tcp: TcpStream, remote: SocketAddr) -> Option<TransportEvent<ListenerUpgrade, Error>> {
+    fn on_accept(
+        &mut self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<TransportEvent<ListenerUpgrade, Error>> {
         let max = self.shared.config.max_pending_handshakes;
         if self.pending_handshakes.load(Ordering::Relaxed) >= max {
             tracing::debug!(%remote, max, "too many pending WebSocket handshakes; closing the new socket");

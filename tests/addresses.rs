@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{core::transport::TransportEvent, core::Transport as _, swarm::DialError};
-use libp2p_ws::{tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate, TlsConfig, Transport};
+use libp2p_ws::{
+    tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate, TlsConfig, Transport,
+};
 
 /// Listens on `listen`, dials `dial` (with `{port}` replaced by the listener's port), and checks
 /// that bytes flow.
@@ -54,12 +56,22 @@ fn ipv6_loopback_available() -> bool {
 #[test]
 fn dns_localhost_is_resolved_inside_the_transport() {
     run(async {
-        round_trip(Config::default(), Config::default(), "/ip4/127.0.0.1/tcp/0/ws", "/dns/localhost/tcp/{port}/ws")
-            .await
-            .expect("/dns/localhost dials");
-        round_trip(Config::default(), Config::default(), "/ip4/127.0.0.1/tcp/0/ws", "/dns4/localhost/tcp/{port}/ws")
-            .await
-            .expect("/dns4/localhost dials");
+        round_trip(
+            Config::default(),
+            Config::default(),
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "/dns/localhost/tcp/{port}/ws",
+        )
+        .await
+        .expect("/dns/localhost dials");
+        round_trip(
+            Config::default(),
+            Config::default(),
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "/dns4/localhost/tcp/{port}/ws",
+        )
+        .await
+        .expect("/dns4/localhost dials");
     });
 }
 
@@ -74,13 +86,20 @@ fn localhost_has_ipv6() -> bool {
 #[test]
 fn ipv6_loopback_round_trip() {
     if !ipv6_loopback_available() {
-        println!("SKIPPED /ip6/::1 round trip: this machine has no IPv6 loopback (binding [::1] failed)");
+        println!(
+            "SKIPPED /ip6/::1 round trip: this machine has no IPv6 loopback (binding [::1] failed)"
+        );
         return;
     }
     run(async {
-        round_trip(Config::default(), Config::default(), "/ip6/::1/tcp/0/ws", "/ip6/::1/tcp/{port}/ws")
-            .await
-            .expect("/ip6/::1 dials");
+        round_trip(
+            Config::default(),
+            Config::default(),
+            "/ip6/::1/tcp/0/ws",
+            "/ip6/::1/tcp/{port}/ws",
+        )
+        .await
+        .expect("/ip6/::1 dials");
     });
 }
 
@@ -88,9 +107,14 @@ fn ipv6_loopback_round_trip() {
 fn dns6_resolves_only_ipv6() {
     run(async {
         if ipv6_loopback_available() && localhost_has_ipv6() {
-            round_trip(Config::default(), Config::default(), "/ip6/::1/tcp/0/ws", "/dns6/localhost/tcp/{port}/ws")
-                .await
-                .expect("/dns6/localhost dials");
+            round_trip(
+                Config::default(),
+                Config::default(),
+                "/ip6/::1/tcp/0/ws",
+                "/dns6/localhost/tcp/{port}/ws",
+            )
+            .await
+            .expect("/dns6/localhost dials");
         } else {
             println!(
                 "SKIPPED the /dns6/localhost round trip: localhost has no IPv6 address on this machine \
@@ -144,7 +168,10 @@ fn http_path_listener_serves_its_path_and_answers_404_to_others() {
         .expect_err("wrong path is refused");
         println!("wrong path: {error}");
         assert!(
-            matches!(error, Error::Handshake(HandshakeError::Rejected { status: 404 })),
+            matches!(
+                error,
+                Error::Handshake(HandshakeError::Rejected { status: 404 })
+            ),
             "{error:?}"
         );
         assert!(error.to_string().contains("404"));
@@ -157,13 +184,25 @@ fn listen_address_with_path_is_reported_dialable_as_printed() {
         let mut listener = ping_swarm(Config::default());
         let mut dialer = ping_swarm(Config::default());
         listener
-            .listen_on("/dns4/localhost/tcp/0/ws/http-path/p2p%20node".parse().unwrap())
+            .listen_on(
+                "/dns4/localhost/tcp/0/ws/http-path/p2p%20node"
+                    .parse()
+                    .unwrap(),
+            )
             .unwrap();
         let addr = first_listen_addr(&mut listener).await;
-        assert!(addr.to_string().starts_with("/ip4/127.0.0.1/tcp/"), "{addr}");
-        assert!(addr.to_string().ends_with("/ws/http-path/p2p%20node"), "{addr}");
+        assert!(
+            addr.to_string().starts_with("/ip4/127.0.0.1/tcp/"),
+            "{addr}"
+        );
+        assert!(
+            addr.to_string().ends_with("/ws/http-path/p2p%20node"),
+            "{addr}"
+        );
         let printed: libp2p::Multiaddr = addr.to_string().parse().unwrap();
-        ping_once(&mut listener, &mut dialer, printed).await.expect("dials as printed");
+        ping_once(&mut listener, &mut dialer, printed)
+            .await
+            .expect("dials as printed");
     });
 }
 
@@ -172,14 +211,23 @@ fn wrong_peer_id_is_reported_as_a_mismatch() {
     run(async {
         let mut listener = ping_swarm(Config::default());
         let mut dialer = ping_swarm(Config::default());
-        listener.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()).unwrap();
+        listener
+            .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
+            .unwrap();
         let addr = first_listen_addr(&mut listener).await;
         let wrong = libp2p::PeerId::random();
-        let error = ping_once(&mut listener, &mut dialer, addr.with(libp2p::core::multiaddr::Protocol::P2p(wrong)))
-            .await
-            .expect_err("wrong peer id");
+        let error = ping_once(
+            &mut listener,
+            &mut dialer,
+            addr.with(libp2p::core::multiaddr::Protocol::P2p(wrong)),
+        )
+        .await
+        .expect_err("wrong peer id");
         println!("wrong peer id: {error}");
-        assert!(error.contains("WrongPeerId") && error.contains(&wrong.to_string()), "{error}");
+        assert!(
+            error.contains("WrongPeerId") && error.contains(&wrong.to_string()),
+            "{error}"
+        );
         let _ = DialError::Aborted; // the swarm reports DialError::WrongPeerId { obtained, address }
     });
 }
@@ -196,12 +244,21 @@ fn unsupported_addresses_are_left_to_other_transports() {
     ] {
         let result = transport.dial(addr.parse().unwrap(), dial_opts());
         assert!(
-            matches!(result, Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(_))),
+            matches!(
+                result,
+                Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(_))
+            ),
             "{addr}"
         );
-        let result = transport.listen_on(libp2p::core::transport::ListenerId::next(), addr.parse().unwrap());
+        let result = transport.listen_on(
+            libp2p::core::transport::ListenerId::next(),
+            addr.parse().unwrap(),
+        );
         assert!(
-            matches!(result, Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(_))),
+            matches!(
+                result,
+                Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(_))
+            ),
             "{addr}"
         );
     }
@@ -220,19 +277,34 @@ fn omitted_ports_default_to_80_and_443() {
         }
     }
     run(async {
-        round_trip(Config::default(), Config::default(), "/ip4/127.0.0.1/tcp/80/ws", "/ip4/127.0.0.1/ws")
-            .await
-            .expect("/ip4/127.0.0.1/ws dials port 80");
-        round_trip(Config::default(), Config::default(), "/ip4/127.0.0.1/ws", "/dns4/localhost/ws")
-            .await
-            .expect("listening on /ip4/127.0.0.1/ws binds port 80");
+        round_trip(
+            Config::default(),
+            Config::default(),
+            "/ip4/127.0.0.1/tcp/80/ws",
+            "/ip4/127.0.0.1/ws",
+        )
+        .await
+        .expect("/ip4/127.0.0.1/ws dials port 80");
+        round_trip(
+            Config::default(),
+            Config::default(),
+            "/ip4/127.0.0.1/ws",
+            "/dns4/localhost/ws",
+        )
+        .await
+        .expect("listening on /ip4/127.0.0.1/ws binds port 80");
 
         let ca = TestCa::new("addresses test CA").unwrap();
         let (chain, key) = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
         let certificate = ServerCertificate::from_der(chain, key).unwrap();
-        let server = || Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate));
+        let server =
+            || Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate));
         let client = || Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate()));
-        for dial in ["/ip4/127.0.0.1/wss", "/ip4/127.0.0.1/tls/ws", "/dns/localhost/wss"] {
+        for dial in [
+            "/ip4/127.0.0.1/wss",
+            "/ip4/127.0.0.1/tls/ws",
+            "/dns/localhost/wss",
+        ] {
             round_trip(server(), client(), "/ip4/127.0.0.1/tcp/443/tls/ws", dial)
                 .await
                 .unwrap_or_else(|e| panic!("{dial} reaches port 443: {e}"));

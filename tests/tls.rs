@@ -11,7 +11,9 @@ use libp2p::core::{
     transport::{ListenerId, TransportError, TransportEvent},
     Transport as _,
 };
-use libp2p_ws::{tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError, Transport};
+use libp2p_ws::{
+    tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError, Transport,
+};
 
 fn server_config(certificate: &ServerCertificate) -> Config {
     Config::default().with_tls(TlsConfig::new().with_server_certificate(certificate))
@@ -27,13 +29,20 @@ fn certificate(ca: &TestCa, names: &[&str]) -> ServerCertificate {
 }
 
 /// Dials `target` (with `{port}` replaced) at a TLS listener; returns the dial result.
-async fn dial_tls(server: Config, client: Config, target: &str) -> Result<libp2p_ws::Output, Error> {
+async fn dial_tls(
+    server: Config,
+    client: Config,
+    target: &str,
+) -> Result<libp2p_ws::Output, Error> {
     let mut listener = Transport::new(server);
     let (_, addr) = listen(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
     let port = addr.to_string().split('/').nth(4).unwrap().to_string();
     let mut dialer = Transport::new(client);
     let dial = dialer
-        .dial(target.replace("{port}", &port).parse().unwrap(), dial_opts())
+        .dial(
+            target.replace("{port}", &port).parse().unwrap(),
+            dial_opts(),
+        )
         .unwrap();
     // Keep the listener accepting while the dial runs.
     let accept = async_std::task::spawn(async move {
@@ -58,13 +67,21 @@ fn wss_and_tls_ws_ping_over_noise_and_yamux() {
             let mut dialer = ping_swarm(client_trusting(&ca));
             listener.listen_on(listen_addr.parse().unwrap()).unwrap();
             let addr = first_listen_addr(&mut listener).await;
-            assert!(addr.to_string().ends_with("/tls/ws"), "canonical form: {addr}");
-            let peer = ping_once(&mut listener, &mut dialer, addr.clone()).await.expect("ping over TLS");
+            assert!(
+                addr.to_string().ends_with("/tls/ws"),
+                "canonical form: {addr}"
+            );
+            let peer = ping_once(&mut listener, &mut dialer, addr.clone())
+                .await
+                .expect("ping over TLS");
             assert_eq!(peer, *listener.local_peer_id());
             // The /wss spelling of the same address works too.
-            let wss: libp2p::Multiaddr = addr.to_string().replace("/tls/ws", "/wss").parse().unwrap();
+            let wss: libp2p::Multiaddr =
+                addr.to_string().replace("/tls/ws", "/wss").parse().unwrap();
             let mut dialer = ping_swarm(client_trusting(&ca));
-            ping_once(&mut listener, &mut dialer, wss).await.expect("ping over /wss");
+            ping_once(&mut listener, &mut dialer, wss)
+                .await
+                .expect("ping over /wss");
         }
     });
 }
@@ -74,14 +91,25 @@ fn sni_names_the_certificate_when_dialing_an_ip() {
     run(async {
         let ca = TestCa::new("sni CA").unwrap();
         let cert = certificate(&ca, &["localhost"]);
-        dial_tls(server_config(&cert), client_trusting(&ca), "/ip4/127.0.0.1/tcp/{port}/tls/sni/localhost/ws")
-            .await
-            .expect("SNI localhost matches the certificate");
+        dial_tls(
+            server_config(&cert),
+            client_trusting(&ca),
+            "/ip4/127.0.0.1/tcp/{port}/tls/sni/localhost/ws",
+        )
+        .await
+        .expect("SNI localhost matches the certificate");
         // Without SNI the IP is verified, and the certificate does not name it.
-        let error = dial_tls(server_config(&cert), client_trusting(&ca), "/ip4/127.0.0.1/tcp/{port}/tls/ws")
-            .await
-            .expect_err("127.0.0.1 is not in the certificate");
-        assert!(matches!(error, Error::Tls(TlsError::NameMismatch { .. })), "{error:?}");
+        let error = dial_tls(
+            server_config(&cert),
+            client_trusting(&ca),
+            "/ip4/127.0.0.1/tcp/{port}/tls/ws",
+        )
+        .await
+        .expect_err("127.0.0.1 is not in the certificate");
+        assert!(
+            matches!(error, Error::Tls(TlsError::NameMismatch { .. })),
+            "{error:?}"
+        );
     });
 }
 
@@ -100,7 +128,10 @@ fn verification_failures_are_typed_and_fast() {
         .await
         .expect_err("name mismatch");
         println!("name mismatch after {:?}: {error}", start.elapsed());
-        assert!(matches!(error, Error::Tls(TlsError::NameMismatch { .. })), "{error:?}");
+        assert!(
+            matches!(error, Error::Tls(TlsError::NameMismatch { .. })),
+            "{error:?}"
+        );
 
         let start = Instant::now();
         let error = dial_tls(
@@ -111,16 +142,26 @@ fn verification_failures_are_typed_and_fast() {
         .await
         .expect_err("unknown issuer");
         println!("unknown issuer after {:?}: {error}", start.elapsed());
-        assert!(matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })), "{error:?}");
+        assert!(
+            matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
+            "{error:?}"
+        );
 
         let (chain, key) = ca.issue_expired(&["localhost"]).unwrap();
         let expired = ServerCertificate::from_der(chain, key).unwrap();
         let start = Instant::now();
-        let error = dial_tls(server_config(&expired), client_trusting(&ca), "/dns/localhost/tcp/{port}/wss")
-            .await
-            .expect_err("expired");
+        let error = dial_tls(
+            server_config(&expired),
+            client_trusting(&ca),
+            "/dns/localhost/tcp/{port}/wss",
+        )
+        .await
+        .expect_err("expired");
         println!("expired after {:?}: {error}", start.elapsed());
-        assert!(matches!(error, Error::Tls(TlsError::Expired { .. })), "{error:?}");
+        assert!(
+            matches!(error, Error::Tls(TlsError::Expired { .. })),
+            "{error:?}"
+        );
 
         // The default client trusts only the Mozilla roots.
         let error = dial_tls(
@@ -130,7 +171,10 @@ fn verification_failures_are_typed_and_fast() {
         )
         .await
         .expect_err("test CA is not a Mozilla root");
-        assert!(matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })), "{error:?}");
+        assert!(
+            matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
+            "{error:?}"
+        );
     });
 }
 
@@ -138,10 +182,15 @@ fn verification_failures_are_typed_and_fast() {
 fn danger_option_accepts_any_certificate() {
     run(async {
         let ca = TestCa::new("untrusted CA").unwrap();
-        let client = Config::default().with_tls(TlsConfig::new().danger_accept_invalid_certificates());
-        dial_tls(server_config(&certificate(&ca, &["nothing.example"])), client, "/ip4/127.0.0.1/tcp/{port}/wss")
-            .await
-            .expect("verification skipped");
+        let client =
+            Config::default().with_tls(TlsConfig::new().danger_accept_invalid_certificates());
+        dial_tls(
+            server_config(&certificate(&ca, &["nothing.example"])),
+            client,
+            "/ip4/127.0.0.1/tcp/{port}/wss",
+        )
+        .await
+        .expect("verification skipped");
     });
 }
 
@@ -162,27 +211,43 @@ fn reload_swaps_the_certificate_for_new_connections_only() {
             }
         });
         let mut upgrades = futures::StreamExt::fuse(upgrades);
-        let dial = |ca: &TestCa| Transport::new(client_trusting(ca)).dial(addr.clone(), dial_opts()).unwrap();
+        let dial = |ca: &TestCa| {
+            Transport::new(client_trusting(ca))
+                .dial(addr.clone(), dial_opts())
+                .unwrap()
+        };
 
         // Before the reload: the old certificate.
         let (mut old_client, mut old_server) = futures::join!(dial(&old_ca), async {
-            futures::StreamExt::select_next_some(&mut upgrades).await.await
+            futures::StreamExt::select_next_some(&mut upgrades)
+                .await
+                .await
         });
-        let (old_client, old_server) = (old_client.as_mut().expect("old cert trusted"), old_server.as_mut().unwrap());
+        let (old_client, old_server) = (
+            old_client.as_mut().expect("old cert trusted"),
+            old_server.as_mut().unwrap(),
+        );
 
         let (chain, key) = new_ca.issue(&["localhost"]).unwrap();
         cert.reload(chain, key).unwrap();
 
         // After: a new dial sees the new certificate...
         let (new_client, _) = futures::join!(dial(&new_ca), async {
-            let _ = futures::StreamExt::select_next_some(&mut upgrades).await.await;
+            let _ = futures::StreamExt::select_next_some(&mut upgrades)
+                .await
+                .await;
         });
         new_client.expect("new certificate presented");
         let (stale, _) = futures::join!(dial(&old_ca), async {
-            let _ = futures::StreamExt::select_next_some(&mut upgrades).await.await;
+            let _ = futures::StreamExt::select_next_some(&mut upgrades)
+                .await
+                .await;
         });
         let error = stale.expect_err("old certificate no longer presented");
-        assert!(matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })), "{error:?}");
+        assert!(
+            matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
+            "{error:?}"
+        );
 
         // ...while the connection opened before keeps working.
         old_client.write_all(b"still here").await.unwrap();
@@ -199,9 +264,14 @@ fn reload_from_pem_files_and_bad_files_keep_the_old_certificate() {
     let dir = std::env::temp_dir().join(format!("libp2p-ws-pem-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (chain, key) = ca.issue(&["localhost"]).unwrap();
-    std::fs::write(dir.join("chain.pem"), libp2p_ws::tls::dev::chain_pem(&chain)).unwrap();
+    std::fs::write(
+        dir.join("chain.pem"),
+        libp2p_ws::tls::dev::chain_pem(&chain),
+    )
+    .unwrap();
     std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key)).unwrap();
-    let cert = ServerCertificate::from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).unwrap();
+    let cert =
+        ServerCertificate::from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).unwrap();
     assert_eq!(cert.chain(), chain);
 
     std::fs::write(dir.join("garbage.pem"), "not a certificate").unwrap();
@@ -212,13 +282,20 @@ fn reload_from_pem_files_and_bad_files_keep_the_old_certificate() {
     assert_eq!(cert.chain(), chain, "the old certificate stays");
 
     let (chain2, key2) = ca.issue(&["localhost"]).unwrap();
-    std::fs::write(dir.join("chain.pem"), libp2p_ws::tls::dev::chain_pem(&chain2)).unwrap();
+    std::fs::write(
+        dir.join("chain.pem"),
+        libp2p_ws::tls::dev::chain_pem(&chain2),
+    )
+    .unwrap();
     std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key2)).unwrap();
-    cert.reload_from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).unwrap();
+    cert.reload_from_pem_files(dir.join("chain.pem"), dir.join("key.pem"))
+        .unwrap();
     assert_eq!(cert.chain(), chain2);
     // A key that does not belong to the chain is refused.
     std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key)).unwrap();
-    assert!(cert.reload_from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).is_err());
+    assert!(cert
+        .reload_from_pem_files(dir.join("chain.pem"), dir.join("key.pem"))
+        .is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -226,11 +303,19 @@ fn reload_from_pem_files_and_bad_files_keep_the_old_certificate() {
 fn tls_listen_without_certificate_says_how_to_configure_one() {
     let mut transport = Transport::new(Config::default());
     let error = transport
-        .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0/tls/ws".parse().unwrap())
+        .listen_on(
+            ListenerId::next(),
+            "/ip4/127.0.0.1/tcp/0/tls/ws".parse().unwrap(),
+        )
         .expect_err("no certificate");
     match error {
         TransportError::Other(error @ Error::NoServerCertificate { .. }) => {
-            assert!(error.to_string().contains("ServerCertificate::from_pem_files"), "{error}")
+            assert!(
+                error
+                    .to_string()
+                    .contains("ServerCertificate::from_pem_files"),
+                "{error}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -245,7 +330,10 @@ fn plain_ws_listening_is_loopback_only_unless_opted_out() {
             .expect_err("0.0.0.0 is refused");
         match error {
             TransportError::Other(error @ Error::InsecureListen { .. }) => {
-                assert!(error.to_string().contains("with_insecure_listen"), "{error}")
+                assert!(
+                    error.to_string().contains("with_insecure_listen"),
+                    "{error}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -262,7 +350,13 @@ fn plain_ws_listening_is_loopback_only_unless_opted_out() {
             let event = within(std::time::Duration::from_secs(5), next_event(&mut relaxed)).await;
             if let TransportEvent::NewAddress { listen_addr, .. } = event {
                 reported.push(listen_addr.to_string());
-                let ip: std::net::Ipv4Addr = listen_addr.to_string().split('/').nth(2).unwrap().parse().unwrap();
+                let ip: std::net::Ipv4Addr = listen_addr
+                    .to_string()
+                    .split('/')
+                    .nth(2)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 if !ip.is_loopback() {
                     break ip;
                 }
@@ -273,7 +367,10 @@ fn plain_ws_listening_is_loopback_only_unless_opted_out() {
         let error = strict
             .listen_on(ListenerId::next(), on_interface.parse().unwrap())
             .expect_err("interface address is refused");
-        assert!(matches!(error, TransportError::Other(Error::InsecureListen { .. })), "{error:?}");
+        assert!(
+            matches!(error, TransportError::Other(Error::InsecureListen { .. })),
+            "{error:?}"
+        );
         relaxed
             .listen_on(ListenerId::next(), on_interface.parse().unwrap())
             .expect("opted out");

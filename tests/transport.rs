@@ -22,10 +22,14 @@ fn two_async_std_swarms_ping_over_ws() {
     run(async {
         let mut listener = ping_swarm(Config::default());
         let mut dialer = ping_swarm(Config::default());
-        listener.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()).unwrap();
+        listener
+            .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
+            .unwrap();
         let addr = first_listen_addr(&mut listener).await;
         assert!(addr.to_string().ends_with("/ws"), "{addr}");
-        let pinged = ping_once(&mut listener, &mut dialer, addr).await.expect("ping succeeds");
+        let pinged = ping_once(&mut listener, &mut dialer, addr)
+            .await
+            .expect("ping succeeds");
         assert_eq!(pinged, *listener.local_peer_id());
     });
 }
@@ -44,19 +48,26 @@ fn tokio_swarm_builder_path_pings() {
                 .with_other_transport(libp2p_ws::constructor(Config::default()))
                 .expect("transport")
                 .with_behaviour(|_| {
-                    ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200)))
+                    ping::Behaviour::new(
+                        ping::Config::new().with_interval(Duration::from_millis(200)),
+                    )
                 })
                 .expect("behaviour")
                 .build()
         };
         let mut listener = build();
         let mut dialer = build();
-        listener.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()).unwrap();
+        listener
+            .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
+            .unwrap();
         let test = async {
             let addr = first_listen_addr(&mut listener).await;
             ping_once(&mut listener, &mut dialer, addr).await
         };
-        let pinged = tokio::time::timeout(WAIT, test).await.expect("in time").expect("ping succeeds");
+        let pinged = tokio::time::timeout(WAIT, test)
+            .await
+            .expect("in time")
+            .expect("ping succeeds");
         assert_eq!(pinged, *listener.local_peer_id());
     });
 }
@@ -162,11 +173,19 @@ fn hundred_concurrent_streams_each_echo_64_kib() {
 fn dial_to_closed_port_fails_fast_with_connect_error() {
     run(async {
         // Bind and drop to find a port with nothing listening.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut dialer = Transport::new(Config::default());
         let start = Instant::now();
         let addr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap();
-        let error = dialer.dial(addr, dial_opts()).unwrap().await.expect_err("nothing listens");
+        let error = dialer
+            .dial(addr, dial_opts())
+            .unwrap()
+            .await
+            .expect_err("nothing listens");
         let elapsed = start.elapsed();
         println!("dial to a closed port failed after {elapsed:?}: {error}");
         match error {
@@ -181,7 +200,9 @@ fn dial_to_closed_port_fails_fast_with_connect_error() {
 #[test]
 fn dial_to_listener_that_never_upgrades_fails_at_the_timeout() {
     run(async {
-        let silent = async_std::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = async_std::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap();
         let port = silent.local_addr().unwrap().port();
         let accepted = async_std::task::spawn(async move {
             let (socket, _) = silent.accept().await.unwrap();
@@ -193,9 +214,16 @@ fn dial_to_listener_that_never_upgrades_fails_at_the_timeout() {
         let mut dialer = Transport::new(Config::default().with_handshake_timeout(timeout));
         let start = Instant::now();
         let addr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap();
-        let error = dialer.dial(addr, dial_opts()).unwrap().await.expect_err("never upgrades");
+        let error = dialer
+            .dial(addr, dial_opts())
+            .unwrap()
+            .await
+            .expect_err("never upgrades");
         println!("dial failed after {:?}: {error}", start.elapsed());
-        assert!(matches!(error, Error::Timeout { after, .. } if after == timeout), "{error:?}");
+        assert!(
+            matches!(error, Error::Timeout { after, .. } if after == timeout),
+            "{error:?}"
+        );
         drop(accepted);
     });
 }
@@ -208,7 +236,10 @@ fn remove_listener_closes_the_socket() {
         assert!(listener.remove_listener(id));
         loop {
             match next_event(&mut listener).await {
-                TransportEvent::ListenerClosed { listener_id, reason } => {
+                TransportEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                } => {
                     assert_eq!(listener_id, id);
                     assert!(reason.is_ok());
                     break;
@@ -218,7 +249,11 @@ fn remove_listener_closes_the_socket() {
         }
         assert!(!listener.remove_listener(id), "already removed");
         let mut dialer = Transport::new(Config::default());
-        let error = dialer.dial(addr, dial_opts()).unwrap().await.expect_err("listener is gone");
+        let error = dialer
+            .dial(addr, dial_opts())
+            .unwrap()
+            .await
+            .expect_err("listener is gone");
         assert!(matches!(error, Error::Connect { .. }), "{error:?}");
     });
 }
@@ -226,8 +261,12 @@ fn remove_listener_closes_the_socket() {
 #[test]
 fn bytes_flow_both_ways_and_close_is_a_clean_eof() {
     run(async {
-        let (mut server, mut client) =
-            connected_pair(Config::default(), Config::default(), "/ip4/127.0.0.1/tcp/0/ws").await;
+        let (mut server, mut client) = connected_pair(
+            Config::default(),
+            Config::default(),
+            "/ip4/127.0.0.1/tcp/0/ws",
+        )
+        .await;
         client.write_all(b"ping from client").await.unwrap();
         client.flush().await.unwrap();
         let mut buf = [0u8; 16];
@@ -247,8 +286,12 @@ fn bytes_flow_both_ways_and_close_is_a_clean_eof() {
 fn listening_twice_on_distinct_ids_reports_both_and_swarm_sees_new_listen_addr() {
     run(async {
         let mut swarm = ping_swarm(Config::default());
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()).unwrap();
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0/ws/http-path/x".parse().unwrap()).unwrap();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
+            .unwrap();
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0/ws/http-path/x".parse().unwrap())
+            .unwrap();
         let mut seen = Vec::new();
         while seen.len() < 2 {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {

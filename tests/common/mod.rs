@@ -101,7 +101,9 @@ pub fn ping_swarm(config: Config) -> Swarm<ping::Behaviour> {
 }
 
 /// Waits for a swarm's first listen address.
-pub async fn first_listen_addr<B: libp2p::swarm::NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+pub async fn first_listen_addr<B: libp2p::swarm::NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+) -> Multiaddr {
     use futures::StreamExt;
     loop {
         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
