@@ -303,8 +303,9 @@ impl WsAddr {
             }
         }
         addr.push(Protocol::Ws("/".into()));
-        if self.path != "/" {
-            addr.push(Protocol::HttpPath(self.path[1..].to_string().into()));
+        let path = self.path.strip_prefix('/').unwrap_or(&self.path);
+        if !path.is_empty() {
+            addr.push(Protocol::HttpPath(path.to_string().into()));
         }
         if let Some(peer_id) = self.peer_id {
             addr.push(Protocol::P2p(peer_id));
@@ -523,6 +524,18 @@ mod tests {
                 .with_ip(Ipv4Addr::new(10, 0, 0, 1).into(), 4000)
                 .to_string(),
             "/ip4/10.0.0.1/tcp/4000/ws/http-path/a%2Fb"
+        );
+    }
+
+    #[test]
+    fn hand_built_addresses_print_without_panicking() {
+        let mut addr = parse("/ip4/1.2.3.4/tcp/5/ws").unwrap();
+        addr.path = String::new();
+        assert_eq!(addr.to_multiaddr().to_string(), "/ip4/1.2.3.4/tcp/5/ws");
+        addr.path = "no-slash".into();
+        assert_eq!(
+            addr.to_multiaddr().to_string(),
+            "/ip4/1.2.3.4/tcp/5/ws/http-path/no-slash"
         );
     }
 
