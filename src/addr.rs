@@ -191,7 +191,8 @@ impl WsAddr {
             if path != "/" {
                 return Err(AddrError::TwoPaths);
             }
-            path = normalize_path(p);
+            // The http-path value is the request target without its leading `/`.
+            path = format!("/{p}");
             iter.next();
         }
 
