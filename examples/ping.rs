@@ -154,6 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_tls(tls)
         .with_insecure_listen(args.insecure_listen);
     let mut swarm = new_swarm(config)?;
+    eprintln!("local peer id {}", swarm.local_peer_id());
     for addr in &args.listen {
         swarm
             .listen_on(addr.clone())

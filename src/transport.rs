@@ -25,7 +25,7 @@ use libp2p_core::{
 };
 
 use crate::{
-    addr::{Host, Security, WsAddr},
+    addr::{DnsFamily, Host, Security, WsAddr},
     config::Config,
     error::{Error, TlsError},
     framed::{Connection, Role},
@@ -99,29 +99,11 @@ impl Transport {
         &self.shared.config
     }
 
-    fn bind_addresses(&self, spec: &WsAddr, addr: &Multiaddr) -> Result<Vec<SocketAddr>, Error> {
+    fn bind_addresses(&self, spec: &WsAddr) -> Result<Vec<SocketAddr>, Error> {
         match &spec.host {
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, spec.port)]),
             Host::Dns { name, family } => {
-                let resolved =
-                    runtime::resolve_blocking(name, spec.port).map_err(|source| Error::Dns {
-                        name: name.clone(),
-                        source,
-                    })?;
-                let usable: Vec<_> = resolved
-                    .into_iter()
-                    .filter(|a| family.admits(&a.ip()))
-                    .collect();
-                if usable.is_empty() {
-                    return Err(Error::Dns {
-                        name: name.clone(),
-                        source: io::Error::new(
-                            io::ErrorKind::NotFound,
-                            format!("no address of the family {addr} asks for"),
-                        ),
-                    });
-                }
-                Ok(usable)
+                usable_addresses(name, *family, runtime::resolve_blocking(name, spec.port))
             }
         }
     }
@@ -146,9 +128,7 @@ impl libp2p_core::Transport for Transport {
                 None => return Err(TransportError::Other(Error::NoServerCertificate { addr })),
             },
         };
-        let candidates = self
-            .bind_addresses(&spec, &addr)
-            .map_err(TransportError::Other)?;
+        let candidates = self.bind_addresses(&spec).map_err(TransportError::Other)?;
         if tls.is_none()
             && !config.allow_insecure_listen
             && !candidates.iter().all(|a| a.ip().is_loopback())
@@ -224,31 +204,36 @@ impl libp2p_core::Transport for Transport {
     }
 }
 
+/// The resolved addresses of the family the address asks for (`/dns4`, `/dns6`), or a DNS error.
+fn usable_addresses(
+    name: &str,
+    family: DnsFamily,
+    resolved: io::Result<Vec<SocketAddr>>,
+) -> Result<Vec<SocketAddr>, Error> {
+    let dns_error = |source| Error::Dns {
+        name: name.to_string(),
+        source,
+    };
+    let usable: Vec<_> = resolved
+        .map_err(dns_error)?
+        .into_iter()
+        .filter(|a| family.admits(&a.ip()))
+        .collect();
+    if usable.is_empty() {
+        return Err(dns_error(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no address of the requested family ({family:?})"),
+        )));
+    }
+    Ok(usable)
+}
+
 async fn dial(shared: Arc<Shared>, target: WsAddr) -> Result<Output, Error> {
     let config = &shared.config;
     let candidates = match &target.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
         Host::Dns { name, family } => {
-            let resolved = runtime::resolve(name, target.port)
-                .await
-                .map_err(|source| Error::Dns {
-                    name: name.clone(),
-                    source,
-                })?;
-            let usable: Vec<_> = resolved
-                .into_iter()
-                .filter(|a| family.admits(&a.ip()))
-                .collect();
-            if usable.is_empty() {
-                return Err(Error::Dns {
-                    name: name.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::NotFound,
-                        "no address of the requested family",
-                    ),
-                });
-            }
-            usable
+            usable_addresses(name, *family, runtime::resolve(name, target.port).await)?
         }
     };
 
