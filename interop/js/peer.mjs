@@ -1,0 +1,70 @@
+// js-libp2p peer speaking the interop CLI contract (run with Node >= 22; see ../bin/js-peer):
+//   --listen <ma> (repeatable)  --dial <ma>  --count <n>  --timeout <secs>
+//   --cert <pem> --key <pem>    (TLS server chain/key for /tls/ws listen addresses)
+//   --ca <pem> is handled by the wrapper through NODE_EXTRA_CA_CERTS.
+// stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr.
+import { readFileSync } from 'node:fs'
+import { createNode, dialAndPing } from './common.js'
+
+function parseArgs (argv) {
+  const args = { listen: [], count: 1, timeout: 10 }
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]
+    const value = argv[i + 1]
+    if (value === undefined) throw new Error(`missing value for ${flag}`)
+    switch (flag) {
+      case '--listen': args.listen.push(value); break
+      case '--dial': args.dial = value; break
+      case '--count': args.count = Number(value); break
+      case '--timeout': args.timeout = Number(value); break
+      case '--cert': args.cert = value; break
+      case '--key': args.key = value; break
+      case '--ca': args.ca = value; break
+      default: throw new Error(`unknown argument ${flag}`)
+    }
+    i++
+  }
+  return args
+}
+
+const out = (line) => process.stdout.write(line + '\n')
+// WebSocket failures surface as ErrorEvent objects; show their message.
+const fmt = (err) => err?.stack ?? err?.error?.stack ?? err?.message ?? String(err)
+
+async function main () {
+  const args = parseArgs(process.argv.slice(2))
+  const https = args.cert != null ? { cert: readFileSync(args.cert), key: readFileSync(args.key) } : undefined
+  const node = await createNode({ listen: args.listen, https })
+  await node.start()
+  console.error(`local peer id ${node.peerId.toString()}`)
+
+  if (args.dial == null) {
+    node.addEventListener('connection:open', (evt) => {
+      out(`connected ${evt.detail.remotePeer.toString()} ${evt.detail.remoteAddr.toString()}`)
+    })
+    for (const ma of node.getMultiaddrs()) out(`listening ${ma.toString()}`)
+    const stop = async () => { await node.stop().catch(() => {}); process.exit(0) }
+    process.on('SIGTERM', stop)
+    process.on('SIGINT', stop)
+    return
+  }
+
+  const hardStop = setTimeout(() => {
+    console.error(`error: timed out after ${args.timeout} s`)
+    process.exit(1)
+  }, args.timeout * 1000 + 2000)
+  try {
+    await dialAndPing(node, args.dial, { count: args.count, timeoutMs: args.timeout * 1000, out })
+    clearTimeout(hardStop)
+    await Promise.race([node.stop(), new Promise(resolve => setTimeout(resolve, 2000))])
+    process.exit(0)
+  } catch (err) {
+    console.error(`error: ${fmt(err)}`)
+    process.exit(1)
+  }
+}
+
+main().catch((err) => {
+  console.error(`error: ${fmt(err)}`)
+  process.exit(2)
+})
