@@ -70,6 +70,12 @@ pub struct Connection<T> {
     /// Inside a fragmented message (a continuation frame must follow).
     in_message: bool,
     message_len: u64,
+    /// The message being read is a text message (opcode 1).
+    rx_text: bool,
+    /// Set by [`Connection::poll_read_message`]: stop at empty data frames too.
+    report_empty_frames: bool,
+    /// An empty data frame was read while `report_empty_frames` was set.
+    empty_frame: bool,
 
     /// Write buffer: `wbuf[wpos..]` is waiting for the socket. Empty while idle.
     wbuf: Vec<u8>,
@@ -88,6 +94,17 @@ pub struct Connection<T> {
 
     keep_alive: KeepAliveState,
     close_timer: Option<Timer>,
+}
+
+/// A piece of an incoming WebSocket data message, from [`Connection::poll_read_message`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageChunk {
+    /// Payload bytes written to the buffer (0 for an empty frame).
+    pub len: usize,
+    /// The message is a text message (opcode 1); its payload is not checked for UTF-8.
+    pub text: bool,
+    /// These bytes end the message.
+    pub end: bool,
 }
 
 struct Payload {
@@ -134,6 +151,9 @@ where
             frame: None,
             in_message: false,
             message_len: 0,
+            rx_text: false,
+            report_empty_frames: false,
+            empty_frame: false,
             wbuf: Vec::new(),
             wpos: 0,
             open: None,
@@ -172,6 +192,76 @@ where
     /// Bytes of buffer memory this connection holds right now (read plus write buffer).
     pub fn buffered_capacity(&self) -> usize {
         self.rbuf.len() + self.wbuf.capacity()
+    }
+
+    /// Message-level reading, for tools that need WebSocket message boundaries (conformance
+    /// testing, proxies) rather than a byte stream.
+    ///
+    /// Reads payload like `poll_read` (with the same checks, limits, control frame handling and
+    /// keep-alive), but also returns for every empty data frame, and says which kind of message the
+    /// bytes belong to and whether they end it. A read never spans two frames. `Ok(None)` is the end
+    /// of the stream (the peer's close frame, or a TCP EOF between messages). `buf` must not be
+    /// empty. Text payloads are *not* checked for UTF-8.
+    pub fn poll_read_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<Option<MessageChunk>>> {
+        if buf.is_empty() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "poll_read_message needs a non-empty buffer",
+            )));
+        }
+        self.report_empty_frames = true;
+        let result = self.poll_read_inner(cx, buf);
+        self.report_empty_frames = false;
+        self.empty_frame = false;
+        let len = ready!(result)?;
+        if len == 0 && self.peer_closed {
+            return Poll::Ready(Ok(None));
+        }
+        Poll::Ready(Ok(Some(MessageChunk {
+            len,
+            text: self.rx_text,
+            end: self.frame.is_none() && !self.in_message,
+        })))
+    }
+
+    /// Queues one complete message of the given kind as a single frame, after everything written
+    /// so far (which is sent first); `flush` sends it. Unlike `poll_write`, the frame is not bounded
+    /// by the write buffer size: the caller bounds `payload`.
+    pub fn poll_send_message(
+        &mut self,
+        cx: &mut Context<'_>,
+        text: bool,
+        payload: &[u8],
+    ) -> Poll<io::Result<()>> {
+        self.check_failed()?;
+        if self.close_sent {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the WebSocket connection is closing",
+            )));
+        }
+        self.finalize();
+        if let Err(e) = ready!(self.poll_drain(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
+        }
+        let mut header = Header::new(if text { OpCode::Text } else { OpCode::Binary });
+        header.set_fin(true).set_payload_len(payload.len());
+        let mask = (self.role == Role::Client).then(rand::random::<u32>);
+        if let Some(mask) = mask {
+            header.set_masked(true).set_mask(mask);
+        }
+        self.wbuf
+            .extend_from_slice(self.codec.encode_header(&header));
+        let body = self.wbuf.len();
+        self.wbuf.extend_from_slice(payload);
+        if let Some(mask) = mask {
+            apply_mask(&mut self.wbuf[body..], mask.to_be_bytes(), 0);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn check_failed(&self) -> io::Result<()> {
@@ -221,7 +311,9 @@ where
             if self.rpos == 0 {
                 // Cannot happen with the minimum buffer size (a header plus a control frame is at most
                 // 139 bytes); refuse rather than read into an empty slice and mistake it for EOF.
-                return Poll::Ready(Err(FrameError::Protocol("frame header does not fit").into_io()));
+                return Poll::Ready(Err(
+                    FrameError::Protocol("frame header does not fit").into_io()
+                ));
             }
             self.rbuf.copy_within(self.rpos..self.rend, 0);
             self.rend -= self.rpos;
@@ -346,6 +438,9 @@ where
                         "new data frame before the previous message ended",
                     ));
                 }
+                if !continuation {
+                    self.rx_text = header.opcode() == OpCode::Text;
+                }
                 self.message_len = if continuation { self.message_len } else { 0 } + len as u64;
                 if self.message_len > self.limits.max_message_size as u64 {
                     return Err(FrameError::MessageTooLarge {
@@ -360,6 +455,8 @@ where
                         mask,
                         mask_offset: 0,
                     });
+                } else if self.report_empty_frames {
+                    self.empty_frame = true;
                 }
                 Ok(true)
             }
@@ -396,7 +493,9 @@ where
                 return Poll::Ready(Ok(0));
             }
             if let Some(remaining) = self.frame.as_ref().map(|f| f.remaining) {
-                let want = out.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let want = out
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                 let n = if self.rpos < self.rend {
                     let n = want.min(self.rend - self.rpos);
                     out[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
@@ -452,6 +551,9 @@ where
                 Err(e) => return Poll::Ready(Err(self.fail(cx, frame_error(e)))),
             };
             if complete {
+                if std::mem::take(&mut self.empty_frame) {
+                    return Poll::Ready(Ok(0));
+                }
                 continue;
             }
             match self.poll_fill(cx) {
@@ -516,7 +618,8 @@ where
             header.set_masked(true).set_mask(mask);
             apply_mask(&mut body[..payload.len()], mask.to_be_bytes(), 0);
         }
-        self.wbuf.extend_from_slice(self.codec.encode_header(&header));
+        self.wbuf
+            .extend_from_slice(self.codec.encode_header(&header));
         self.wbuf.extend_from_slice(&body[..payload.len()]);
     }
 
@@ -559,7 +662,8 @@ where
         }
         let limit = self.limits.write_buffer_size + HEADER_SLOT;
         loop {
-            let pending = self.wbuf.len() - self.wpos + if self.open.is_none() { HEADER_SLOT } else { 0 };
+            let pending =
+                self.wbuf.len() - self.wpos + if self.open.is_none() { HEADER_SLOT } else { 0 };
             let room = limit.saturating_sub(pending);
             if room == 0 {
                 self.finalize();
@@ -607,7 +711,9 @@ where
             Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
             Poll::Pending => {
                 let deadline = self.limits.close_timeout;
-                let timer = self.close_timer.get_or_insert_with(|| Timer::after(deadline));
+                let timer = self
+                    .close_timer
+                    .get_or_insert_with(|| Timer::after(deadline));
                 ready!(Pin::new(timer).poll(cx));
                 tracing::debug!(role = ?self.role, "peer did not take the close frame in time");
                 let e = io::Error::new(
@@ -679,7 +785,9 @@ fn validate_close_payload(payload: &[u8]) -> Result<Option<u16>, FrameError> {
             let code = u16::from_be_bytes([*hi, *lo]);
             let valid = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
             if !valid {
-                return Err(FrameError::Protocol("close frame with an invalid close code"));
+                return Err(FrameError::Protocol(
+                    "close frame with an invalid close code",
+                ));
             }
             if std::str::from_utf8(reason).is_err() {
                 return Err(FrameError::Protocol("close reason is not valid UTF-8"));
@@ -750,6 +858,9 @@ mod tests {
         assert!(validate_close_payload(&[0x03]).is_err());
         assert!(validate_close_payload(&[0x03, 0xed]).is_err()); // 1005 must not be sent
         assert!(validate_close_payload(&[0x03, 0xe8, 0xff]).is_err());
-        assert_eq!(validate_close_payload(&[0x0f, 0xa0, b'o', b'k']), Ok(Some(4000)));
+        assert_eq!(
+            validate_close_payload(&[0x0f, 0xa0, b'o', b'k']),
+            Ok(Some(4000))
+        );
     }
 }

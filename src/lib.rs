@@ -89,7 +89,7 @@ pub use config::{
     DEFAULT_WRITE_BUFFER_SIZE, MAX_HEAD_SIZE_LIMIT,
 };
 pub use error::{Error, FrameError, HandshakeError, TlsError};
-pub use framed::{apply_mask, Connection, Role};
+pub use framed::{apply_mask, Connection, MessageChunk, Role};
 pub use tls::{ServerCertificate, TlsConfig};
 pub use transport::{Dial, ListenerUpgrade, Output, Socket, Transport};
 pub use upgrade::{constructor, upgraded, BoxError};
