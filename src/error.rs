@@ -214,6 +214,10 @@ pub enum FrameError {
         /// The configured limit.
         limit: usize,
     },
+    /// A text message or a close reason that is not valid UTF-8 (RFC 6455 section 8.1); the
+    /// string names which.
+    #[error("WebSocket protocol error: {0} is not valid UTF-8")]
+    InvalidUtf8(&'static str),
     /// The peer did not answer a keep-alive ping in time.
     #[error("the peer did not answer a WebSocket ping within {0:?}")]
     KeepAliveTimeout(Duration),
@@ -230,7 +234,7 @@ impl FrameError {
     pub fn close_code(&self) -> u16 {
         match self {
             FrameError::FrameTooLarge { .. } | FrameError::MessageTooLarge { .. } => 1009,
-            FrameError::Protocol(msg) if msg.contains("UTF-8") => 1007,
+            FrameError::InvalidUtf8(_) => 1007,
             FrameError::KeepAliveTimeout(_) => 1011,
             _ => 1002,
         }

@@ -10,8 +10,9 @@
 //! - masking and unmasking work eight bytes at a time.
 //!
 //! Rules of the byte stream (documented in the crate docs):
-//! - binary and text frames both carry stream bytes (text payloads are not checked for UTF-8, which
-//!   rust-libp2p's transport does likewise); frame and message sizes are bounded;
+//! - binary and text frames both carry stream bytes (as in rust-libp2p's transport); text messages
+//!   must be valid UTF-8 (RFC 6455 section 8.1), checked as they arrive, so that the first invalid
+//!   byte fails the connection with 1007; frame and message sizes are bounded;
 //! - pings are answered with pongs (only the latest unanswered ping, so a ping flood cannot grow the
 //!   buffer); keep-alive pings detect half-open connections;
 //! - a close frame from the peer ends the read side (EOF) and is answered; a TCP EOF between frames
@@ -72,6 +73,8 @@ pub struct Connection<T> {
     message_len: u64,
     /// The message being read is a text message (opcode 1).
     rx_text: bool,
+    /// UTF-8 check of the text message being read.
+    utf8: Utf8Check,
     /// Set by [`Connection::poll_read_message`]: stop at empty data frames too.
     report_empty_frames: bool,
     /// An empty data frame was read while `report_empty_frames` was set.
@@ -101,7 +104,7 @@ pub struct Connection<T> {
 pub struct MessageChunk {
     /// Payload bytes written to the buffer (0 for an empty frame).
     pub len: usize,
-    /// The message is a text message (opcode 1); its payload is not checked for UTF-8.
+    /// The message is a text message (opcode 1); its payload is checked to be valid UTF-8.
     pub text: bool,
     /// These bytes end the message.
     pub end: bool,
@@ -152,6 +155,7 @@ where
             in_message: false,
             message_len: 0,
             rx_text: false,
+            utf8: Utf8Check::default(),
             report_empty_frames: false,
             empty_frame: false,
             wbuf: Vec::new(),
@@ -201,7 +205,7 @@ where
     /// keep-alive), but also returns for every empty data frame, and says which kind of message the
     /// bytes belong to and whether they end it. A read never spans two frames. `Ok(None)` is the end
     /// of the stream (the peer's close frame, or a TCP EOF between messages). `buf` must not be
-    /// empty. Text payloads are *not* checked for UTF-8.
+    /// empty. Text payloads are checked for UTF-8 as in `poll_read`; a chunk can end inside a character.
     pub fn poll_read_message(
         &mut self,
         cx: &mut Context<'_>,
@@ -449,6 +453,9 @@ where
                 }
                 self.in_message = !header.is_fin();
                 self.rpos += offset;
+                if len == 0 && header.is_fin() && self.rx_text {
+                    self.utf8.finish()?;
+                }
                 if len > 0 {
                     self.frame = Some(Payload {
                         remaining: len as u64,
@@ -529,6 +536,7 @@ where
                         }
                     }
                 };
+                let mut message_end = false;
                 if let Some(frame) = self.frame.as_mut() {
                     if let Some(mask) = frame.mask {
                         frame.mask_offset = apply_mask(&mut out[..n], mask, frame.mask_offset);
@@ -536,6 +544,19 @@ where
                     frame.remaining -= n as u64;
                     if frame.remaining == 0 {
                         self.frame = None;
+                        message_end = !self.in_message;
+                    }
+                }
+                if self.rx_text {
+                    let checked = self.utf8.feed(&out[..n]).and_then(|()| {
+                        if message_end {
+                            self.utf8.finish()
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    if let Err(e) = checked {
+                        return Poll::Ready(Err(self.fail(cx, e)));
                     }
                 }
                 return Poll::Ready(Ok(n));
@@ -776,6 +797,64 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) -> usize {
     (offset + data.len()) % 4
 }
 
+/// Incremental UTF-8 check of a text message that arrives in pieces split anywhere, even inside a
+/// character (RFC 6455 section 8.1). Fails at the first byte that cannot start or continue a valid
+/// sequence, without waiting for the end of the message.
+#[derive(Debug, Default)]
+struct Utf8Check {
+    /// The start of a character split by the end of the previous piece.
+    partial: [u8; 4],
+    partial_len: usize,
+}
+
+impl Utf8Check {
+    const ERROR: FrameError = FrameError::InvalidUtf8("a text message");
+
+    /// Checks the next piece of the message.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), FrameError> {
+        if self.partial_len > 0 {
+            // Complete the split character with the first bytes of this piece.
+            let have = self.partial_len;
+            let take = (4 - have).min(bytes.len());
+            let mut joined = self.partial;
+            joined[have..have + take].copy_from_slice(&bytes[..take]);
+            let consumed = match std::str::from_utf8(&joined[..have + take]) {
+                Ok(_) => take,
+                Err(e) if e.valid_up_to() > 0 => e.valid_up_to() - have,
+                Err(e) if e.error_len().is_some() => return Err(Self::ERROR),
+                Err(_) => {
+                    // Still incomplete: this piece was too short to finish the character.
+                    self.partial = joined;
+                    self.partial_len = have + take;
+                    return Ok(());
+                }
+            };
+            self.partial_len = 0;
+            bytes = &bytes[consumed..];
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_some() => Err(Self::ERROR),
+            Err(e) => {
+                let rest = &bytes[e.valid_up_to()..];
+                self.partial[..rest.len()].copy_from_slice(rest);
+                self.partial_len = rest.len();
+                Ok(())
+            }
+        }
+    }
+
+    /// The message ended: it must not end inside a character.
+    fn finish(&mut self) -> Result<(), FrameError> {
+        let split = std::mem::take(&mut self.partial_len);
+        if split == 0 {
+            Ok(())
+        } else {
+            Err(Self::ERROR)
+        }
+    }
+}
+
 /// Checks a close frame's payload: empty, or a valid code and a UTF-8 reason.
 fn validate_close_payload(payload: &[u8]) -> Result<Option<u16>, FrameError> {
     match payload {
@@ -790,7 +869,7 @@ fn validate_close_payload(payload: &[u8]) -> Result<Option<u16>, FrameError> {
                 ));
             }
             if std::str::from_utf8(reason).is_err() {
-                return Err(FrameError::Protocol("close reason is not valid UTF-8"));
+                return Err(FrameError::InvalidUtf8("the close reason"));
             }
             Ok(Some(code))
         }
@@ -849,6 +928,50 @@ mod tests {
             offset = apply_mask(chunk, mask, offset);
         }
         assert_eq!(whole, pieces);
+    }
+
+    /// Feeds `bytes` in pieces of `step` bytes; `Ok` only if every piece and the end pass.
+    fn check_utf8_in_pieces(bytes: &[u8], step: usize) -> Result<(), FrameError> {
+        let mut check = Utf8Check::default();
+        for piece in bytes.chunks(step) {
+            check.feed(piece)?;
+        }
+        check.finish()
+    }
+
+    #[test]
+    fn utf8_check_agrees_with_std_at_every_split() {
+        let samples: &[&[u8]] = &[
+            "κόσμε".as_bytes(),
+            "Hello-µ@ßöäüàá-UTF-8!!".as_bytes(),
+            "\u{10FFFF}\u{FFFD}\u{0800}\u{007F}\u{0080}".as_bytes(),
+            b"",
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited", // a surrogate
+            b"\xf4\x90\x80\x80",                                               // above U+10FFFF
+            b"\xc0\xaf",                                                       // overlong
+            b"\xce\xba\xe1", // ends inside a character
+            b"\x80",         // lone continuation byte
+            b"abc\xff",
+        ];
+        for sample in samples {
+            let want = std::str::from_utf8(sample).is_ok();
+            for step in 1..=sample.len().max(1) {
+                let got = check_utf8_in_pieces(sample, step);
+                assert_eq!(got.is_ok(), want, "{sample:?} in pieces of {step}: {got:?}");
+                if let Err(e) = got {
+                    assert_eq!(e.close_code(), 1007);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn utf8_check_fails_at_the_first_invalid_byte() {
+        // Fail fast: the invalid byte is seen before the message ends (Autobahn 6.4.x).
+        let mut check = Utf8Check::default();
+        check.feed("κόσμε".as_bytes()).unwrap();
+        check.feed(b"\xf4").unwrap(); // could still start a valid character
+        assert!(check.feed(b"\x90").is_err()); // F4 90: above U+10FFFF
     }
 
     #[test]

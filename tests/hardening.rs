@@ -1097,6 +1097,10 @@ fn protocol(e: &FrameError) -> bool {
     matches!(e, FrameError::Protocol(_))
 }
 
+fn invalid_utf8(e: &FrameError) -> bool {
+    matches!(e, FrameError::InvalidUtf8(_))
+}
+
 #[test]
 fn rfc6455_violations_close_with_the_right_code_and_a_typed_error() {
     let _g = shared();
@@ -1156,7 +1160,19 @@ fn rfc6455_violations_close_with_the_right_code_and_a_typed_error() {
                 "close reason not UTF-8".into(),
                 frame(true, 0, 8, m, &close_payload(1000, &[0xff, 0xfe])),
                 1007,
-                protocol,
+                invalid_utf8,
+            ),
+            (
+                "text message not UTF-8".into(),
+                frame(true, 0, 1, m, b"caf\xe9!"),
+                1007,
+                invalid_utf8,
+            ),
+            (
+                "fragmented text message ending inside a character".into(),
+                [frame(false, 0, 1, m, b"caf\xc3"), frame(true, 0, 0, m, b"")].concat(),
+                1007,
+                invalid_utf8,
             ),
         ];
         for rsv in [4u8, 2, 1] {
