@@ -80,18 +80,6 @@ fn checksum(hash: &mut u64, data: &[u8]) {
     }
 }
 
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn one_yamux_stream_carries_64_mib_intact() {
     run(async {

@@ -15,6 +15,19 @@ use libp2p::{
 };
 use libp2p_ws::{Config, Output, Transport};
 
+/// `len` pseudo-random bytes from `seed` (xorshift): payloads whose corruption or reordering shows.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
