@@ -49,6 +49,12 @@ pub enum Role {
 const HEADER_SLOT: usize = 14;
 /// Reads at least this large go straight from the socket into the caller's buffer.
 const DIRECT_READ_MIN: usize = 4096;
+/// The read buffer's first size: room for frame headers, control frames (at most 139 bytes each)
+/// and the small frames exchanged while a connection is quiet. It grows to `read_buffer_size` only
+/// for callers that read payload in pieces smaller than [`DIRECT_READ_MIN`]; larger reads bypass it.
+/// Keeping it small keeps short-lived, zero-filled allocations (and the resident pages they leave
+/// behind) out of idle connections.
+const SMALL_READ_BUFFER: usize = 1024;
 /// Largest control frame payload (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -174,7 +180,9 @@ where
             close_timer: None,
         };
         if !leftover.is_empty() {
-            let size = limits.read_buffer_size.max(leftover.len());
+            let size = SMALL_READ_BUFFER
+                .min(limits.read_buffer_size)
+                .max(leftover.len());
             let mut buf = vec![0; size].into_boxed_slice();
             buf[..leftover.len()].copy_from_slice(leftover);
             conn.rbuf = buf;
@@ -303,10 +311,14 @@ where
 
     // ----- reading -----------------------------------------------------------------------------
 
-    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF. `grow`: the
+    /// caller reads payload in small pieces, so an empty small buffer is replaced by a full-size one.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<bool>> {
+        let full_size = self.limits.read_buffer_size;
         if self.rbuf.is_empty() {
-            self.rbuf = vec![0; self.limits.read_buffer_size].into_boxed_slice();
+            self.rbuf = vec![0; SMALL_READ_BUFFER.min(full_size)].into_boxed_slice();
+        } else if grow && self.rpos == self.rend && self.rbuf.len() < full_size {
+            self.rbuf = vec![0; full_size].into_boxed_slice();
         }
         if self.rpos == self.rend {
             self.rpos = 0;
@@ -524,7 +536,7 @@ where
                         }
                     }
                 } else {
-                    match self.poll_fill(cx) {
+                    match self.poll_fill(cx, out.len() < DIRECT_READ_MIN) {
                         Poll::Ready(Ok(true)) => continue,
                         Poll::Ready(Ok(false)) => {
                             return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
@@ -577,7 +589,7 @@ where
                 }
                 continue;
             }
-            match self.poll_fill(cx) {
+            match self.poll_fill(cx, false) {
                 Poll::Ready(Ok(true)) => {}
                 Poll::Ready(Ok(false)) => {
                     if self.rpos == self.rend && !self.in_message {
@@ -972,6 +984,42 @@ mod tests {
         check.feed("κόσμε".as_bytes()).unwrap();
         check.feed(b"\xf4").unwrap(); // could still start a valid character
         assert!(check.feed(b"\x90").is_err()); // F4 90: above U+10FFFF
+    }
+
+    /// One masked binary frame as a client sends it (payload shorter than 64 KiB).
+    fn masked_frame(payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let len = u16::try_from(payload.len()).expect("short payload");
+        let mut wire = vec![0x82, 0x80 | 126];
+        wire.extend_from_slice(&len.to_be_bytes());
+        wire.extend_from_slice(&mask);
+        let body = wire.len();
+        wire.extend_from_slice(payload);
+        apply_mask(&mut wire[body..], mask, 0);
+        wire
+    }
+
+    #[test]
+    fn read_buffer_stays_small_for_large_reads_and_grows_for_small_ones() {
+        use futures::{executor::block_on, io::Cursor, AsyncReadExt};
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let wire = masked_frame(&payload);
+        let limits = FrameLimits::default();
+        for (piece, peak_capacity) in [
+            (64 * 1024, SMALL_READ_BUFFER),
+            (100, limits.read_buffer_size),
+        ] {
+            let mut conn = Connection::new(Cursor::new(wire.clone()), Role::Server, limits, &[]);
+            let (mut got, mut buf, mut peak) = (Vec::new(), vec![0; piece], 0);
+            while got.len() < payload.len() {
+                let n = block_on(conn.read(&mut buf)).expect("read");
+                assert!(n > 0, "EOF after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+                peak = peak.max(conn.buffered_capacity());
+            }
+            assert_eq!(got, payload, "reads of {piece}");
+            assert_eq!(peak, peak_capacity, "reads of {piece}");
+        }
     }
 
     #[test]
