@@ -49,7 +49,8 @@ pub struct FrameLimits {
     pub max_message_size: usize,
     /// Outgoing bytes buffered before `poll_write` waits for the socket (one frame at most this big).
     pub write_buffer_size: usize,
-    /// Size of the read buffer, allocated while data flows and released when the connection is idle.
+    /// Largest size of the read buffer (see [`Config::with_read_buffer_size`]); allocated while data
+    /// flows and released when the connection is idle.
     pub read_buffer_size: usize,
     /// Keep-alive pings, if enabled.
     pub keep_alive: Option<KeepAlive>,
@@ -166,8 +167,10 @@ impl Config {
         self
     }
 
-    /// Size of each connection's read buffer (allocated only while data arrives).
-    /// Default: [`DEFAULT_READ_BUFFER_SIZE`].
+    /// Largest size of each connection's read buffer. The buffer starts at 1 KiB (frame headers and
+    /// small frames), grows to this size only when the application reads payload in pieces smaller
+    /// than 4 KiB (larger reads go straight from the socket into the caller's buffer), and is
+    /// released whenever the socket has nothing more to read. Default: [`DEFAULT_READ_BUFFER_SIZE`].
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.frame.read_buffer_size = bytes.clamp(1024, 16 * 1024 * 1024);
         self
