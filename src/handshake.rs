@@ -28,6 +28,20 @@ where
 {
     let mut bounded = Bounded::new(io, max_head);
     let mut server = handshake::Server::new(&mut bounded);
+    server.set_buffer(buffers::take());
+    let result = serve(&mut server, max_head, path).await;
+    buffers::give(server.take_buffer());
+    result
+}
+
+async fn serve<T>(
+    server: &mut handshake::Server<'_, &mut Bounded<'_, T>>,
+    max_head: usize,
+    path: &str,
+) -> Result<(), HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let outcome = match server.receive_request().await {
         Ok(request) => match decode_target(request.path()) {
             Some(requested) if requested == path => Ok(request.key()),
@@ -75,12 +89,13 @@ where
 {
     let mut bounded = Bounded::new(io, max_head);
     let mut client = handshake::Client::new(&mut bounded, host, target);
-    let response = client
-        .handshake()
-        .await
-        .map_err(|e| map_error(e, max_head))?;
-    match response {
-        ServerResponse::Accepted { .. } => Ok(client.take_buffer().to_vec()),
+    client.set_buffer(buffers::take());
+    let response = client.handshake().await;
+    let buffer = client.take_buffer();
+    let leftover = buffer.to_vec();
+    buffers::give(buffer);
+    match response.map_err(|e| map_error(e, max_head))? {
+        ServerResponse::Accepted { .. } => Ok(leftover),
         ServerResponse::Redirect {
             status_code,
             location,
@@ -91,6 +106,45 @@ where
         ServerResponse::Rejected { status_code } => Err(HandshakeError::Rejected {
             status: status_code,
         }),
+    }
+}
+
+/// Reuse of soketto's handshake buffers. soketto reads the HTTP head into a buffer that it grows and
+/// zero-fills 8 KiB at a time; a fresh buffer per handshake leaves freshly touched pages all over the
+/// heap, which later long-lived allocations of idle connections sit on (about 1-2 KiB of RSS per idle
+/// connection, measured by `benches/transports.rs`). A small pool makes handshakes reuse the same
+/// few buffers instead.
+mod buffers {
+    use std::sync::Mutex;
+
+    use bytes::BytesMut;
+
+    /// Buffers kept for reuse; more concurrent handshakes than this allocate (and free) their own.
+    pub(super) const KEEP: usize = 32;
+    /// A buffer that grew beyond this (it cannot with the head limit) is not kept.
+    const MAX_CAPACITY: usize = 64 * 1024;
+
+    static POOL: Mutex<Vec<BytesMut>> = Mutex::new(Vec::new());
+
+    /// A buffer for one handshake: a reused one if there is one.
+    pub(super) fn take() -> BytesMut {
+        POOL.lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
+    }
+
+    /// Returns a buffer after a handshake (its contents are dropped).
+    pub(super) fn give(mut buffer: BytesMut) {
+        buffer.clear();
+        if buffer.capacity() == 0 || buffer.capacity() > MAX_CAPACITY {
+            return;
+        }
+        if let Ok(mut pool) = POOL.lock() {
+            if pool.len() < KEEP {
+                pool.push(buffer);
+            }
+        }
     }
 }
 
@@ -210,6 +264,32 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Bounded<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_buffers_are_reused_cleared_and_bounded() {
+        let mut used = bytes::BytesMut::with_capacity(8 * 1024);
+        used.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let capacity = used.capacity();
+        buffers::give(used);
+        let reused = buffers::take();
+        assert!(
+            reused.is_empty(),
+            "contents of a previous handshake must not be kept"
+        );
+        assert_eq!(reused.capacity(), capacity);
+
+        // Oversized and empty buffers are not kept; the pool never holds more than its bound.
+        buffers::give(bytes::BytesMut::with_capacity(1024 * 1024));
+        buffers::give(bytes::BytesMut::new());
+        assert_eq!(buffers::take().capacity(), 0, "the pool should be empty");
+        for _ in 0..100 {
+            buffers::give(bytes::BytesMut::with_capacity(1024));
+        }
+        let kept = std::iter::from_fn(|| Some(buffers::take()))
+            .take_while(|b| b.capacity() > 0)
+            .count();
+        assert_eq!(kept, buffers::KEEP);
+    }
 
     #[test]
     fn targets() {
