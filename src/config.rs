@@ -168,8 +168,8 @@ impl Config {
     }
 
     /// Largest size of each connection's read buffer. The buffer starts at 1 KiB (frame headers and
-    /// small frames), grows to this size only when the application reads payload in pieces smaller
-    /// than 4 KiB (larger reads go straight from the socket into the caller's buffer), and is
+    /// small frames), grows to this size once payload has to be read through it in pieces under
+    /// 4 KiB (larger payload reads go straight from the socket into the caller's buffer), and is
     /// released whenever the socket has nothing more to read. Default: [`DEFAULT_READ_BUFFER_SIZE`].
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.frame.read_buffer_size = bytes.clamp(1024, 16 * 1024 * 1024);

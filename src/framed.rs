@@ -50,8 +50,9 @@ const HEADER_SLOT: usize = 14;
 /// Reads at least this large go straight from the socket into the caller's buffer.
 const DIRECT_READ_MIN: usize = 4096;
 /// The read buffer's first size: room for frame headers, control frames (at most 139 bytes each)
-/// and the small frames exchanged while a connection is quiet. It grows to `read_buffer_size` only
-/// for callers that read payload in pieces smaller than [`DIRECT_READ_MIN`]; larger reads bypass it.
+/// and the small frames exchanged while a connection is quiet or upgrading. It grows to
+/// `read_buffer_size` once payload has to be read through it (frames larger than what one small read
+/// took, read in pieces under [`DIRECT_READ_MIN`]); larger payload reads bypass it.
 /// Keeping it small keeps short-lived, zero-filled allocations (and the resident pages they leave
 /// behind) out of idle connections.
 const SMALL_READ_BUFFER: usize = 1024;
@@ -311,8 +312,10 @@ where
 
     // ----- reading -----------------------------------------------------------------------------
 
-    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF. `grow`: the
-    /// caller reads payload in small pieces, so an empty small buffer is replaced by a full-size one.
+    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF. `grow`: payload is
+    /// read through the buffer (a small remainder of a frame, or a caller reading in small pieces),
+    /// so data is flowing: an empty small buffer is replaced by a full-size one, which takes the rest
+    /// of the frame and the frames behind it in one read.
     fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<bool>> {
         let full_size = self.limits.read_buffer_size;
         if self.rbuf.is_empty() {
@@ -536,7 +539,7 @@ where
                         }
                     }
                 } else {
-                    match self.poll_fill(cx, out.len() < DIRECT_READ_MIN) {
+                    match self.poll_fill(cx, true) {
                         Poll::Ready(Ok(true)) => continue,
                         Poll::Ready(Ok(false)) => {
                             return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
