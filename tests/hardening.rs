@@ -31,7 +31,7 @@ use common::*;
 use futures::{
     channel::{mpsc, oneshot},
     future::{poll_fn, Either},
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt,
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
 };
 use libp2p::core::{
     multiaddr::Protocol,
@@ -120,27 +120,14 @@ impl Server {
         let mut transport = Transport::new(config);
         let (_, addr) = listen(&mut transport, listen_addr).await;
         let socket = socket_addr(&addr);
-        let (stop, mut stop_rx) = oneshot::channel::<()>();
         let (incoming_tx, incoming) = mpsc::unbounded();
         let (conns_tx, conns) = mpsc::unbounded();
-        async_std::task::spawn(async move {
-            poll_fn(|cx| loop {
-                if stop_rx.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-                match Pin::new(&mut transport).poll(cx) {
-                    Poll::Ready(TransportEvent::Incoming { upgrade, .. }) => {
-                        let _ = incoming_tx.unbounded_send(Instant::now());
-                        let conns_tx = conns_tx.clone();
-                        async_std::task::spawn(async move {
-                            let _ = conns_tx.unbounded_send(upgrade.await);
-                        });
-                    }
-                    Poll::Ready(_) => {}
-                    Poll::Pending => return Poll::Pending,
-                }
-            })
-            .await
+        let stop = drive_listener(transport, move |upgrade| {
+            let _ = incoming_tx.unbounded_send(Instant::now());
+            let conns_tx = conns_tx.clone();
+            async_std::task::spawn(async move {
+                let _ = conns_tx.unbounded_send(upgrade.await);
+            });
         });
         Server {
             addr,
@@ -1724,28 +1711,15 @@ impl EchoPeer {
                 break listen_addr;
             }
         };
-        let (stop, mut stop_rx) = oneshot::channel::<()>();
         let (closed_tx, closed) = mpsc::unbounded();
-        async_std::task::spawn(async move {
-            poll_fn(|cx| loop {
-                if stop_rx.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(());
+        let stop = drive_listener(transport, move |upgrade| {
+            let closed_tx = closed_tx.clone();
+            async_std::task::spawn(async move {
+                if let Ok((_, muxer)) = upgrade.await {
+                    serve_echo(muxer).await;
                 }
-                match Pin::new(&mut transport).poll(cx) {
-                    Poll::Ready(TransportEvent::Incoming { upgrade, .. }) => {
-                        let closed_tx = closed_tx.clone();
-                        async_std::task::spawn(async move {
-                            if let Ok((_, muxer)) = upgrade.await {
-                                serve_echo(muxer).await;
-                            }
-                            let _ = closed_tx.unbounded_send(());
-                        });
-                    }
-                    Poll::Ready(_) => {}
-                    Poll::Pending => return Poll::Pending,
-                }
-            })
-            .await
+                let _ = closed_tx.unbounded_send(());
+            });
         });
         EchoPeer {
             addr,

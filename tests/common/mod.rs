@@ -28,6 +28,36 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Polls `transport` on a background task, handing every incoming upgrade to `on_incoming`, until
+/// the returned sender is dropped.
+pub fn drive_listener<T>(
+    mut transport: T,
+    mut on_incoming: impl FnMut(T::ListenerUpgrade) + Send + 'static,
+) -> futures::channel::oneshot::Sender<()>
+where
+    T: libp2p::core::Transport + Unpin + Send + 'static,
+    T::ListenerUpgrade: Send,
+    T::Error: Send,
+{
+    use futures::FutureExt as _;
+    use std::task::Poll;
+    let (stop, mut stop_rx) = futures::channel::oneshot::channel::<()>();
+    async_std::task::spawn(async move {
+        poll_fn(|cx| loop {
+            if stop_rx.poll_unpin(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            match Pin::new(&mut transport).poll(cx) {
+                Poll::Ready(TransportEvent::Incoming { upgrade, .. }) => on_incoming(upgrade),
+                Poll::Ready(_) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await
+    });
+    stop
+}
+
 /// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
