@@ -10,6 +10,8 @@ use std::{
 
 use libp2p_ws::tls::dev::{chain_pem, key_pem, TestCa};
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 fn ping_binary() -> PathBuf {
@@ -215,5 +217,69 @@ fn bad_listen_address_is_an_error() {
     assert!(
         stderr.contains("error: ") && stderr.contains("insecure"),
         "{stderr}"
+    );
+}
+
+/// Hardening item 8 with a real half-open peer: the listener process is paused with SIGSTOP, so its
+/// kernel still ACKs our frames but nothing answers; keep-alive must notice within its deadline.
+#[test]
+fn keep_alive_detects_a_paused_listener_process() {
+    use futures::AsyncReadExt as _;
+    use libp2p::core::Transport as _;
+    use libp2p_ws::{Config, FrameError, KeepAlive, Transport};
+
+    let listener = Node::start(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
+    let addr: libp2p::Multiaddr = listening_addr(&listener).parse().unwrap();
+    let keep_alive = KeepAlive {
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_millis(500),
+    };
+    let deadline = keep_alive.interval + keep_alive.timeout;
+    let pid = listener.child.id() as libc::pid_t;
+
+    let (alive_for, detected_after, error) = common::run(async {
+        let config = Config::default().with_keep_alive(Some(keep_alive));
+        let mut conn = Transport::new(config)
+            .dial(addr, common::dial_opts())
+            .expect("dial accepted")
+            .await
+            .expect("upgrade to the ping node");
+        let mut buf = [0u8; 64];
+
+        // While the node runs, it answers our pings: the connection outlives several deadlines.
+        // (The node waits for our multistream-select header, so it sends no data of its own.)
+        let alive_for = 3 * deadline;
+        if let Ok(r) = async_std::future::timeout(alive_for, conn.read(&mut buf)).await {
+            panic!("the connection ended while the node was running: {r:?}");
+        }
+
+        // Paused: the socket stays open, no FIN or RST, no pong.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        let start = Instant::now();
+        let error = loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => panic!("clean EOF from a paused process"),
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        (alive_for, start.elapsed(), error)
+    });
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "SIGCONT");
+
+    println!(
+        "alive for {alive_for:?} while running; paused process detected after {detected_after:?} \
+         (deadline {deadline:?}): {error}"
+    );
+    assert!(
+        matches!(
+            FrameError::from_io(&error),
+            Some(FrameError::KeepAliveTimeout(_))
+        ),
+        "{error:?}"
+    );
+    assert!(
+        detected_after < deadline + Duration::from_secs(2),
+        "{detected_after:?}"
     );
 }
