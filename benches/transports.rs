@@ -15,7 +15,9 @@
 //! - single-stream throughput in both directions (dialer uploads, listener uploads) of the full
 //!   stacks (WebSocket or TCP, then noise and yamux negotiated by multistream-select), of noise alone
 //!   (no multiplexer) and of the bare layer (WebSocket alone, TCP alone). The receiver times from
-//!   its first read to the last byte; the bytes of the first read are not counted;
+//!   its first read to the last byte; the bytes of the first read are not counted. "tcp on
+//!   async-std" (rust-libp2p's noise + yamux over async-std's TcpStream) is the runtime baseline: it
+//!   separates what async-io costs against tokio from what the WebSocket layer costs;
 //! - aggregate throughput of 16 concurrent yamux streams (dialer uploads);
 //! - connection setup: `dial` until the dialer holds the upgraded connection (mean over sequential
 //!   connections), the same until a first 1-byte stream round trip has completed (so the listener
@@ -93,7 +95,8 @@ enum Stack {
     Websocket,
     /// rust-libp2p's `libp2p::tcp` (tokio).
     Tcp,
-    /// async-std's TcpStream (the socket libp2p-ws runs on), bare layer only.
+    /// async-std's TcpStream (the socket and reactor libp2p-ws runs on), bare or with noise + yamux
+    /// from rust-libp2p: the runtime baseline, TCP on async-io instead of tokio.
     TcpAsyncStd,
 }
 
@@ -147,6 +150,7 @@ impl Stack {
             (Stack::Ws, Layer::Raw) => "libp2p-ws (ws only)",
             (Stack::Websocket, Layer::Raw) => "libp2p-websocket (ws only)",
             (Stack::Tcp, Layer::Raw) => "raw tcp (tokio, libp2p-tcp)",
+            (Stack::TcpAsyncStd, Layer::Full) => "tcp on async-std (tcp+noise+yamux)",
             (Stack::TcpAsyncStd, Layer::Raw) => "raw tcp (async-std)",
             _ => "?",
         }
@@ -537,7 +541,7 @@ fn full_transport(stack: Stack, side: Side, env: Option<&Env>) -> Boxed<Muxed> {
             rust_libp2p_upgraded(libp2p::websocket::Config::new(tokio_tcp()), &keypair)
         }
         Stack::Tcp => rust_libp2p_upgraded(tokio_tcp(), &keypair),
-        Stack::TcpAsyncStd => unreachable!("bare layer only"),
+        Stack::TcpAsyncStd => rust_libp2p_upgraded(AsyncStdTcp::default(), &keypair),
     }
 }
 
@@ -1590,7 +1594,13 @@ fn run(settings: &Settings) -> Result<()> {
 
     let mut transfers: Vec<(Layer, Stack, Mode)> = Vec::new();
     if settings.section("full") {
-        for stack in [Stack::Ws, Stack::Wss, Stack::Websocket, Stack::Tcp] {
+        for stack in [
+            Stack::Ws,
+            Stack::Wss,
+            Stack::Websocket,
+            Stack::Tcp,
+            Stack::TcpAsyncStd,
+        ] {
             transfers.extend(directions.map(|mode| (Layer::Full, stack, mode)));
         }
     }
@@ -1607,7 +1617,7 @@ fn run(settings: &Settings) -> Result<()> {
     transfers.retain(|&(_, stack, mode)| settings.wants(stack, mode));
     let mut stream_stacks = Vec::new();
     if settings.section("streams") {
-        stream_stacks.extend([Stack::Ws, Stack::Websocket, Stack::Tcp]);
+        stream_stacks.extend([Stack::Ws, Stack::Websocket, Stack::Tcp, Stack::TcpAsyncStd]);
     }
     stream_stacks.retain(|&stack| settings.wants(stack, Mode::DialerUploads));
     let mut setups: Vec<(Layer, Stack)> = Vec::new();
@@ -1760,11 +1770,12 @@ fn report(settings: &Settings, f: &Figures) {
     println!();
     println!("| stack | dialer uploads (MB/s) | listener uploads (MB/s) | {} streams (MB/s) | setup (ms) | setup + first stream (ms) | conn/s | RSS per idle endpoint (KiB) |", settings.streams);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let rows: [(Layer, Stack); 11] = [
+    let rows: [(Layer, Stack); 12] = [
         (Layer::Full, Stack::Ws),
         (Layer::Full, Stack::Wss),
         (Layer::Full, Stack::Websocket),
         (Layer::Full, Stack::Tcp),
+        (Layer::Full, Stack::TcpAsyncStd),
         (Layer::Noise, Stack::Ws),
         (Layer::Noise, Stack::Websocket),
         (Layer::Noise, Stack::Tcp),
