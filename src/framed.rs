@@ -22,7 +22,7 @@
 
 use std::{
     future::Future,
-    io,
+    io::{self, IoSliceMut},
     pin::Pin,
     task::{ready, Context, Poll},
     time::Instant,
@@ -524,13 +524,27 @@ where
                     self.rpos += n;
                     n
                 } else if want >= DIRECT_READ_MIN {
-                    match Pin::new(&mut self.io).poll_read(cx, &mut out[..want]) {
+                    // The payload goes straight into the caller's buffer; whatever the socket holds
+                    // beyond this frame (the next frame's header, usually) lands in the read buffer
+                    // in the same call, which saves a read per frame on a plain socket.
+                    if self.rbuf.is_empty() {
+                        self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size)]
+                            .into_boxed_slice();
+                    }
+                    self.rpos = 0;
+                    self.rend = 0;
+                    let mut bufs = [
+                        IoSliceMut::new(&mut out[..want]),
+                        IoSliceMut::new(&mut self.rbuf[..]),
+                    ];
+                    match Pin::new(&mut self.io).poll_read_vectored(cx, &mut bufs) {
                         Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
                         }
                         Poll::Ready(Ok(n)) => {
                             self.keep_alive.last_rx = Instant::now();
-                            n
+                            self.rend = n.saturating_sub(want);
+                            n.min(want)
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                         Poll::Pending => {

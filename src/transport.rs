@@ -534,6 +534,17 @@ impl AsyncRead for Socket {
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Socket::Plain(s) => Pin::new(s).poll_read_vectored(cx, bufs),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_read_vectored(cx, bufs),
+        }
+    }
 }
 
 impl AsyncWrite for Socket {

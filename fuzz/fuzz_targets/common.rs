@@ -115,6 +115,29 @@ impl AsyncRead for Mem<'_> {
         this.pos += n;
         Poll::Ready(Ok(n))
     }
+
+    /// Fills the buffers in order, like `readv` (the frame reader's direct payload reads use it).
+    fn poll_read_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut total = 0;
+        for buf in bufs.iter_mut().filter(|b| !b.is_empty()) {
+            match self.as_mut().poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => {
+                    total += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if total == 0 => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Ok(total))
+    }
 }
 
 impl AsyncWrite for Mem<'_> {
@@ -156,11 +179,14 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     use futures::{future::poll_fn, AsyncReadExt};
-    let mut buf = [0u8; 333];
+    // Read sizes vary so that reads through the read buffer and direct payload reads (4 KiB and
+    // up) both happen.
+    let mut big = vec![0u8; 8192];
     let mut total = 0u64;
-    loop {
+    for round in 0usize.. {
+        let buf = &mut big[..[333, 8192, 1, 4096][round % 4]];
         if message_api {
-            match poll_fn(|cx| conn.poll_read_message(cx, &mut buf)).await? {
+            match poll_fn(|cx| conn.poll_read_message(cx, buf)).await? {
                 None => return Ok(total),
                 Some(chunk) => {
                     assert!(chunk.len <= buf.len());
@@ -168,7 +194,7 @@ where
                 }
             }
         } else {
-            let n = conn.read(&mut buf).await?;
+            let n = conn.read(buf).await?;
             if n == 0 {
                 return Ok(total);
             }
@@ -177,4 +203,5 @@ where
         }
         assert!(total <= 64 * 1024 * 1024);
     }
+    unreachable!()
 }
