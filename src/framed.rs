@@ -47,12 +47,14 @@ pub enum Role {
 
 /// Room kept in front of an open frame's payload for its header (2 + 8 + 4 bytes at most).
 const HEADER_SLOT: usize = 14;
-/// Reads at least this large go straight from the socket into the caller's buffer.
+/// Reads at least this large go straight from the socket into the caller's buffer (one vectored
+/// read: the caller's buffer up to the frame's end, then the read buffer for what follows).
 const DIRECT_READ_MIN: usize = 4096;
 /// The read buffer's first size: room for frame headers, control frames (at most 139 bytes each)
 /// and the small frames exchanged while a connection is quiet or upgrading. It grows to
 /// `read_buffer_size` once payload has to be read through it (frames larger than what one small read
-/// took, read in pieces under [`DIRECT_READ_MIN`]); larger payload reads bypass it.
+/// took, read in pieces under [`DIRECT_READ_MIN`]); larger payload reads go to the caller's buffer
+/// and only what the socket holds past the frame's end lands here.
 /// Keeping it small keeps short-lived, zero-filled allocations (and the resident pages they leave
 /// behind) out of idle connections.
 const SMALL_READ_BUFFER: usize = 1024;
