@@ -169,7 +169,10 @@ fn map_error(e: handshake::Error, max_head: usize) -> HandshakeError {
         }
         handshake::Error::Io(io) => HandshakeError::Io(io),
         handshake::Error::IncompleteHttpRequest => HandshakeError::HeadTooLarge { limit: max_head },
-        handshake::Error::Http(inner) if inner.to_string().contains("too many headers") => {
+        handshake::Error::Http(inner)
+            if inner.downcast_ref::<httparse::Error>()
+                == Some(&httparse::Error::TooManyHeaders) =>
+        {
             HandshakeError::HeadTooLarge { limit: max_head }
         }
         other => HandshakeError::Protocol(other),
@@ -298,6 +301,17 @@ mod tests {
         assert_eq!(decode_target("/a%20b"), Some("/a b".into()));
         assert_eq!(decode_target("http://x/a"), None);
         assert_eq!(decode_target("/%ff"), None);
+    }
+
+    #[test]
+    fn too_many_headers_is_a_head_too_large() {
+        let parse = handshake::Error::Http(Box::new(httparse::Error::TooManyHeaders));
+        assert!(matches!(
+            map_error(parse, 77),
+            HandshakeError::HeadTooLarge { limit: 77 }
+        ));
+        let other = handshake::Error::Http(Box::new(httparse::Error::HeaderName));
+        assert!(matches!(map_error(other, 77), HandshakeError::Protocol(_)));
     }
 
     #[test]
