@@ -22,7 +22,7 @@
 
 use std::{
     future::Future,
-    io::{self, IoSliceMut},
+    io::{self, IoSlice, IoSliceMut},
     pin::Pin,
     task::{ready, Context, Poll},
     time::Instant,
@@ -50,6 +50,9 @@ const HEADER_SLOT: usize = 14;
 /// Reads at least this large go straight from the socket into the caller's buffer (one vectored
 /// read: the caller's buffer up to the frame's end, then the read buffer for what follows).
 const DIRECT_READ_MIN: usize = 4096;
+/// Server-side writes at least this large skip the write buffer (one vectored write of header and
+/// payload); smaller ones are gathered into frames of up to the write buffer size.
+const DIRECT_WRITE_MIN: usize = 4096;
 /// The read buffer's first size: room for frame headers, control frames (at most 139 bytes each)
 /// and the small frames exchanged while a connection is quiet or upgrading. It grows to
 /// `read_buffer_size` once payload has to be read through it (frames larger than what one small read
@@ -712,6 +715,9 @@ where
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if let Some(n) = self.try_write_direct(cx, buf) {
+            return Poll::Ready(n);
+        }
         let limit = self.limits.write_buffer_size + HEADER_SLOT;
         loop {
             let pending =
@@ -732,6 +738,46 @@ where
             self.wbuf.extend_from_slice(&buf[..n]);
             return Poll::Ready(Ok(n));
         }
+    }
+
+    /// A large write on the server side (nothing to mask) with nothing else waiting: sends it as
+    /// one frame straight from the caller's buffer, header and payload in one vectored write,
+    /// instead of copying it into the write buffer first. Only what the socket did not take is
+    /// copied (it completes the frame, so it goes out before anything written later). `None` when
+    /// this does not apply or the socket is not ready: the caller buffers as usual.
+    fn try_write_direct(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<io::Result<usize>> {
+        if self.role != Role::Server
+            || buf.len() < DIRECT_WRITE_MIN
+            || self.open.is_some()
+            || self.wpos < self.wbuf.len()
+        {
+            return None;
+        }
+        let payload = &buf[..buf.len().min(self.limits.write_buffer_size)];
+        let mut header = Header::new(OpCode::Binary);
+        header.set_fin(true).set_payload_len(payload.len());
+        let mut head = [0u8; HEADER_SLOT];
+        let encoded = self.codec.encode_header(&header);
+        let head_len = encoded.len();
+        head[..head_len].copy_from_slice(encoded);
+        let bufs = [IoSlice::new(&head[..head_len]), IoSlice::new(payload)];
+        let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &bufs) {
+            Poll::Pending => return None,
+            Poll::Ready(Ok(0)) => {
+                return Some(Err(self.fail_io(io::ErrorKind::WriteZero.into())));
+            }
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Some(Err(self.fail_io(e))),
+        };
+        self.wbuf.clear();
+        self.wpos = 0;
+        if written < head_len {
+            self.wbuf.extend_from_slice(&head[written..head_len]);
+            self.wbuf.extend_from_slice(payload);
+        } else {
+            self.wbuf.extend_from_slice(&payload[written - head_len..]);
+        }
+        Some(Ok(payload.len()))
     }
 
     fn poll_flush_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1016,6 +1062,120 @@ mod tests {
         wire.extend_from_slice(payload);
         apply_mask(&mut wire[body..], mask, 0);
         wire
+    }
+
+    /// A socket that takes at most a few bytes per write (cycling through `caps`, spanning buffers
+    /// in vectored writes) and is sometimes not ready: every partial-write path of the writer.
+    struct Trickle {
+        wire: Vec<u8>,
+        caps: &'static [usize],
+        calls: usize,
+    }
+
+    impl Trickle {
+        fn next_cap(&mut self, cx: &mut Context<'_>) -> Option<usize> {
+            self.calls += 1;
+            let cap = self.caps[self.calls % self.caps.len()];
+            if cap == 0 {
+                cx.waker().wake_by_ref();
+                return None;
+            }
+            Some(cap)
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let Some(mut cap) = this.next_cap(cx) else {
+                return Poll::Pending;
+            };
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(cap);
+                this.wire.extend_from_slice(&buf[..take]);
+                n += take;
+                cap -= take;
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn partial_writes_of_direct_and_buffered_frames_keep_the_stream_intact() {
+        use futures::{executor::block_on, io::Cursor, AsyncReadExt, AsyncWriteExt};
+        let limits = FrameLimits::default();
+        // Large writes (sent straight from the caller's buffer) and small ones (gathered), with
+        // flushes between some of them.
+        let sizes = [10_000, 100, 3, 70_000, 4096, 5000, 4095, 200_000, 1];
+        for caps in [
+            &[usize::MAX][..],
+            &[1, 5, 0, 13, 3000][..],
+            &[2, 0, 9000, 7, 65_536, 0][..],
+        ] {
+            let caps: &'static [usize] = Box::leak(caps.to_vec().into_boxed_slice());
+            for role in [Role::Server, Role::Client] {
+                let io = Trickle {
+                    wire: Vec::new(),
+                    caps,
+                    calls: 0,
+                };
+                let mut conn = Connection::new(io, role, limits, &[]);
+                let mut sent = Vec::new();
+                for (i, &size) in sizes.iter().enumerate() {
+                    let data: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7) as u8).collect();
+                    block_on(conn.write_all(&data)).expect("write");
+                    if i % 2 == 0 {
+                        block_on(conn.flush()).expect("flush");
+                    }
+                    sent.extend_from_slice(&data);
+                }
+                block_on(conn.close()).expect("close");
+                let wire = std::mem::take(&mut conn.io.wire);
+
+                let peer = match role {
+                    Role::Server => Role::Client,
+                    Role::Client => Role::Server,
+                };
+                let mut reader = Connection::new(Cursor::new(wire), peer, limits, &[]);
+                let mut got = Vec::new();
+                block_on(reader.read_to_end(&mut got)).expect("read back");
+                assert!(
+                    got == sent,
+                    "{role:?} with write caps {caps:?}: stream differs"
+                );
+            }
+        }
     }
 
     #[test]
