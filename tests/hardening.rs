@@ -1730,22 +1730,11 @@ impl EchoPeer {
 }
 
 /// Echoes every inbound stream until the connection ends.
-async fn serve_echo(mut muxer: StreamMuxerBox) {
-    poll_fn(|cx| loop {
-        match muxer.poll_unpin(cx) {
-            Poll::Ready(Ok(_)) => continue,
-            Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Pending => {}
-        }
-        match muxer.poll_inbound_unpin(cx) {
-            Poll::Ready(Ok(stream)) => {
-                async_std::task::spawn(echo_stream(stream));
-            }
-            Poll::Ready(Err(_)) => return Poll::Ready(()),
-            Poll::Pending => return Poll::Pending,
-        }
-    })
-    .await
+async fn serve_echo(muxer: StreamMuxerBox) {
+    let mut muxer = Muxer::spawn(muxer);
+    while let Some(stream) = muxer.inbound.next().await {
+        async_std::task::spawn(echo_stream(stream));
+    }
 }
 
 /// Echoes length-prefixed messages until EOF.
