@@ -1138,12 +1138,12 @@ mod tests {
         // Large writes (sent straight from the caller's buffer) and small ones (gathered), with
         // flushes between some of them.
         let sizes = [10_000, 100, 3, 70_000, 4096, 5000, 4095, 200_000, 1];
-        for caps in [
-            &[usize::MAX][..],
-            &[1, 5, 0, 13, 3000][..],
-            &[2, 0, 9000, 7, 65_536, 0][..],
-        ] {
-            let caps: &'static [usize] = Box::leak(caps.to_vec().into_boxed_slice());
+        const CAPS: [&[usize]; 3] = [
+            &[usize::MAX],
+            &[1, 5, 0, 13, 3000],
+            &[2, 0, 9000, 7, 65_536, 0],
+        ];
+        for caps in CAPS {
             for role in [Role::Server, Role::Client] {
                 let io = Trickle {
                     wire: Vec::new(),
