@@ -535,7 +535,7 @@ fn full_transport(stack: Stack, side: Side, env: Option<&Env>) -> Boxed<Muxed> {
     match stack {
         Stack::Ws | Stack::Wss => {
             let config = env.map_or_else(libp2p_ws::Config::default, |e| e.ws_config(stack, side));
-            libp2p_ws::upgraded(&keypair, config).expect("libp2p-ws transport")
+            libp2p_ws::async_std::upgraded(&keypair, config).expect("libp2p-ws transport")
         }
         Stack::Websocket => {
             rust_libp2p_upgraded(libp2p::websocket::Config::new(tokio_tcp()), &keypair)
@@ -550,12 +550,12 @@ fn bare_transport(stack: Stack, layer: Layer, side: Side, env: &Env) -> Boxed<Ra
     let boxed = |c, _| Box::new(c) as RawStream;
     match (stack, layer) {
         (Stack::Ws | Stack::Wss, Layer::Raw) => {
-            libp2p_ws::Transport::new(env.ws_config(stack, side))
+            libp2p_ws::async_std::Transport::new(env.ws_config(stack, side))
                 .map(boxed)
                 .boxed()
         }
         (Stack::Ws | Stack::Wss, Layer::Noise) => noise_only(
-            libp2p_ws::Transport::new(env.ws_config(stack, side)),
+            libp2p_ws::async_std::Transport::new(env.ws_config(stack, side)),
             &keypair,
         ),
         (Stack::Websocket, Layer::Raw) => libp2p::websocket::Config::new(tokio_tcp())

@@ -82,7 +82,7 @@ fn config(max_size: Option<usize>) -> Config {
 }
 
 async fn server(port: u16, config: Config) {
-    let mut transport = libp2p_ws::Transport::new(config);
+    let mut transport = libp2p_ws::async_std::Transport::new(config);
     let addr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap();
     transport
         .listen_on(ListenerId::next(), addr)

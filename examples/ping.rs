@@ -1,4 +1,4 @@
-//! A libp2p ping node over libp2p-ws (async-std).
+//! A libp2p ping node over libp2p-ws, on async-std (default) or tokio (`--runtime tokio`).
 //!
 //! With no arguments: a self-contained demo. Two nodes in this process on 127.0.0.1; the second pings
 //! the first three times over `/ws`, then three times over `/tls/ws` (a throwaway CA made with rcgen,
@@ -54,6 +54,44 @@ struct Args {
     /// Allow plain /ws listeners on non-loopback addresses (behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
+    /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
+    #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
+    runtime: Runtime,
+}
+
+/// The runtimes the node can run on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Runtime {
+    /// async-std: `libp2p_ws::async_std::upgraded` in `Swarm::new`.
+    AsyncStd,
+    /// tokio (multi-thread): `libp2p_ws::tokio::constructor` in `SwarmBuilder::with_tokio`.
+    Tokio,
+}
+
+impl Runtime {
+    /// Runs `future` to completion on this runtime.
+    fn block_on<F: std::future::Future>(self, future: F) -> F::Output {
+        match self {
+            Runtime::AsyncStd => async_std::task::block_on(future),
+            Runtime::Tokio => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(future),
+        }
+    }
+
+    /// Runs `future` for at most `limit` with this runtime's timer; `None` when the time ran out.
+    async fn timeout<F: std::future::Future>(
+        self,
+        limit: Duration,
+        future: F,
+    ) -> Option<F::Output> {
+        match self {
+            Runtime::AsyncStd => async_std::future::timeout(limit, future).await.ok(),
+            Runtime::Tokio => tokio::time::timeout(limit, future).await.ok(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -62,9 +100,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let result = async_std::task::block_on(async {
+    let runtime = args.runtime;
+    let result = runtime.block_on(async {
         if args.listen.is_empty() && args.dial.is_none() {
-            demo().await
+            demo(runtime).await
         } else {
             run(args).await
         }
@@ -78,17 +117,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn new_swarm(config: Config) -> anyhow::Result<Swarm<ping::Behaviour>> {
+fn new_swarm(runtime: Runtime, config: Config) -> anyhow::Result<Swarm<ping::Behaviour>> {
     let keypair = Keypair::generate_ed25519();
-    let peer_id = keypair.public().to_peer_id();
-    let transport = libp2p_ws::upgraded(&keypair, config)?;
     let behaviour =
         ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(300)));
-    let config = libp2p::swarm::Config::with_executor(|f| {
-        async_std::task::spawn(f);
-    })
-    .with_idle_connection_timeout(Duration::from_secs(60));
-    Ok(Swarm::new(transport, behaviour, peer_id, config))
+    let idle = Duration::from_secs(60);
+    match runtime {
+        Runtime::AsyncStd => {
+            let peer_id = keypair.public().to_peer_id();
+            let transport = libp2p_ws::async_std::upgraded(&keypair, config)?;
+            let config = libp2p::swarm::Config::with_executor(|f| {
+                async_std::task::spawn(f);
+            })
+            .with_idle_connection_timeout(idle);
+            Ok(Swarm::new(transport, behaviour, peer_id, config))
+        }
+        Runtime::Tokio => Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(libp2p_ws::tokio::constructor(config))?
+            .with_behaviour(|_| behaviour)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build()),
+    }
 }
 
 /// What one swarm event means for the CLI; prints the stdout lines of the contract.
@@ -153,7 +203,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::default()
         .with_tls(tls)
         .with_insecure_listen(args.insecure_listen);
-    let mut swarm = new_swarm(config)?;
+    let mut swarm = new_swarm(args.runtime, config)?;
     eprintln!("local peer id {}", swarm.local_peer_id());
     for addr in &args.listen {
         swarm
@@ -184,26 +234,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     };
-    async_std::future::timeout(limit, pings)
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "timed out after {}s waiting for {count} pings from {target}",
-                args.timeout
-            )
-        })?
+    args.runtime.timeout(limit, pings).await.ok_or_else(|| {
+        anyhow!(
+            "timed out after {}s waiting for {count} pings from {target}",
+            args.timeout
+        )
+    })?
 }
 
 /// Two nodes in one process: ping over /ws, then over /tls/ws.
-async fn demo() -> anyhow::Result<()> {
+async fn demo(runtime: Runtime) -> anyhow::Result<()> {
     let ca = TestCa::new("libp2p-ws demo CA")?;
     let (chain, key) = ca.issue(&["localhost", "127.0.0.1"])?;
     let certificate = ServerCertificate::from_der(chain, key)?;
     let mut server = new_swarm(
+        runtime,
         Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate)),
     )?;
-    let mut client =
-        new_swarm(Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate())))?;
+    let mut client = new_swarm(
+        runtime,
+        Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate())),
+    )?;
 
     for addr in ["/ip4/127.0.0.1/tcp/0/ws", "/ip4/127.0.0.1/tcp/0/tls/ws"] {
         server.listen_on(addr.parse()?)?;
@@ -238,7 +289,8 @@ async fn demo() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     };
-    async_std::future::timeout(Duration::from_secs(30), demo)
+    runtime
+        .timeout(Duration::from_secs(30), demo)
         .await
-        .map_err(|_| anyhow!("the demo did not finish within 30s"))?
+        .ok_or_else(|| anyhow!("the demo did not finish within 30s"))?
 }

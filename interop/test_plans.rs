@@ -248,7 +248,7 @@ fn new_swarm(settings: &Settings) -> anyhow::Result<Swarm<ping::Behaviour>> {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let local = keypair.public().to_peer_id();
     eprintln!("local peer id {local}");
-    let transport = libp2p_ws::upgraded(&keypair, transport_config(settings)?)?;
+    let transport = libp2p_ws::async_std::upgraded(&keypair, transport_config(settings)?)?;
     let behaviour = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1)));
     let config =
         swarm::Config::with_tokio_executor().with_idle_connection_timeout(settings.timeout);

@@ -123,7 +123,7 @@ impl Config {
         self
     }
 
-    /// Time allowed for the whole upgrade in [`upgraded`](crate::upgraded): the WebSocket handshake,
+    /// Time allowed for the whole upgrade in `upgraded` (`libp2p_ws::async_std::upgraded`, `libp2p_ws::tokio::upgraded`): the WebSocket handshake,
     /// then noise and yamux. Default: [`DEFAULT_UPGRADE_TIMEOUT`].
     pub fn with_upgrade_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade_timeout = timeout;

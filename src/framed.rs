@@ -21,7 +21,6 @@
 //!   call returns an error (never a panic).
 
 use std::{
-    future::Future,
     io::{self, IoSlice, IoSliceMut},
     pin::Pin,
     task::{ready, Context, Poll},
@@ -34,7 +33,11 @@ use soketto::{
     Parsing,
 };
 
-use crate::{config::FrameLimits, error::FrameError, runtime::Timer};
+use crate::{
+    config::FrameLimits,
+    error::FrameError,
+    provider::{Timer, TimerFn},
+};
 
 /// Which end of the WebSocket this is: clients mask what they send, servers must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +112,8 @@ pub struct Connection<T> {
 
     keep_alive: KeepAliveState,
     close_timer: Option<Timer>,
+    /// Makes the keep-alive and close timers (the runtime's, through its provider).
+    timers: TimerFn,
 }
 
 /// A piece of an incoming WebSocket data message, from [`Connection::poll_read_message`].
@@ -184,6 +189,7 @@ where
                 armed_for: None,
             },
             close_timer: None,
+            timers: default_timers,
         };
         if !leftover.is_empty() {
             let size = SMALL_READ_BUFFER
@@ -195,6 +201,13 @@ where
             conn.rend = leftover.len();
         }
         conn
+    }
+
+    /// Uses `timers` for the keep-alive and close timers (the transport passes its provider's;
+    /// the default is the default provider's).
+    pub fn with_timers(mut self, timers: TimerFn) -> Self {
+        self.timers = timers;
+        self
     }
 
     /// Which end of the WebSocket this is.
@@ -390,12 +403,19 @@ where
             return Poll::Ready(Ok(()));
         }
         let state = &mut self.keep_alive;
-        let timer = state.timer.get_or_insert_with(|| Timer::at(deadline));
-        if state.armed_for != Some(deadline) {
-            timer.set_at(deadline);
-            state.armed_for = Some(deadline);
+        let timers = self.timers;
+        let timer = state.timer.get_or_insert_with(|| timers(deadline));
+        // Re-arm only when the deadline moved earlier: a timer armed for an earlier deadline fires,
+        // the deadline is recomputed and the timer re-armed then. So a busy connection resets its
+        // timer about once per interval, not on every read.
+        match state.armed_for {
+            Some(armed) if armed <= deadline => {}
+            _ => {
+                timer.as_mut().reset(deadline);
+                state.armed_for = Some(deadline);
+            }
         }
-        match Pin::new(timer).poll(cx) {
+        match timer.as_mut().poll(cx) {
             Poll::Ready(_) => {
                 state.armed_for = None;
                 Poll::Ready(Ok(()))
@@ -809,10 +829,11 @@ where
             Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
             Poll::Pending => {
                 let deadline = self.limits.close_timeout;
+                let timers = self.timers;
                 let timer = self
                     .close_timer
-                    .get_or_insert_with(|| Timer::after(deadline));
-                ready!(Pin::new(timer).poll(cx));
+                    .get_or_insert_with(|| timers(Instant::now() + deadline));
+                ready!(timer.as_mut().poll(cx));
                 tracing::debug!(role = ?self.role, "peer did not take the close frame in time");
                 let e = io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -854,6 +875,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Connection<T> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().poll_close_inner(cx)
     }
+}
+
+/// The default provider's timers, for connections built without [`Connection::with_timers`].
+#[cfg(feature = "async-std")]
+fn default_timers(at: Instant) -> Timer {
+    <crate::provider::async_std::AsyncStd as crate::provider::Provider>::timer(at)
+}
+
+/// The default provider's timers, for connections built without [`Connection::with_timers`].
+#[cfg(all(feature = "tokio", not(feature = "async-std")))]
+fn default_timers(at: Instant) -> Timer {
+    <crate::provider::tokio::Tokio as crate::provider::Provider>::timer(at)
 }
 
 /// XORs `data` with the 4-byte `mask`, starting `offset` bytes into the mask cycle; returns the

@@ -1,11 +1,15 @@
 //! A WebSocket transport for rust-libp2p, built to the
 //! [libp2p WebSockets specification](https://github.com/libp2p/specs/blob/master/websockets/README.md),
-//! over async-std TCP, with soketto for the handshake and frame headers and futures-rustls for TLS.
+//! native on **async-std** and on **tokio**, with soketto for the handshake and frame headers and
+//! futures-rustls for TLS.
 //!
-//! - [`upgraded`] gives the complete stack (WebSocket, then noise and yamux negotiated by
-//!   multistream-select) for a `Swarm`, on async-std or (through libp2p's `SwarmBuilder`) tokio.
-//! - [`Transport`] is the bare WebSocket transport, yielding [`Connection`]s: byte streams carried
-//!   in binary frames.
+//! - Pick the runtime where you build the transport: `libp2p_ws::async_std` (feature `async-std`,
+//!   on by default) or `libp2p_ws::tokio` (feature `tokio`; with `default-features = false` the
+//!   build has no async-std at all). Each has `upgraded` (the complete stack: WebSocket, then
+//!   noise and yamux negotiated by multistream-select, for `Swarm::new`), `constructor` (the same
+//!   for libp2p's `SwarmBuilder::with_other_transport`) and `Transport`.
+//! - [`Transport`] is the bare WebSocket transport, generic over the runtime [`provider`],
+//!   yielding [`Connection`]s: byte streams carried in binary frames.
 //! - [`Config`] holds every limit, timeout and policy with documented defaults; [`TlsConfig`] the
 //!   certificates.
 //!
@@ -38,7 +42,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! async_std::task::block_on(async {
-//!     let mut listener = libp2p_ws::Transport::new(libp2p_ws::Config::default());
+//!     let mut listener = libp2p_ws::async_std::Transport::new(libp2p_ws::Config::default());
 //!     listener.listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0/ws".parse()?)?;
 //!     let addr = loop {
 //!         match poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await {
@@ -47,7 +51,7 @@
 //!         }
 //!     };
 //!
-//!     let mut dialer = libp2p_ws::Transport::new(libp2p_ws::Config::default());
+//!     let mut dialer = libp2p_ws::async_std::Transport::new(libp2p_ws::Config::default());
 //!     let opts = DialOpts { role: Endpoint::Dialer, port_use: PortUse::New };
 //!     let dial = async_std::task::spawn(dialer.dial(addr, opts)?);
 //!     let upgrade = loop {
@@ -71,12 +75,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "async-std", feature = "tokio")))]
+compile_error!(
+    "libp2p-ws needs a runtime: enable the `async-std` or the `tokio` feature (or both)"
+);
+
 pub mod addr;
 mod config;
 mod error;
 mod framed;
 mod handshake;
-mod runtime;
+pub mod provider;
 pub mod tls;
 mod transport;
 mod upgrade;
@@ -91,8 +100,33 @@ pub use config::{
 pub use error::{Error, FrameError, HandshakeError, TlsError};
 pub use framed::{apply_mask, Connection, MessageChunk, Role};
 pub use tls::{ServerCertificate, TlsConfig};
-pub use transport::{Dial, ListenerUpgrade, Output, Socket, Transport};
-pub use upgrade::{constructor, upgraded, BoxError};
+pub use transport::{
+    Dial, ListenerUpgrade, Output, Socket, Transport, ACCEPT_ERROR_BACKOFF,
+    ACCEPT_ERROR_REPORT_INTERVAL,
+};
+pub use upgrade::BoxError;
+
+/// The transport on async-std (feature `async-std`, on by default): async-std's sockets on
+/// async-io's reactor. Use [`upgraded`](crate::async_std::upgraded) with `Swarm::new`.
+#[cfg(feature = "async-std")]
+pub mod async_std {
+    crate::upgrade::runtime_module!(
+        crate::provider::async_std::AsyncStd,
+        "async-std",
+        ::async_std::net::TcpStream
+    );
+}
+
+/// The transport on tokio (feature `tokio`): tokio's sockets and timers, nothing of async-std.
+/// Use [`constructor`](crate::tokio::constructor) with libp2p's `SwarmBuilder`.
+#[cfg(feature = "tokio")]
+pub mod tokio {
+    crate::upgrade::runtime_module!(
+        crate::provider::tokio::Tokio,
+        "tokio",
+        crate::provider::tokio::TcpStream
+    );
+}
 
 /// Sans-IO pieces for fuzzing and for other runtimes: the HTTP upgrade over any
 /// `AsyncRead + AsyncWrite` (with bounded reads), and request-target decoding.

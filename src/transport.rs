@@ -6,6 +6,7 @@
 use std::{
     collections::VecDeque,
     io,
+    marker::PhantomData,
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -13,6 +14,7 @@ use std::{
         Arc, OnceLock,
     },
     task::{Context, Poll, Waker},
+    time::{Duration, Instant},
 };
 
 use futures::{
@@ -29,34 +31,55 @@ use crate::{
     config::Config,
     error::{Error, TlsError},
     framed::{Connection, Role},
-    handshake, runtime,
-    runtime::{IfEvent, IfWatcher, Incoming, TcpStream},
+    handshake,
+    provider::{self, IfEvent, Provider, Timer},
     tls,
 };
 
-/// The socket under an upgraded connection: plain TCP or TLS over TCP.
+/// How long a listener pauses accepting after `accept` failed (EMFILE, ENFILE, ENOBUFS...), so that
+/// a full fd table does not turn the accept loop into a busy loop. libp2p-tcp pauses as long.
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Accept errors are reported (a `ListenerError` event and a warning) at most once per this long;
+/// the ones in between are counted and the count is given with the next report.
+pub const ACCEPT_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most sockets one poll of a listener accepts before it yields to the executor.
+const MAX_ACCEPTS_PER_POLL: usize = 64;
+
+/// The socket under an upgraded connection: plain TCP or TLS over TCP. `S` is the runtime's TCP
+/// stream ([`Provider::Stream`]).
 #[derive(Debug)]
-pub enum Socket {
+pub enum Socket<S> {
     /// Plain TCP (`/ws`).
-    Plain(TcpStream),
+    Plain(S),
     /// TLS over TCP (`/tls/ws`, `/wss`).
-    Tls(Box<futures_rustls::TlsStream<TcpStream>>),
+    Tls(Box<futures_rustls::TlsStream<S>>),
+}
+
+impl<S> Socket<S> {
+    /// The TCP stream under the connection.
+    pub fn tcp(&self) -> &S {
+        match self {
+            Socket::Plain(s) => s,
+            Socket::Tls(s) => s.get_ref().0,
+        }
+    }
 }
 
 /// What the transport yields: an upgraded WebSocket connection used as a byte stream.
-pub type Output = Connection<Socket>;
+pub type Output<S> = Connection<Socket<S>>;
 
 /// The future that upgrades an accepted socket (TLS, then the HTTP upgrade).
-pub type ListenerUpgrade = BoxFuture<'static, Result<Output, Error>>;
+pub type ListenerUpgrade<S> = BoxFuture<'static, Result<Output<S>, Error>>;
 
 /// The future that dials (DNS, TCP, TLS, then the HTTP upgrade). It does nothing until polled.
-pub type Dial = BoxFuture<'static, Result<Output, Error>>;
+pub type Dial<S> = BoxFuture<'static, Result<Output<S>, Error>>;
 
-/// The WebSocket transport (without noise and yamux; see [`upgraded`](crate::upgraded) for the
-/// complete stack).
-pub struct Transport {
+/// The WebSocket transport on the runtime `P` (without noise and yamux; see
+/// `libp2p_ws::async_std::upgraded` and `libp2p_ws::tokio::upgraded` for the complete stack).
+pub struct Transport<P: Provider> {
     shared: Arc<Shared>,
-    listeners: SelectAll<Listener>,
+    listeners: SelectAll<Listener<P>>,
 }
 
 struct Shared {
@@ -73,7 +96,7 @@ impl Shared {
     }
 }
 
-impl std::fmt::Debug for Transport {
+impl<P: Provider> std::fmt::Debug for Transport<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("config", &self.shared.config)
@@ -82,7 +105,7 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-impl Transport {
+impl<P: Provider> Transport<P> {
     /// A transport with the given configuration.
     pub fn new(config: Config) -> Self {
         Transport {
@@ -103,17 +126,31 @@ impl Transport {
         match &spec.host {
             Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, spec.port)]),
             Host::Dns { name, family } => {
-                usable_addresses(name, *family, runtime::resolve_blocking(name, spec.port))
+                usable_addresses(name, *family, resolve_blocking(name, spec.port))
             }
         }
     }
 }
 
-impl libp2p_core::Transport for Transport {
-    type Output = Output;
+/// Resolves a name without an executor (for `listen_on`, which is synchronous).
+fn resolve_blocking(name: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok((name, port).to_socket_addrs()?.collect())
+}
+
+/// Binds a non-blocking standard listener.
+fn bind(addr: SocketAddr) -> io::Result<(std::net::TcpListener, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+impl<P: Provider> libp2p_core::Transport for Transport<P> {
+    type Output = Output<P::Stream>;
     type Error = Error;
-    type ListenerUpgrade = ListenerUpgrade;
-    type Dial = Dial;
+    type ListenerUpgrade = ListenerUpgrade<P::Stream>;
+    type Dial = Dial<P::Stream>;
 
     fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<Error>> {
         let spec = WsAddr::parse_listen(&addr).map_err(|error| {
@@ -137,11 +174,12 @@ impl libp2p_core::Transport for Transport {
         }
         let mut last_error = None;
         for candidate in candidates {
-            match runtime::bind(candidate) {
+            let bound = bind(candidate)
+                .and_then(|(std, local)| P::new_listener(std).map(|listener| (listener, local)));
+            match bound {
                 Ok((incoming, local)) => {
                     let listener =
-                        Listener::new(id, spec, local, incoming, tls, self.shared.clone())
-                            .map_err(TransportError::Other)?;
+                        Listener::new(id, spec, local, incoming, tls, self.shared.clone());
                     tracing::debug!(%addr, %local, "listening");
                     self.listeners.push(listener);
                     return Ok(());
@@ -169,7 +207,11 @@ impl libp2p_core::Transport for Transport {
         }
     }
 
-    fn dial(&mut self, addr: Multiaddr, _opts: DialOpts) -> Result<Dial, TransportError<Error>> {
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Error>> {
         let target = WsAddr::parse(&addr).map_err(|error| {
             tracing::debug!(%addr, %error, "not a WebSocket address");
             TransportError::MultiaddrNotSupported(addr.clone())
@@ -182,7 +224,7 @@ impl libp2p_core::Transport for Transport {
         let shared = self.shared.clone();
         Ok(async move {
             let timeout = shared.config.handshake_timeout;
-            match runtime::timeout(timeout, dial(shared, target)).await {
+            match provider::timeout::<P, _>(timeout, dial::<P>(shared, target)).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
                     stage: "dialing (DNS, TCP, TLS and WebSocket upgrade)",
@@ -196,7 +238,7 @@ impl libp2p_core::Transport for Transport {
     fn poll(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<TransportEvent<ListenerUpgrade, Error>> {
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Error>> {
         match self.listeners.poll_next_unpin(cx) {
             Poll::Ready(Some(event)) => Poll::Ready(event),
             _ => Poll::Pending,
@@ -228,19 +270,22 @@ fn usable_addresses(
     Ok(usable)
 }
 
-async fn dial(shared: Arc<Shared>, target: WsAddr) -> Result<Output, Error> {
+async fn dial<P: Provider>(
+    shared: Arc<Shared>,
+    target: WsAddr,
+) -> Result<Output<P::Stream>, Error> {
     let config = &shared.config;
     let candidates = match &target.host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
         Host::Dns { name, family } => {
-            usable_addresses(name, *family, runtime::resolve(name, target.port).await)?
+            usable_addresses(name, *family, P::resolve(name.clone(), target.port).await)?
         }
     };
 
     let mut tcp = None;
     let mut last_error = None;
     for candidate in candidates {
-        match runtime::connect(candidate).await {
+        match P::connect(candidate).await {
             Ok(stream) => {
                 tcp = Some(stream);
                 break;
@@ -260,7 +305,7 @@ async fn dial(shared: Arc<Shared>, target: WsAddr) -> Result<Output, Error> {
             source: io::ErrorKind::NotFound.into(),
         }));
     };
-    if let Err(e) = runtime::set_nodelay(&tcp, config.nodelay) {
+    if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
         tracing::debug!(%e, "could not set TCP_NODELAY");
     }
 
@@ -284,22 +329,17 @@ async fn dial(shared: Arc<Shared>, target: WsAddr) -> Result<Output, Error> {
         &target.request_target(),
     )
     .await?;
-    Ok(Connection::new(
-        stream,
-        Role::Client,
-        config.frame,
-        &leftover,
-    ))
+    Ok(Connection::new(stream, Role::Client, config.frame, &leftover).with_timers(P::timer))
 }
 
-async fn accept(
+async fn accept<P: Provider>(
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    tcp: P::Stream,
     tls: Option<TlsAcceptor>,
     path: String,
-) -> Result<Output, Error> {
+) -> Result<Output<P::Stream>, Error> {
     let config = &shared.config;
-    if let Err(e) = runtime::set_nodelay(&tcp, config.nodelay) {
+    if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
         tracing::debug!(%e, "could not set TCP_NODELAY");
     }
     let mut stream = match tls {
@@ -316,56 +356,102 @@ async fn accept(
         None => Socket::Plain(tcp),
     };
     handshake::accept(&mut stream, config.max_head_size, &path).await?;
-    Ok(Connection::new(stream, Role::Server, config.frame, &[]))
+    Ok(Connection::new(stream, Role::Server, config.frame, &[]).with_timers(P::timer))
+}
+
+/// Accept errors in a row: the backoff timer and the rate limit of their reports.
+#[derive(Default)]
+struct AcceptErrors {
+    /// While set, accepting pauses until it fires.
+    backoff: Option<Timer>,
+    /// When an accept error was last reported.
+    last_report: Option<Instant>,
+    /// Errors since then that were not reported.
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Records an accept error: starts the backoff, and says whether to report it now.
+    fn on_error(&mut self, now: Instant, timer: fn(Instant) -> Timer) -> Option<u64> {
+        let resume = now + ACCEPT_ERROR_BACKOFF;
+        match self.backoff.as_mut() {
+            Some(backoff) => backoff.as_mut().reset(resume),
+            None => self.backoff = Some(timer(resume)),
+        }
+        let due = self
+            .last_report
+            .is_none_or(|last| now.duration_since(last) >= ACCEPT_ERROR_REPORT_INTERVAL);
+        if due {
+            self.last_report = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+
+    /// `Pending` while backing off.
+    fn poll_backoff(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(backoff) = self.backoff.as_mut() {
+            std::task::ready!(backoff.as_mut().poll(cx));
+            self.backoff = None;
+        }
+        Poll::Ready(())
+    }
 }
 
 /// One listening socket and the addresses it reports.
-struct Listener {
+struct Listener<P: Provider> {
     id: ListenerId,
     spec: WsAddr,
     local: SocketAddr,
-    incoming: Option<Incoming>,
-    if_watcher: Option<IfWatcher>,
+    incoming: Option<P::Listener>,
+    /// Started on the first poll (inside the runtime) when listening on an unspecified address.
+    if_watcher: Option<P::IfWatcher>,
+    watch_interfaces: bool,
+    accept_errors: AcceptErrors,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     pending_handshakes: Arc<AtomicUsize>,
-    events: VecDeque<TransportEvent<ListenerUpgrade, Error>>,
+    events: VecDeque<TransportEvent<ListenerUpgrade<P::Stream>, Error>>,
     closed: bool,
     waker: Option<Waker>,
+    _provider: PhantomData<P>,
 }
 
-impl Listener {
+impl<P: Provider> Listener<P> {
     fn new(
         id: ListenerId,
         spec: WsAddr,
         local: SocketAddr,
-        incoming: Incoming,
+        incoming: P::Listener,
         tls: Option<TlsAcceptor>,
         shared: Arc<Shared>,
-    ) -> Result<Self, Error> {
+    ) -> Self {
         let mut listener = Listener {
             id,
             spec,
             local,
             incoming: Some(incoming),
             if_watcher: None,
+            watch_interfaces: local.ip().is_unspecified(),
+            accept_errors: AcceptErrors::default(),
             tls,
             shared,
             pending_handshakes: Arc::new(AtomicUsize::new(0)),
             events: VecDeque::new(),
             closed: false,
             waker: None,
+            _provider: PhantomData,
         };
-        if local.ip().is_unspecified() {
-            listener.if_watcher = Some(IfWatcher::new().map_err(Error::Accept)?);
-        } else {
+        if !listener.watch_interfaces {
             let listen_addr = listener.spec.with_ip(local.ip(), local.port());
             listener.events.push_back(TransportEvent::NewAddress {
                 listener_id: id,
                 listen_addr,
             });
         }
-        Ok(listener)
+        listener
     }
 
     fn close(&mut self, reason: Result<(), Error>) {
@@ -375,6 +461,7 @@ impl Listener {
         self.closed = true;
         self.incoming = None;
         self.if_watcher = None;
+        self.watch_interfaces = false;
         self.events.push_back(TransportEvent::ListenerClosed {
             listener_id: self.id,
             reason,
@@ -384,7 +471,10 @@ impl Listener {
         }
     }
 
-    fn address_event(&self, event: IfEvent) -> Option<TransportEvent<ListenerUpgrade, Error>> {
+    fn address_event(
+        &self,
+        event: IfEvent,
+    ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
         let (IfEvent::Up(ip) | IfEvent::Down(ip)) = event;
         if ip.is_ipv4() != self.local.is_ipv4() {
             return None;
@@ -404,15 +494,15 @@ impl Listener {
 
     fn on_accept(
         &mut self,
-        tcp: TcpStream,
+        tcp: P::Stream,
         remote: SocketAddr,
-    ) -> Option<TransportEvent<ListenerUpgrade, Error>> {
+    ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
         let max = self.shared.config.max_pending_handshakes;
         if self.pending_handshakes.load(Ordering::Relaxed) >= max {
             tracing::debug!(%remote, max, "too many pending WebSocket handshakes; closing the new socket");
             return None;
         }
-        let local = tcp.local_addr().unwrap_or(self.local);
+        let local = P::local_addr(&tcp).unwrap_or(self.local);
         let local_addr = self.spec.with_ip(local.ip(), local.port());
         let send_back_addr = WsAddr {
             host: Host::Ip(remote.ip()),
@@ -432,7 +522,8 @@ impl Listener {
         let upgrade = async move {
             let _guard = guard;
             let timeout = shared.config.handshake_timeout;
-            let result = runtime::timeout(timeout, accept(shared, tcp, tls, path)).await;
+            let result =
+                provider::timeout::<P, _>(timeout, accept::<P>(shared, tcp, tls, path)).await;
             let result = result.unwrap_or(Err(Error::Timeout {
                 stage: "accepting (TLS and WebSocket upgrade)",
                 after: timeout,
@@ -450,10 +541,28 @@ impl Listener {
             send_back_addr,
         })
     }
+
+    fn on_accept_error(
+        &mut self,
+        error: io::Error,
+    ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
+        let suppressed = self.accept_errors.on_error(Instant::now(), P::timer)?;
+        tracing::warn!(
+            local = %self.local,
+            %error,
+            suppressed,
+            pause = ?ACCEPT_ERROR_BACKOFF,
+            "accepting a connection failed; pausing the listener"
+        );
+        Some(TransportEvent::ListenerError {
+            listener_id: self.id,
+            error: Error::Accept(error),
+        })
+    }
 }
 
-impl Stream for Listener {
-    type Item = TransportEvent<ListenerUpgrade, Error>;
+impl<P: Provider> Stream for Listener<P> {
+    type Item = TransportEvent<ListenerUpgrade<P::Stream>, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -465,6 +574,18 @@ impl Stream for Listener {
         }
         this.waker = Some(cx.waker().clone());
 
+        if this.watch_interfaces {
+            this.watch_interfaces = false;
+            match P::if_watcher() {
+                Ok(watcher) => this.if_watcher = Some(watcher),
+                Err(error) => {
+                    return Poll::Ready(Some(TransportEvent::ListenerError {
+                        listener_id: this.id,
+                        error: Error::Accept(error),
+                    }))
+                }
+            }
+        }
         while let Some(watcher) = this.if_watcher.as_mut() {
             match watcher.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(event))) => {
@@ -483,22 +604,28 @@ impl Stream for Listener {
             }
         }
 
-        while let Some(incoming) = this.incoming.as_mut() {
-            match incoming.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok((tcp, remote)))) => {
+        // Bounded per poll: a flood of connections that are closed at once (over the pending
+        // limit) must not keep this poll going; the rest wait for the next one.
+        let mut accepted = 0;
+        while this.accept_errors.poll_backoff(cx).is_ready() {
+            let Some(incoming) = this.incoming.as_mut() else {
+                break;
+            };
+            if accepted == MAX_ACCEPTS_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            accepted += 1;
+            match P::poll_accept(incoming, cx) {
+                Poll::Ready(Ok((tcp, remote))) => {
                     if let Some(event) = this.on_accept(tcp, remote) {
                         return Poll::Ready(Some(event));
                     }
                 }
-                Poll::Ready(Some(Err(error))) => {
-                    return Poll::Ready(Some(TransportEvent::ListenerError {
-                        listener_id: this.id,
-                        error: Error::Accept(error),
-                    }))
-                }
-                Poll::Ready(None) => {
-                    this.close(Ok(()));
-                    return Poll::Ready(this.events.pop_front());
+                Poll::Ready(Err(error)) => {
+                    if let Some(event) = this.on_accept_error(error) {
+                        return Poll::Ready(Some(event));
+                    }
                 }
                 Poll::Pending => break,
             }
@@ -523,7 +650,7 @@ impl Drop for PendingGuard {
     }
 }
 
-impl AsyncRead for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Socket<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -547,7 +674,7 @@ impl AsyncRead for Socket {
     }
 }
 
-impl AsyncWrite for Socket {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Socket<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,4 +1,7 @@
 //! The complete libp2p stack over WebSockets: multistream-select negotiates noise, then yamux.
+//!
+//! Generic over the runtime provider; the per-runtime entry points are
+//! `libp2p_ws::async_std::upgraded` / `libp2p_ws::tokio::upgraded` and their `constructor`s.
 
 use libp2p_core::{
     muxing::StreamMuxerBox,
@@ -7,34 +10,18 @@ use libp2p_core::{
 };
 use libp2p_identity::{Keypair, PeerId};
 
-use crate::{config::Config, error::Error, transport::Transport};
+use crate::{config::Config, error::Error, provider::Provider, transport::Transport};
 
-/// The WebSocket transport upgraded with noise (authentication and encryption) and yamux
-/// (multiplexing), negotiated by multistream-select, bounded by
+/// The WebSocket transport on runtime `P` upgraded with noise (authentication and encryption) and
+/// yamux (multiplexing), negotiated by multistream-select, bounded by
 /// [`Config::with_upgrade_timeout`], and boxed.
-///
-/// It plugs into a `Swarm` on any executor. With async-std:
-///
-/// ```no_run
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let keypair = libp2p_identity::Keypair::generate_ed25519();
-/// let transport = libp2p_ws::upgraded(&keypair, libp2p_ws::Config::default())?;
-/// let behaviour = libp2p::ping::Behaviour::default();
-/// let config = libp2p::swarm::Config::with_executor(|f| {
-///     async_std::task::spawn(f);
-/// });
-/// let swarm = libp2p::swarm::Swarm::new(transport, behaviour, keypair.public().to_peer_id(), config);
-/// # Ok(()) }
-/// ```
-///
-/// With libp2p's (tokio) `SwarmBuilder`, use [`constructor`].
-pub fn upgraded(
+pub fn upgraded<P: Provider>(
     keypair: &Keypair,
     config: Config,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let noise = libp2p_noise::Config::new(keypair)?;
     let timeout = config.upgrade_timeout;
-    Ok(Transport::new(config)
+    Ok(Transport::<P>::new(config)
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex(libp2p_yamux::Config::default())
@@ -46,22 +33,69 @@ pub fn upgraded(
 /// The error type `SwarmBuilder::with_other_transport` accepts from a transport constructor.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A transport constructor for libp2p's `SwarmBuilder` (`with_other_transport`), which is how tokio
-/// applications (libp2p 0.57's builder is tokio-only) use this transport. The builder's phase types
-/// are private, so this is the extension point: a closure that builds [`upgraded`] from the
-/// builder's keypair.
-///
-/// ```no_run
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let swarm = libp2p::SwarmBuilder::with_new_identity()
-///     .with_tokio()
-///     .with_other_transport(libp2p_ws::constructor(libp2p_ws::Config::default()))?
-///     .with_behaviour(|_| libp2p::ping::Behaviour::default())?
-///     .build();
-/// # Ok(()) }
-/// ```
-pub fn constructor(
+/// A transport constructor for libp2p's `SwarmBuilder` (`with_other_transport`): a closure that
+/// builds [`upgraded`] from the builder's keypair.
+pub fn constructor<P: Provider>(
     config: Config,
 ) -> impl FnOnce(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
-    move |keypair| upgraded(keypair, config).map_err(|e| Box::new(e) as BoxError)
+    move |keypair| upgraded::<P>(keypair, config).map_err(|e| Box::new(e) as BoxError)
 }
+
+/// Defines a runtime's public module body: the provider and the `Transport`, `upgraded` and
+/// `constructor` that name it.
+macro_rules! runtime_module {
+    ($provider:ty, $runtime:literal, $stream:ty) => {
+        pub use $provider as Provider;
+
+        /// The TCP stream of this runtime under each connection.
+        pub type TcpStream = $stream;
+
+        #[doc = concat!("The WebSocket transport on ", $runtime, " (without noise and yamux).")]
+        pub type Transport = $crate::Transport<Provider>;
+
+        #[doc = concat!("An upgraded connection on ", $runtime, ": what [`Transport`] yields.")]
+        pub type Output = $crate::Output<TcpStream>;
+
+        #[doc = concat!("The inbound upgrade future of [`Transport`] on ", $runtime, ".")]
+        pub type ListenerUpgrade = $crate::ListenerUpgrade<TcpStream>;
+
+        #[doc = concat!("The dial future of [`Transport`] on ", $runtime, ".")]
+        pub type Dial = $crate::Dial<TcpStream>;
+
+        #[doc = concat!(
+            "The complete stack on ", $runtime, ": WebSocket, then noise and yamux negotiated by \
+             multistream-select, bounded by [`Config::with_upgrade_timeout`](crate::Config::with_upgrade_timeout), boxed."
+        )]
+        pub fn upgraded(
+            keypair: &libp2p_identity::Keypair,
+            config: $crate::Config,
+        ) -> Result<
+            libp2p_core::transport::Boxed<(
+                libp2p_identity::PeerId,
+                libp2p_core::muxing::StreamMuxerBox,
+            )>,
+            $crate::Error,
+        > {
+            $crate::upgrade::upgraded::<Provider>(keypair, config)
+        }
+
+        #[doc = concat!(
+            "A transport constructor on ", $runtime, " for libp2p's `SwarmBuilder::with_other_transport`: \
+             a closure that builds [`upgraded`] from the builder's keypair."
+        )]
+        pub fn constructor(
+            config: $crate::Config,
+        ) -> impl FnOnce(
+            &libp2p_identity::Keypair,
+        ) -> Result<
+            libp2p_core::transport::Boxed<(
+                libp2p_identity::PeerId,
+                libp2p_core::muxing::StreamMuxerBox,
+            )>,
+            $crate::BoxError,
+        > {
+            $crate::upgrade::constructor::<Provider>(config)
+        }
+    };
+}
+pub(crate) use runtime_module;

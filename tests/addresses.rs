@@ -7,7 +7,8 @@ use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{core::transport::TransportEvent, core::Transport as _, swarm::DialError};
 use libp2p_ws::{
-    tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate, TlsConfig, Transport,
+    async_std::Transport, tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate,
+    TlsConfig,
 };
 
 /// Listens on `listen`, dials `dial` (with `{port}` replaced by the listener's port), and checks

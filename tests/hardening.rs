@@ -41,8 +41,9 @@ use libp2p::core::{
 };
 use libp2p::identity::Keypair;
 use libp2p_ws::{
-    tls::dev::TestCa, Config, Error, FrameError, HandshakeError, KeepAlive, Output,
-    ServerCertificate, TlsConfig, Transport,
+    async_std::{Output, Transport},
+    tls::dev::TestCa,
+    Config, Error, FrameError, HandshakeError, KeepAlive, ServerCertificate, TlsConfig,
 };
 
 // ----- test isolation ----------------------------------------------------------------------------
@@ -1697,7 +1698,7 @@ struct EchoPeer {
 impl EchoPeer {
     async fn start(config: Config) -> EchoPeer {
         let key = Keypair::generate_ed25519();
-        let mut transport = libp2p_ws::upgraded(&key, config).unwrap();
+        let mut transport = libp2p_ws::async_std::upgraded(&key, config).unwrap();
         transport
             .listen_on(
                 ListenerId::next(),
@@ -1846,7 +1847,8 @@ fn sequential_cycles_leak_nothing() {
     block_on_within(Duration::from_secs(600), async {
         let mut peer = EchoPeer::start(Config::default()).await;
         let mut dialer =
-            libp2p_ws::upgraded(&Keypair::generate_ed25519(), Config::default()).unwrap();
+            libp2p_ws::async_std::upgraded(&Keypair::generate_ed25519(), Config::default())
+                .unwrap();
         let cycle =
             |i: u64, dialer: &mut libp2p::core::transport::Boxed<Muxed>, addr: Multiaddr| {
                 let dial = dialer.dial(addr, dial_opts()).expect("dial accepted");
@@ -1901,7 +1903,8 @@ fn sequential_cycles_leak_nothing() {
 /// [`MAX_STREAMS_IN_FLIGHT`] streams open at a time per connection).
 async fn stress(conns: usize, streams: usize, messages: usize) {
     let peer = EchoPeer::start(Config::default()).await;
-    let mut dialer = libp2p_ws::upgraded(&Keypair::generate_ed25519(), Config::default()).unwrap();
+    let mut dialer =
+        libp2p_ws::async_std::upgraded(&Keypair::generate_ed25519(), Config::default()).unwrap();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {

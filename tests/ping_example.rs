@@ -226,7 +226,7 @@ fn bad_listen_address_is_an_error() {
 fn keep_alive_detects_a_paused_listener_process() {
     use futures::AsyncReadExt as _;
     use libp2p::core::Transport as _;
-    use libp2p_ws::{Config, FrameError, KeepAlive, Transport};
+    use libp2p_ws::{async_std::Transport, Config, FrameError, KeepAlive};
 
     let listener = Node::start(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
     let addr: libp2p::Multiaddr = listening_addr(&listener).parse().unwrap();

@@ -12,7 +12,7 @@ use libp2p::core::{
     Transport as _,
 };
 use libp2p_ws::{
-    tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError, Transport,
+    async_std::Transport, tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError,
 };
 
 fn server_config(certificate: &ServerCertificate) -> Config {
@@ -33,7 +33,7 @@ async fn dial_tls(
     server: Config,
     client: Config,
     target: &str,
-) -> Result<libp2p_ws::Output, Error> {
+) -> Result<libp2p_ws::async_std::Output, Error> {
     let mut listener = Transport::new(server);
     let (_, addr) = listen(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
     let port = addr.to_string().split('/').nth(4).unwrap().to_string();

@@ -15,7 +15,7 @@ use libp2p::{
     ping,
     swarm::SwarmEvent,
 };
-use libp2p_ws::{Config, Error, Transport};
+use libp2p_ws::{async_std::Transport, Config, Error};
 
 #[test]
 fn two_async_std_swarms_ping_over_ws() {
@@ -45,7 +45,7 @@ fn tokio_swarm_builder_path_pings() {
         let build = || {
             libp2p::SwarmBuilder::with_new_identity()
                 .with_tokio()
-                .with_other_transport(libp2p_ws::constructor(Config::default()))
+                .with_other_transport(libp2p_ws::tokio::constructor(Config::default()))
                 .expect("transport")
                 .with_behaviour(|_| {
                     ping::Behaviour::new(

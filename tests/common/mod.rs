@@ -13,7 +13,10 @@ use libp2p::{
     ping,
     swarm::{Swarm, SwarmEvent},
 };
-use libp2p_ws::{Config, Output, Transport};
+use libp2p_ws::{
+    async_std::{Output, Transport},
+    Config,
+};
 
 /// `len` pseudo-random bytes from `seed` (xorshift): payloads whose corruption or reordering shows.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
@@ -92,7 +95,7 @@ pub fn dial_opts() -> DialOpts {
 /// The next event of a bare transport.
 pub async fn next_event(
     transport: &mut Transport,
-) -> TransportEvent<libp2p_ws::ListenerUpgrade, libp2p_ws::Error> {
+) -> TransportEvent<libp2p_ws::async_std::ListenerUpgrade, libp2p_ws::Error> {
     poll_fn(|cx| Pin::new(&mut *transport).poll(cx)).await
 }
 
@@ -133,7 +136,7 @@ pub async fn connected_pair(
 pub fn ping_swarm(config: Config) -> Swarm<ping::Behaviour> {
     let keypair = Keypair::generate_ed25519();
     let peer_id = keypair.public().to_peer_id();
-    let transport = libp2p_ws::upgraded(&keypair, config).expect("transport builds");
+    let transport = libp2p_ws::async_std::upgraded(&keypair, config).expect("transport builds");
     let behaviour =
         ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200)));
     let swarm_config = libp2p::swarm::Config::with_executor(|f| {
@@ -260,8 +263,10 @@ impl Muxer {
 pub async fn muxer_pair(listen_addr: &str) -> (Muxer, Muxer) {
     let listener_key = Keypair::generate_ed25519();
     let dialer_key = Keypair::generate_ed25519();
-    let mut listener = libp2p_ws::upgraded(&listener_key, Config::default()).expect("builds");
-    let mut dialer = libp2p_ws::upgraded(&dialer_key, Config::default()).expect("builds");
+    let mut listener =
+        libp2p_ws::async_std::upgraded(&listener_key, Config::default()).expect("builds");
+    let mut dialer =
+        libp2p_ws::async_std::upgraded(&dialer_key, Config::default()).expect("builds");
     listener
         .listen_on(ListenerId::next(), listen_addr.parse().expect("valid"))
         .expect("listens");
