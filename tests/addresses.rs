@@ -6,16 +6,18 @@ mod common;
 use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{core::transport::TransportEvent, core::Transport as _, swarm::DialError};
-use libp2p_ws::{
-    async_std::Transport, tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate,
-    TlsConfig,
-};
+use libp2p_ws::{tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate, TlsConfig};
 
 /// Listens on `listen`, dials `dial` (with `{port}` replaced by the listener's port), and checks
 /// that bytes flow.
-async fn round_trip(server: Config, client: Config, listen: &str, dial: &str) -> Result<(), Error> {
-    let mut listener = Transport::new(server);
-    let (_, addr) = listen_and_report(&mut listener, listen).await;
+async fn round_trip<R: Runtime>(
+    server: Config,
+    client: Config,
+    listen: &str,
+    dial: &str,
+) -> Result<(), Error> {
+    let mut listener = Transport::<R>::new(server);
+    let (_, addr) = common::listen::<R>(&mut listener, listen).await;
     let port = addr
         .iter()
         .find_map(|p| match p {
@@ -24,11 +26,11 @@ async fn round_trip(server: Config, client: Config, listen: &str, dial: &str) ->
         })
         .expect("listen address has a port");
     let target = dial.replace("{port}", &port.to_string());
-    let mut dialer = Transport::new(client);
-    let dial = async_std::task::spawn(dialer.dial(target.parse().unwrap(), dial_opts()).unwrap());
-    let server_side = async_std::task::spawn(async move {
+    let mut dialer = Transport::<R>::new(client);
+    let dial = spawn::<R, _>(dialer.dial(target.parse().unwrap(), dial_opts()).unwrap());
+    let server_side = spawn::<R, _>(async move {
         loop {
-            if let TransportEvent::Incoming { upgrade, .. } = next_event(&mut listener).await {
+            if let TransportEvent::Incoming { upgrade, .. } = next_event::<R>(&mut listener).await {
                 return upgrade.await;
             }
         }
@@ -43,199 +45,194 @@ async fn round_trip(server: Config, client: Config, listen: &str, dial: &str) ->
     Ok(())
 }
 
-async fn listen_and_report(
-    transport: &mut Transport,
-    addr: &str,
-) -> (libp2p::core::transport::ListenerId, libp2p::Multiaddr) {
-    listen(transport, addr).await
+async fn dns_localhost_is_resolved_inside_the_transport<R: Runtime>() {
+    round_trip::<R>(
+        Config::default(),
+        Config::default(),
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "/dns/localhost/tcp/{port}/ws",
+    )
+    .await
+    .expect("/dns/localhost dials");
+    round_trip::<R>(
+        Config::default(),
+        Config::default(),
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "/dns4/localhost/tcp/{port}/ws",
+    )
+    .await
+    .expect("/dns4/localhost dials");
 }
 
-fn ipv6_loopback_available() -> bool {
-    std::net::TcpListener::bind("[::1]:0").is_ok()
-}
+/// Names that `.ci/run` puts in /etc/hosts, so that the family rules of /dns4 and /dns6 are tested
+/// on every machine (not only where `localhost` or `ip6-localhost` happen to resolve both ways).
+const DUAL: &str = "dual.libp2p-ws.test"; // 127.0.0.1 and ::1
+const V4_ONLY: &str = "v4.libp2p-ws.test"; // 127.0.0.1
+const V6_ONLY: &str = "v6.libp2p-ws.test"; // ::1
 
-#[test]
-fn dns_localhost_is_resolved_inside_the_transport() {
-    run(async {
-        round_trip(
-            Config::default(),
-            Config::default(),
-            "/ip4/127.0.0.1/tcp/0/ws",
-            "/dns/localhost/tcp/{port}/ws",
-        )
-        .await
-        .expect("/dns/localhost dials");
-        round_trip(
-            Config::default(),
-            Config::default(),
-            "/ip4/127.0.0.1/tcp/0/ws",
-            "/dns4/localhost/tcp/{port}/ws",
-        )
-        .await
-        .expect("/dns4/localhost dials");
-    });
-}
-
-fn localhost_has_ipv6() -> bool {
+/// The test's preconditions: the names above resolve as `.ci/run` sets them up, and [::1] binds.
+fn require_test_names() {
     use std::net::ToSocketAddrs;
-    ("localhost", 0)
-        .to_socket_addrs()
-        .map(|mut addrs| addrs.any(|a| a.is_ipv6()))
-        .unwrap_or(false)
+    let families = |name: &str| {
+        let addrs: Vec<_> = (name, 0)
+            .to_socket_addrs()
+            .map(|a| a.collect())
+            .unwrap_or_default();
+        (
+            addrs.iter().any(|a: &std::net::SocketAddr| a.is_ipv4()),
+            addrs.iter().any(|a| a.is_ipv6()),
+        )
+    };
+    let ok = families(DUAL) == (true, true)
+        && families(V4_ONLY) == (true, false)
+        && families(V6_ONLY) == (false, true)
+        && std::net::TcpListener::bind("[::1]:0").is_ok();
+    assert!(
+        ok,
+        "this test needs IPv6 loopback and these /etc/hosts entries (bash .ci/run adds them):\n\
+         127.0.0.1 {DUAL} {V4_ONLY}\n::1 {DUAL} {V6_ONLY}"
+    );
 }
 
-#[test]
-fn ipv6_loopback_round_trip() {
-    if !ipv6_loopback_available() {
-        println!(
-            "SKIPPED /ip6/::1 round trip: this machine has no IPv6 loopback (binding [::1] failed)"
-        );
-        return;
-    }
-    run(async {
-        round_trip(
+async fn ipv6_loopback_round_trip<R: Runtime>() {
+    require_test_names();
+    round_trip::<R>(
+        Config::default(),
+        Config::default(),
+        "/ip6/::1/tcp/0/ws",
+        "/ip6/::1/tcp/{port}/ws",
+    )
+    .await
+    .expect("/ip6/::1 dials");
+}
+
+/// /dns4 and /dns6 of a name with both families reach only the listener of their family.
+async fn dns4_and_dns6_dial_only_their_family<R: Runtime>() {
+    require_test_names();
+    for (listen, family, other) in [
+        ("/ip4/127.0.0.1/tcp/0/ws", "dns4", "dns6"),
+        ("/ip6/::1/tcp/0/ws", "dns6", "dns4"),
+    ] {
+        round_trip::<R>(
             Config::default(),
             Config::default(),
-            "/ip6/::1/tcp/0/ws",
-            "/ip6/::1/tcp/{port}/ws",
+            listen,
+            &format!("/{family}/{DUAL}/tcp/{{port}}/ws"),
         )
         .await
-        .expect("/ip6/::1 dials");
-    });
+        .unwrap_or_else(|e| panic!("/{family}/{DUAL} reaches the listener on {listen}: {e}"));
+        // The same port in the other family has no listener: the dial must not fall back to it.
+        let error = round_trip::<R>(
+            Config::default(),
+            Config::default(),
+            listen,
+            &format!("/{other}/{DUAL}/tcp/{{port}}/ws"),
+        )
+        .await
+        .expect_err("the other family has no listener");
+        assert!(
+            matches!(error, Error::Connect { ref addr, .. } if addr.is_ipv4() == (other == "dns4")),
+            "/{other}/{DUAL} with a listener on {listen} only: {error:?}"
+        );
+    }
 }
 
-#[test]
-fn dns6_resolves_only_ipv6() {
-    run(async {
-        if ipv6_loopback_available() && localhost_has_ipv6() {
-            round_trip(
-                Config::default(),
-                Config::default(),
-                "/ip6/::1/tcp/0/ws",
-                "/dns6/localhost/tcp/{port}/ws",
-            )
-            .await
-            .expect("/dns6/localhost dials");
-        } else {
-            println!(
-                "SKIPPED the /dns6/localhost round trip: localhost has no IPv6 address on this machine \
-                 (no '::1 localhost' in /etc/hosts); checking that /dns6 refuses the IPv4 answers instead"
-            );
-            let mut dialer = Transport::new(Config::default());
-            let error = dialer
-                .dial("/dns6/localhost/tcp/1/ws".parse().unwrap(), dial_opts())
-                .unwrap()
-                .await
-                .expect_err("no IPv6 address");
-            assert!(matches!(error, Error::Dns { .. }), "{error:?}");
-        }
-    });
-}
-
-#[test]
-fn dns4_name_that_only_has_v6_fails_with_a_dns_error() {
-    run(async {
-        let mut dialer = Transport::new(Config::default());
-        // "ip6-localhost" resolves to ::1 only on Debian; if it does not resolve at all this still
-        // is a DNS error.
+/// A name without an address of the asked family is a DNS error, before any connect.
+async fn dns_family_without_addresses_is_a_dns_error<R: Runtime>() {
+    require_test_names();
+    for addr in [
+        format!("/dns6/{V4_ONLY}/tcp/1/ws"),
+        format!("/dns4/{V6_ONLY}/tcp/1/ws"),
+    ] {
+        let mut dialer = Transport::<R>::new(Config::default());
         let error = dialer
-            .dial("/dns4/ip6-localhost/tcp/1/ws".parse().unwrap(), dial_opts())
+            .dial(addr.parse().unwrap(), dial_opts())
             .unwrap()
             .await
-            .expect_err("no IPv4 address");
-        assert!(matches!(error, Error::Dns { .. }), "{error:?}");
-    });
+            .expect_err("no address of the family");
+        assert!(matches!(error, Error::Dns { .. }), "{addr}: {error:?}");
+    }
 }
 
-#[test]
-fn http_path_listener_serves_its_path_and_answers_404_to_others() {
-    run(async {
-        round_trip(
-            Config::default(),
-            Config::default(),
-            "/ip4/127.0.0.1/tcp/0/ws/http-path/a%2Fb",
-            "/ip4/127.0.0.1/tcp/{port}/ws/http-path/a%2Fb",
+async fn http_path_listener_serves_its_path_and_answers_404_to_others<R: Runtime>() {
+    round_trip::<R>(
+        Config::default(),
+        Config::default(),
+        "/ip4/127.0.0.1/tcp/0/ws/http-path/a%2Fb",
+        "/ip4/127.0.0.1/tcp/{port}/ws/http-path/a%2Fb",
+    )
+    .await
+    .expect("right path upgrades");
+
+    let error = round_trip::<R>(
+        Config::default(),
+        Config::default(),
+        "/ip4/127.0.0.1/tcp/0/ws/http-path/a%2Fb",
+        "/ip4/127.0.0.1/tcp/{port}/ws/http-path/wrong",
+    )
+    .await
+    .expect_err("wrong path is refused");
+    println!("wrong path: {error}");
+    assert!(
+        matches!(
+            error,
+            Error::Handshake(HandshakeError::Rejected { status: 404 })
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("404"));
+}
+
+async fn listen_address_with_path_is_reported_dialable_as_printed<R: Runtime>() {
+    let mut listener = ping_swarm::<R>(Config::default());
+    let mut dialer = ping_swarm::<R>(Config::default());
+    listener
+        .listen_on(
+            "/dns4/localhost/tcp/0/ws/http-path/p2p%20node"
+                .parse()
+                .unwrap(),
         )
+        .unwrap();
+    let addr = first_listen_addr(&mut listener).await;
+    assert!(
+        addr.to_string().starts_with("/ip4/127.0.0.1/tcp/"),
+        "{addr}"
+    );
+    assert!(
+        addr.to_string().ends_with("/ws/http-path/p2p%20node"),
+        "{addr}"
+    );
+    let printed: libp2p::Multiaddr = addr.to_string().parse().unwrap();
+    ping_once(&mut listener, &mut dialer, printed)
         .await
-        .expect("right path upgrades");
-
-        let error = round_trip(
-            Config::default(),
-            Config::default(),
-            "/ip4/127.0.0.1/tcp/0/ws/http-path/a%2Fb",
-            "/ip4/127.0.0.1/tcp/{port}/ws/http-path/wrong",
-        )
-        .await
-        .expect_err("wrong path is refused");
-        println!("wrong path: {error}");
-        assert!(
-            matches!(
-                error,
-                Error::Handshake(HandshakeError::Rejected { status: 404 })
-            ),
-            "{error:?}"
-        );
-        assert!(error.to_string().contains("404"));
-    });
+        .expect("dials as printed");
 }
 
-#[test]
-fn listen_address_with_path_is_reported_dialable_as_printed() {
-    run(async {
-        let mut listener = ping_swarm(Config::default());
-        let mut dialer = ping_swarm(Config::default());
-        listener
-            .listen_on(
-                "/dns4/localhost/tcp/0/ws/http-path/p2p%20node"
-                    .parse()
-                    .unwrap(),
-            )
-            .unwrap();
-        let addr = first_listen_addr(&mut listener).await;
-        assert!(
-            addr.to_string().starts_with("/ip4/127.0.0.1/tcp/"),
-            "{addr}"
-        );
-        assert!(
-            addr.to_string().ends_with("/ws/http-path/p2p%20node"),
-            "{addr}"
-        );
-        let printed: libp2p::Multiaddr = addr.to_string().parse().unwrap();
-        ping_once(&mut listener, &mut dialer, printed)
-            .await
-            .expect("dials as printed");
-    });
+async fn wrong_peer_id_is_reported_as_a_mismatch<R: Runtime>() {
+    let mut listener = ping_swarm::<R>(Config::default());
+    let mut dialer = ping_swarm::<R>(Config::default());
+    listener
+        .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
+        .unwrap();
+    let addr = first_listen_addr(&mut listener).await;
+    let wrong = libp2p::PeerId::random();
+    let error = ping_once(
+        &mut listener,
+        &mut dialer,
+        addr.with(libp2p::core::multiaddr::Protocol::P2p(wrong)),
+    )
+    .await
+    .expect_err("wrong peer id");
+    println!("wrong peer id: {error}");
+    assert!(
+        error.contains("WrongPeerId") && error.contains(&wrong.to_string()),
+        "{error}"
+    );
+    let _ = DialError::Aborted; // the swarm reports DialError::WrongPeerId { obtained, address }
 }
 
-#[test]
-fn wrong_peer_id_is_reported_as_a_mismatch() {
-    run(async {
-        let mut listener = ping_swarm(Config::default());
-        let mut dialer = ping_swarm(Config::default());
-        listener
-            .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
-            .unwrap();
-        let addr = first_listen_addr(&mut listener).await;
-        let wrong = libp2p::PeerId::random();
-        let error = ping_once(
-            &mut listener,
-            &mut dialer,
-            addr.with(libp2p::core::multiaddr::Protocol::P2p(wrong)),
-        )
-        .await
-        .expect_err("wrong peer id");
-        println!("wrong peer id: {error}");
-        assert!(
-            error.contains("WrongPeerId") && error.contains(&wrong.to_string()),
-            "{error}"
-        );
-        let _ = DialError::Aborted; // the swarm reports DialError::WrongPeerId { obtained, address }
-    });
-}
-
-#[test]
-fn unsupported_addresses_are_left_to_other_transports() {
-    let mut transport = Transport::new(Config::default());
+async fn unsupported_addresses_are_left_to_other_transports<R: Runtime>() {
+    let mut transport = Transport::<R>::new(Config::default());
     for addr in [
         "/ip4/127.0.0.1/tcp/1",
         "/ip4/127.0.0.1/udp/1/quic-v1",
@@ -267,8 +264,7 @@ fn unsupported_addresses_are_left_to_other_transports() {
 
 /// Ports 80 and 443 on 127.0.0.1 with the port left out of the dialed address. One test, so the two
 /// low ports are never bound twice at once within this binary.
-#[test]
-fn omitted_ports_default_to_80_and_443() {
+async fn omitted_ports_default_to_80_and_443<R: Runtime>() {
     for port in [80, 443] {
         if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             panic!(
@@ -277,8 +273,8 @@ fn omitted_ports_default_to_80_and_443() {
             );
         }
     }
-    run(async {
-        round_trip(
+    {
+        round_trip::<R>(
             Config::default(),
             Config::default(),
             "/ip4/127.0.0.1/tcp/80/ws",
@@ -286,7 +282,7 @@ fn omitted_ports_default_to_80_and_443() {
         )
         .await
         .expect("/ip4/127.0.0.1/ws dials port 80");
-        round_trip(
+        round_trip::<R>(
             Config::default(),
             Config::default(),
             "/ip4/127.0.0.1/ws",
@@ -306,9 +302,27 @@ fn omitted_ports_default_to_80_and_443() {
             "/ip4/127.0.0.1/tls/ws",
             "/dns/localhost/wss",
         ] {
-            round_trip(server(), client(), "/ip4/127.0.0.1/tcp/443/tls/ws", dial)
+            round_trip::<R>(server(), client(), "/ip4/127.0.0.1/tcp/443/tls/ws", dial)
                 .await
                 .unwrap_or_else(|e| panic!("{dial} reaches port 443: {e}"));
         }
-    });
+    }
+}
+
+runtime_tests!(
+    dns_localhost_is_resolved_inside_the_transport,
+    ipv6_loopback_round_trip,
+    dns4_and_dns6_dial_only_their_family,
+    dns_family_without_addresses_is_a_dns_error,
+    http_path_listener_serves_its_path_and_answers_404_to_others,
+    listen_address_with_path_is_reported_dialable_as_printed,
+    wrong_peer_id_is_reported_as_a_mismatch,
+    unsupported_addresses_are_left_to_other_transports,
+);
+
+// One test for both runtimes, so the two low ports are never bound twice at once in this binary.
+#[test]
+fn omitted_ports_default_to_80_and_443_on_both_runtimes() {
+    run::<AsyncStd, _>(omitted_ports_default_to_80_and_443::<AsyncStd>());
+    run::<Tokio, _>(omitted_ports_default_to_80_and_443::<Tokio>());
 }

@@ -41,10 +41,42 @@ use libp2p::core::{
 };
 use libp2p::identity::Keypair;
 use libp2p_ws::{
-    async_std::{Output, Transport},
-    tls::dev::TestCa,
-    Config, Error, FrameError, HandshakeError, KeepAlive, ServerCertificate, TlsConfig,
+    tls::dev::TestCa, Config, Error, FrameError, HandshakeError, KeepAlive, ServerCertificate,
+    TlsConfig,
 };
+
+// ----- async-std only, until this file's tests run per runtime: shadows common's generic helpers -
+
+type Rt = common::AsyncStd;
+type Transport = common::Transport<Rt>;
+type Output = common::Output<Rt>;
+
+fn run<F: std::future::Future>(future: F) -> F::Output {
+    common::run::<Rt, F>(future)
+}
+
+async fn within<F: std::future::Future>(limit: Duration, future: F) -> F::Output {
+    common::within::<Rt, F>(limit, future).await
+}
+
+async fn listen(
+    transport: &mut Transport,
+    addr: &str,
+) -> (libp2p::core::transport::ListenerId, Multiaddr) {
+    common::listen::<Rt>(transport, addr).await
+}
+
+fn drive_listener<T>(
+    transport: T,
+    on_incoming: impl FnMut(T::ListenerUpgrade) + Send + 'static,
+) -> futures::channel::oneshot::Sender<()>
+where
+    T: libp2p::core::Transport + Unpin + Send + 'static,
+    T::ListenerUpgrade: Send,
+    T::Error: Send,
+{
+    common::drive_listener::<Rt, T>(transport, on_incoming)
+}
 
 // ----- test isolation ----------------------------------------------------------------------------
 
@@ -1732,7 +1764,7 @@ impl EchoPeer {
 
 /// Echoes every inbound stream until the connection ends.
 async fn serve_echo(muxer: StreamMuxerBox) {
-    let mut muxer = Muxer::spawn(muxer);
+    let mut muxer = Muxer::spawn::<Rt>(muxer);
     while let Some(stream) = muxer.inbound.next().await {
         async_std::task::spawn(echo_stream(stream));
     }

@@ -1,4 +1,6 @@
-//! The ping example's command-line contract, run as separate processes.
+//! The ping example's command-line contract, run as separate processes, on each runtime
+//! (`--runtime async-std|tokio`). The example is built (cargo build --example ping) before the
+//! first test runs, so a stale binary is never tested.
 
 use std::{
     io::{BufRead, BufReader},
@@ -8,13 +10,43 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{AsyncStd, Runtime, Tokio};
 use libp2p_ws::tls::dev::{chain_pem, key_pem, TestCa};
 
 mod common;
 
+/// Instantiates each named test (`fn name<R: Runtime>()`) once per runtime.
+macro_rules! ping_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn async_std() {
+                super::$name::<super::AsyncStd>()
+            }
+
+            #[test]
+            fn tokio() {
+                super::$name::<super::Tokio>()
+            }
+        }
+    )*};
+}
+
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Builds the ping example (once per test binary) and returns its path.
 fn ping_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--example", "ping"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --example ping failed");
+    });
     // target/<profile>/deps/ping_example-<hash> -> target/<profile>/examples/ping
     let exe = std::env::current_exe().unwrap();
     let path = exe
@@ -26,7 +58,7 @@ fn ping_binary() -> PathBuf {
         .join("ping");
     assert!(
         path.exists(),
-        "{} missing: cargo test builds examples",
+        "{} missing after cargo build --example ping",
         path.display()
     );
     path
@@ -38,8 +70,10 @@ struct Node {
 }
 
 impl Node {
-    fn start(args: &[&str]) -> Node {
+    /// Starts the ping example on runtime `R` with `args`.
+    fn start<R: Runtime>(args: &[&str]) -> Node {
         let mut child = Command::new(ping_binary())
+            .args(["--runtime", R::NAME])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -122,9 +156,8 @@ fn assert_pings(lines: &[String], count: usize) {
     );
 }
 
-#[test]
-fn demo_pings_over_ws_and_wss() {
-    let (ok, lines, stderr) = Node::start(&[]).finish();
+fn demo_pings_over_ws_and_wss<R: Runtime>() {
+    let (ok, lines, stderr) = Node::start::<R>(&[]).finish();
     assert!(ok, "demo failed: {stderr}");
     assert_pings(&lines, 6);
     assert!(lines
@@ -135,20 +168,19 @@ fn demo_pings_over_ws_and_wss() {
         .any(|l| l.starts_with("listening ") && l.contains("/tls/ws/p2p/")));
 }
 
-#[test]
-fn a_second_process_pings_a_listener() {
-    let listener = Node::start(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
+fn a_second_process_pings_a_listener<R: Runtime>() {
+    let listener = Node::start::<R>(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
     let addr = listening_addr(&listener);
-    let (ok, lines, stderr) = Node::start(&["--dial", &addr, "--count", "3"]).finish();
+    let (ok, lines, stderr) = Node::start::<R>(&["--dial", &addr, "--count", "3"]).finish();
     assert!(ok, "dialer failed: {stderr}");
     assert_pings(&lines, 3);
 }
 
-#[test]
-fn every_address_form_works_on_the_command_line() {
+fn every_address_form_works_on_the_command_line<R: Runtime>() {
     let ca = TestCa::new("ping example CA").unwrap();
     let (chain, key) = ca.issue(&["localhost"]).unwrap();
-    let dir = std::env::temp_dir().join(format!("libp2p-ws-ping-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("libp2p-ws-ping-{}-{}", R::NAME, std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert_path, key_path, ca_path) = (
         dir.join("chain.pem"),
@@ -183,21 +215,21 @@ fn every_address_form_works_on_the_command_line() {
         ),
     ];
     for (listen, dial) in cases {
-        let listener = Node::start(&["--listen", listen, "--cert", cert_path, "--key", key_path]);
+        let listener =
+            Node::start::<R>(&["--listen", listen, "--cert", cert_path, "--key", key_path]);
         let addr = listening_addr(&listener);
         let port = addr.split('/').nth(4).unwrap();
         let peer = addr.rsplit('/').next().unwrap();
         let target = format!("{}/p2p/{peer}", dial.replace("{port}", port));
         let (ok, lines, stderr) =
-            Node::start(&["--dial", &target, "--count", "2", "--ca", ca_path]).finish();
+            Node::start::<R>(&["--dial", &target, "--count", "2", "--ca", ca_path]).finish();
         assert!(ok, "{listen} <- {target} failed: {stderr}");
         assert_pings(&lines, 2);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn failed_dial_prints_an_error_and_exits_non_zero() {
+fn failed_dial_prints_an_error_and_exits_non_zero<R: Runtime>() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -205,14 +237,13 @@ fn failed_dial_prints_an_error_and_exits_non_zero() {
         .port();
     let target = format!("/ip4/127.0.0.1/tcp/{port}/ws");
     let (ok, _, stderr) =
-        Node::start(&["--dial", &target, "--count", "1", "--timeout", "5"]).finish();
+        Node::start::<R>(&["--dial", &target, "--count", "1", "--timeout", "5"]).finish();
     assert!(!ok);
     assert!(stderr.lines().any(|l| l.starts_with("error: ")), "{stderr}");
 }
 
-#[test]
-fn bad_listen_address_is_an_error() {
-    let (ok, _, stderr) = Node::start(&["--listen", "/ip4/0.0.0.0/tcp/0/ws"]).finish();
+fn bad_listen_address_is_an_error<R: Runtime>() {
+    let (ok, _, stderr) = Node::start::<R>(&["--listen", "/ip4/0.0.0.0/tcp/0/ws"]).finish();
     assert!(!ok, "plain ws on 0.0.0.0 must be refused");
     assert!(
         stderr.contains("error: ") && stderr.contains("insecure"),
@@ -222,13 +253,12 @@ fn bad_listen_address_is_an_error() {
 
 /// Hardening item 8 with a real half-open peer: the listener process is paused with SIGSTOP, so its
 /// kernel still ACKs our frames but nothing answers; keep-alive must notice within its deadline.
-#[test]
-fn keep_alive_detects_a_paused_listener_process() {
+fn keep_alive_detects_a_paused_listener_process<R: Runtime>() {
     use futures::AsyncReadExt as _;
     use libp2p::core::Transport as _;
-    use libp2p_ws::{async_std::Transport, Config, FrameError, KeepAlive};
+    use libp2p_ws::{Config, FrameError, KeepAlive};
 
-    let listener = Node::start(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
+    let listener = Node::start::<R>(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
     let addr: libp2p::Multiaddr = listening_addr(&listener).parse().unwrap();
     let keep_alive = KeepAlive {
         interval: Duration::from_millis(300),
@@ -237,9 +267,9 @@ fn keep_alive_detects_a_paused_listener_process() {
     let deadline = keep_alive.interval + keep_alive.timeout;
     let pid = listener.child.id() as libc::pid_t;
 
-    let (alive_for, detected_after, error) = common::run(async {
+    let (alive_for, detected_after, error) = common::run::<R, _>(async {
         let config = Config::default().with_keep_alive(Some(keep_alive));
-        let mut conn = Transport::new(config)
+        let mut conn = common::Transport::<R>::new(config)
             .dial(addr, common::dial_opts())
             .expect("dial accepted")
             .await
@@ -249,7 +279,7 @@ fn keep_alive_detects_a_paused_listener_process() {
         // While the node runs, it answers our pings: the connection outlives several deadlines.
         // (The node waits for our multistream-select header, so it sends no data of its own.)
         let alive_for = 3 * deadline;
-        if let Ok(r) = async_std::future::timeout(alive_for, conn.read(&mut buf)).await {
+        if let Some(r) = common::timeout::<R, _>(alive_for, conn.read(&mut buf)).await {
             panic!("the connection ended while the node was running: {r:?}");
         }
 
@@ -282,4 +312,83 @@ fn keep_alive_detects_a_paused_listener_process() {
         detected_after < deadline + Duration::from_secs(2),
         "{detected_after:?}"
     );
+}
+
+ping_tests!(
+    demo_pings_over_ws_and_wss,
+    a_second_process_pings_a_listener,
+    every_address_form_works_on_the_command_line,
+    failed_dial_prints_an_error_and_exits_non_zero,
+    bad_listen_address_is_an_error,
+    keep_alive_detects_a_paused_listener_process,
+);
+
+/// Threads of a process, by name (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process runs")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A tokio node (listening on /ws and /tls/ws, dialing by DNS over /tls/ws) runs no thread that
+/// tokio did not start: no async-io reactor, no async-std executor or blocking pool. libp2p-core's
+/// `futures-timer` thread is the one exception (rust-libp2p's own, not ours).
+#[test]
+fn a_tokio_node_runs_only_tokio_threads() {
+    let ca = TestCa::new("thread test CA").unwrap();
+    let (chain, key) = ca.issue(&["localhost"]).unwrap();
+    let dir = std::env::temp_dir().join(format!("libp2p-ws-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths = ["chain.pem", "key.pem", "ca.pem"].map(|f| dir.join(f));
+    std::fs::write(&paths[0], chain_pem(&chain)).unwrap();
+    std::fs::write(&paths[1], key_pem(&key)).unwrap();
+    std::fs::write(&paths[2], ca.certificate_pem()).unwrap();
+    let [cert, key, ca] = paths.each_ref().map(|p| p.to_str().unwrap());
+
+    let listener = Node::start::<Tokio>(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/tls/ws",
+        "--cert",
+        cert,
+        "--key",
+        key,
+    ]);
+    let addrs = [listening_addr(&listener), listening_addr(&listener)];
+    let tls = addrs
+        .iter()
+        .find(|a| a.contains("/tls/ws/"))
+        .expect("a /tls/ws address");
+    let port = tls.split('/').nth(4).unwrap();
+    let peer = tls.rsplit('/').next().unwrap();
+    let target = format!("/dns4/localhost/tcp/{port}/tls/ws/p2p/{peer}");
+    let dialer = Node::start::<Tokio>(&["--dial", &target, "--ca", ca, "--count", "1000000"]);
+    for _ in 0..2 {
+        let line = dialer.next_line();
+        assert!(
+            line.starts_with("connected ") || line.starts_with("ping "),
+            "{line}"
+        );
+    }
+    let allowed = |name: &str| {
+        name.starts_with("tokio-runtime-w")
+            || name.starts_with("tokio-rt-worker")
+            || name == "futures-timer"
+            || name == "ping"
+    };
+    for (role, node) in [("listener", &listener), ("dialer", &dialer)] {
+        let names = thread_names(node.child.id());
+        println!("{role} threads: {names:?}");
+        let foreign: Vec<_> = names.iter().filter(|n| !allowed(n)).collect();
+        assert!(
+            foreign.is_empty(),
+            "{role} runs threads tokio did not start: {foreign:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,9 +11,7 @@ use libp2p::core::{
     transport::{ListenerId, TransportError, TransportEvent},
     Transport as _,
 };
-use libp2p_ws::{
-    async_std::Transport, tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError,
-};
+use libp2p_ws::{tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig, TlsError};
 
 fn server_config(certificate: &ServerCertificate) -> Config {
     Config::default().with_tls(TlsConfig::new().with_server_certificate(certificate))
@@ -29,15 +27,15 @@ fn certificate(ca: &TestCa, names: &[&str]) -> ServerCertificate {
 }
 
 /// Dials `target` (with `{port}` replaced) at a TLS listener; returns the dial result.
-async fn dial_tls(
+async fn dial_tls<R: Runtime>(
     server: Config,
     client: Config,
     target: &str,
-) -> Result<libp2p_ws::async_std::Output, Error> {
-    let mut listener = Transport::new(server);
-    let (_, addr) = listen(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
+) -> Result<Output<R>, Error> {
+    let mut listener = Transport::<R>::new(server);
+    let (_, addr) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
     let port = addr.to_string().split('/').nth(4).unwrap().to_string();
-    let mut dialer = Transport::new(client);
+    let mut dialer = Transport::<R>::new(client);
     let dial = dialer
         .dial(
             target.replace("{port}", &port).parse().unwrap(),
@@ -45,9 +43,9 @@ async fn dial_tls(
         )
         .unwrap();
     // Keep the listener accepting while the dial runs.
-    let accept = async_std::task::spawn(async move {
+    let accept = spawn::<R, _>(async move {
         loop {
-            if let TransportEvent::Incoming { upgrade, .. } = next_event(&mut listener).await {
+            if let TransportEvent::Incoming { upgrade, .. } = next_event::<R>(&mut listener).await {
                 let _ = upgrade.await;
             }
         }
@@ -57,205 +55,188 @@ async fn dial_tls(
     result
 }
 
-#[test]
-fn wss_and_tls_ws_ping_over_noise_and_yamux() {
-    run(async {
-        let ca = TestCa::new("tls test CA").unwrap();
-        let cert = certificate(&ca, &["localhost", "127.0.0.1"]);
-        for listen_addr in ["/ip4/127.0.0.1/tcp/0/tls/ws", "/ip4/127.0.0.1/tcp/0/wss"] {
-            let mut listener = ping_swarm(server_config(&cert));
-            let mut dialer = ping_swarm(client_trusting(&ca));
-            listener.listen_on(listen_addr.parse().unwrap()).unwrap();
-            let addr = first_listen_addr(&mut listener).await;
-            assert!(
-                addr.to_string().ends_with("/tls/ws"),
-                "canonical form: {addr}"
-            );
-            let peer = ping_once(&mut listener, &mut dialer, addr.clone())
-                .await
-                .expect("ping over TLS");
-            assert_eq!(peer, *listener.local_peer_id());
-            // The /wss spelling of the same address works too.
-            let wss: libp2p::Multiaddr =
-                addr.to_string().replace("/tls/ws", "/wss").parse().unwrap();
-            let mut dialer = ping_swarm(client_trusting(&ca));
-            ping_once(&mut listener, &mut dialer, wss)
-                .await
-                .expect("ping over /wss");
+async fn wss_and_tls_ws_ping_over_noise_and_yamux<R: Runtime>() {
+    let ca = TestCa::new("tls test CA").unwrap();
+    let cert = certificate(&ca, &["localhost", "127.0.0.1"]);
+    for listen_addr in ["/ip4/127.0.0.1/tcp/0/tls/ws", "/ip4/127.0.0.1/tcp/0/wss"] {
+        let mut listener = ping_swarm::<R>(server_config(&cert));
+        let mut dialer = ping_swarm::<R>(client_trusting(&ca));
+        listener.listen_on(listen_addr.parse().unwrap()).unwrap();
+        let addr = first_listen_addr(&mut listener).await;
+        assert!(
+            addr.to_string().ends_with("/tls/ws"),
+            "canonical form: {addr}"
+        );
+        let peer = ping_once(&mut listener, &mut dialer, addr.clone())
+            .await
+            .expect("ping over TLS");
+        assert_eq!(peer, *listener.local_peer_id());
+        // The /wss spelling of the same address works too.
+        let wss: libp2p::Multiaddr = addr.to_string().replace("/tls/ws", "/wss").parse().unwrap();
+        let mut dialer = ping_swarm::<R>(client_trusting(&ca));
+        ping_once(&mut listener, &mut dialer, wss)
+            .await
+            .expect("ping over /wss");
+    }
+}
+
+async fn sni_names_the_certificate_when_dialing_an_ip<R: Runtime>() {
+    let ca = TestCa::new("sni CA").unwrap();
+    let cert = certificate(&ca, &["localhost"]);
+    dial_tls::<R>(
+        server_config(&cert),
+        client_trusting(&ca),
+        "/ip4/127.0.0.1/tcp/{port}/tls/sni/localhost/ws",
+    )
+    .await
+    .expect("SNI localhost matches the certificate");
+    // Without SNI the IP is verified, and the certificate does not name it.
+    let error = dial_tls::<R>(
+        server_config(&cert),
+        client_trusting(&ca),
+        "/ip4/127.0.0.1/tcp/{port}/tls/ws",
+    )
+    .await
+    .expect_err("127.0.0.1 is not in the certificate");
+    assert!(
+        matches!(error, Error::Tls(TlsError::NameMismatch { .. })),
+        "{error:?}"
+    );
+}
+
+async fn verification_failures_are_typed_and_fast<R: Runtime>() {
+    let ca = TestCa::new("verification CA").unwrap();
+    let other_ca = TestCa::new("some other CA").unwrap();
+
+    let start = Instant::now();
+    let error = dial_tls::<R>(
+        server_config(&certificate(&ca, &["other.example"])),
+        client_trusting(&ca),
+        "/dns/localhost/tcp/{port}/wss",
+    )
+    .await
+    .expect_err("name mismatch");
+    println!("name mismatch after {:?}: {error}", start.elapsed());
+    assert!(
+        matches!(error, Error::Tls(TlsError::NameMismatch { .. })),
+        "{error:?}"
+    );
+
+    let start = Instant::now();
+    let error = dial_tls::<R>(
+        server_config(&certificate(&ca, &["localhost"])),
+        client_trusting(&other_ca),
+        "/dns/localhost/tcp/{port}/wss",
+    )
+    .await
+    .expect_err("unknown issuer");
+    println!("unknown issuer after {:?}: {error}", start.elapsed());
+    assert!(
+        matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
+        "{error:?}"
+    );
+
+    let (chain, key) = ca.issue_expired(&["localhost"]).unwrap();
+    let expired = ServerCertificate::from_der(chain, key).unwrap();
+    let start = Instant::now();
+    let error = dial_tls::<R>(
+        server_config(&expired),
+        client_trusting(&ca),
+        "/dns/localhost/tcp/{port}/wss",
+    )
+    .await
+    .expect_err("expired");
+    println!("expired after {:?}: {error}", start.elapsed());
+    assert!(
+        matches!(error, Error::Tls(TlsError::Expired { .. })),
+        "{error:?}"
+    );
+
+    // The default client trusts only the Mozilla roots.
+    let error = dial_tls::<R>(
+        server_config(&certificate(&ca, &["localhost"])),
+        Config::default(),
+        "/dns/localhost/tcp/{port}/wss",
+    )
+    .await
+    .expect_err("test CA is not a Mozilla root");
+    assert!(
+        matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
+        "{error:?}"
+    );
+}
+
+async fn danger_option_accepts_any_certificate<R: Runtime>() {
+    let ca = TestCa::new("untrusted CA").unwrap();
+    let client = Config::default().with_tls(TlsConfig::new().danger_accept_invalid_certificates());
+    dial_tls::<R>(
+        server_config(&certificate(&ca, &["nothing.example"])),
+        client,
+        "/ip4/127.0.0.1/tcp/{port}/wss",
+    )
+    .await
+    .expect("verification skipped");
+}
+
+async fn reload_swaps_the_certificate_for_new_connections_only<R: Runtime>() {
+    let old_ca = TestCa::new("old CA").unwrap();
+    let new_ca = TestCa::new("new CA").unwrap();
+    let cert = certificate(&old_ca, &["localhost"]);
+    let mut listener = Transport::<R>::new(server_config(&cert));
+    let (_, addr) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/sni/localhost/ws").await;
+    let (upgrades_tx, upgrades) = futures::channel::mpsc::unbounded();
+    spawn::<R, _>(async move {
+        loop {
+            if let TransportEvent::Incoming { upgrade, .. } = next_event::<R>(&mut listener).await {
+                let _ = upgrades_tx.unbounded_send(upgrade);
+            }
         }
     });
-}
+    let mut upgrades = futures::StreamExt::fuse(upgrades);
+    let dial = |ca: &TestCa| {
+        Transport::<R>::new(client_trusting(ca))
+            .dial(addr.clone(), dial_opts())
+            .unwrap()
+    };
 
-#[test]
-fn sni_names_the_certificate_when_dialing_an_ip() {
-    run(async {
-        let ca = TestCa::new("sni CA").unwrap();
-        let cert = certificate(&ca, &["localhost"]);
-        dial_tls(
-            server_config(&cert),
-            client_trusting(&ca),
-            "/ip4/127.0.0.1/tcp/{port}/tls/sni/localhost/ws",
-        )
-        .await
-        .expect("SNI localhost matches the certificate");
-        // Without SNI the IP is verified, and the certificate does not name it.
-        let error = dial_tls(
-            server_config(&cert),
-            client_trusting(&ca),
-            "/ip4/127.0.0.1/tcp/{port}/tls/ws",
-        )
-        .await
-        .expect_err("127.0.0.1 is not in the certificate");
-        assert!(
-            matches!(error, Error::Tls(TlsError::NameMismatch { .. })),
-            "{error:?}"
-        );
+    // Before the reload: the old certificate.
+    let (mut old_client, mut old_server) = futures::join!(dial(&old_ca), async {
+        futures::StreamExt::select_next_some(&mut upgrades)
+            .await
+            .await
     });
-}
+    let (old_client, old_server) = (
+        old_client.as_mut().expect("old cert trusted"),
+        old_server.as_mut().unwrap(),
+    );
 
-#[test]
-fn verification_failures_are_typed_and_fast() {
-    run(async {
-        let ca = TestCa::new("verification CA").unwrap();
-        let other_ca = TestCa::new("some other CA").unwrap();
+    let (chain, key) = new_ca.issue(&["localhost"]).unwrap();
+    cert.reload(chain, key).unwrap();
 
-        let start = Instant::now();
-        let error = dial_tls(
-            server_config(&certificate(&ca, &["other.example"])),
-            client_trusting(&ca),
-            "/dns/localhost/tcp/{port}/wss",
-        )
-        .await
-        .expect_err("name mismatch");
-        println!("name mismatch after {:?}: {error}", start.elapsed());
-        assert!(
-            matches!(error, Error::Tls(TlsError::NameMismatch { .. })),
-            "{error:?}"
-        );
-
-        let start = Instant::now();
-        let error = dial_tls(
-            server_config(&certificate(&ca, &["localhost"])),
-            client_trusting(&other_ca),
-            "/dns/localhost/tcp/{port}/wss",
-        )
-        .await
-        .expect_err("unknown issuer");
-        println!("unknown issuer after {:?}: {error}", start.elapsed());
-        assert!(
-            matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
-            "{error:?}"
-        );
-
-        let (chain, key) = ca.issue_expired(&["localhost"]).unwrap();
-        let expired = ServerCertificate::from_der(chain, key).unwrap();
-        let start = Instant::now();
-        let error = dial_tls(
-            server_config(&expired),
-            client_trusting(&ca),
-            "/dns/localhost/tcp/{port}/wss",
-        )
-        .await
-        .expect_err("expired");
-        println!("expired after {:?}: {error}", start.elapsed());
-        assert!(
-            matches!(error, Error::Tls(TlsError::Expired { .. })),
-            "{error:?}"
-        );
-
-        // The default client trusts only the Mozilla roots.
-        let error = dial_tls(
-            server_config(&certificate(&ca, &["localhost"])),
-            Config::default(),
-            "/dns/localhost/tcp/{port}/wss",
-        )
-        .await
-        .expect_err("test CA is not a Mozilla root");
-        assert!(
-            matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
-            "{error:?}"
-        );
+    // After: a new dial sees the new certificate...
+    let (new_client, _) = futures::join!(dial(&new_ca), async {
+        let _ = futures::StreamExt::select_next_some(&mut upgrades)
+            .await
+            .await;
     });
-}
-
-#[test]
-fn danger_option_accepts_any_certificate() {
-    run(async {
-        let ca = TestCa::new("untrusted CA").unwrap();
-        let client =
-            Config::default().with_tls(TlsConfig::new().danger_accept_invalid_certificates());
-        dial_tls(
-            server_config(&certificate(&ca, &["nothing.example"])),
-            client,
-            "/ip4/127.0.0.1/tcp/{port}/wss",
-        )
-        .await
-        .expect("verification skipped");
+    new_client.expect("new certificate presented");
+    let (stale, _) = futures::join!(dial(&old_ca), async {
+        let _ = futures::StreamExt::select_next_some(&mut upgrades)
+            .await
+            .await;
     });
-}
+    let error = stale.expect_err("old certificate no longer presented");
+    assert!(
+        matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
+        "{error:?}"
+    );
 
-#[test]
-fn reload_swaps_the_certificate_for_new_connections_only() {
-    run(async {
-        let old_ca = TestCa::new("old CA").unwrap();
-        let new_ca = TestCa::new("new CA").unwrap();
-        let cert = certificate(&old_ca, &["localhost"]);
-        let mut listener = Transport::new(server_config(&cert));
-        let (_, addr) = listen(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/sni/localhost/ws").await;
-        let (upgrades_tx, upgrades) = futures::channel::mpsc::unbounded();
-        async_std::task::spawn(async move {
-            loop {
-                if let TransportEvent::Incoming { upgrade, .. } = next_event(&mut listener).await {
-                    let _ = upgrades_tx.unbounded_send(upgrade);
-                }
-            }
-        });
-        let mut upgrades = futures::StreamExt::fuse(upgrades);
-        let dial = |ca: &TestCa| {
-            Transport::new(client_trusting(ca))
-                .dial(addr.clone(), dial_opts())
-                .unwrap()
-        };
-
-        // Before the reload: the old certificate.
-        let (mut old_client, mut old_server) = futures::join!(dial(&old_ca), async {
-            futures::StreamExt::select_next_some(&mut upgrades)
-                .await
-                .await
-        });
-        let (old_client, old_server) = (
-            old_client.as_mut().expect("old cert trusted"),
-            old_server.as_mut().unwrap(),
-        );
-
-        let (chain, key) = new_ca.issue(&["localhost"]).unwrap();
-        cert.reload(chain, key).unwrap();
-
-        // After: a new dial sees the new certificate...
-        let (new_client, _) = futures::join!(dial(&new_ca), async {
-            let _ = futures::StreamExt::select_next_some(&mut upgrades)
-                .await
-                .await;
-        });
-        new_client.expect("new certificate presented");
-        let (stale, _) = futures::join!(dial(&old_ca), async {
-            let _ = futures::StreamExt::select_next_some(&mut upgrades)
-                .await
-                .await;
-        });
-        let error = stale.expect_err("old certificate no longer presented");
-        assert!(
-            matches!(error, Error::Tls(TlsError::UnknownIssuer { .. })),
-            "{error:?}"
-        );
-
-        // ...while the connection opened before keeps working.
-        old_client.write_all(b"still here").await.unwrap();
-        old_client.flush().await.unwrap();
-        let mut buf = [0u8; 10];
-        old_server.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"still here");
-    });
+    // ...while the connection opened before keeps working.
+    old_client.write_all(b"still here").await.unwrap();
+    old_client.flush().await.unwrap();
+    let mut buf = [0u8; 10];
+    old_server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
 }
 
 #[test]
@@ -299,9 +280,8 @@ fn reload_from_pem_files_and_bad_files_keep_the_old_certificate() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn tls_listen_without_certificate_says_how_to_configure_one() {
-    let mut transport = Transport::new(Config::default());
+async fn tls_listen_without_certificate_says_how_to_configure_one<R: Runtime>() {
+    let mut transport = Transport::<R>::new(Config::default());
     let error = transport
         .listen_on(
             ListenerId::next(),
@@ -321,58 +301,69 @@ fn tls_listen_without_certificate_says_how_to_configure_one() {
     }
 }
 
-#[test]
-fn plain_ws_listening_is_loopback_only_unless_opted_out() {
-    run(async {
-        let mut strict = Transport::new(Config::default());
-        let error = strict
-            .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
-            .expect_err("0.0.0.0 is refused");
-        match error {
-            TransportError::Other(error @ Error::InsecureListen { .. }) => {
-                assert!(
-                    error.to_string().contains("with_insecure_listen"),
-                    "{error}"
-                )
-            }
-            other => panic!("{other:?}"),
+async fn plain_ws_listening_is_loopback_only_unless_opted_out<R: Runtime>() {
+    let mut strict = Transport::<R>::new(Config::default());
+    let error = strict
+        .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
+        .expect_err("0.0.0.0 is refused");
+    match error {
+        TransportError::Other(error @ Error::InsecureListen { .. }) => {
+            assert!(
+                error.to_string().contains("with_insecure_listen"),
+                "{error}"
+            )
         }
-        listen(&mut strict, "/ip4/127.0.0.1/tcp/0/ws").await;
-        listen(&mut strict, "/dns4/localhost/tcp/0/ws").await;
+        other => panic!("{other:?}"),
+    }
+    listen::<R>(&mut strict, "/ip4/127.0.0.1/tcp/0/ws").await;
+    listen::<R>(&mut strict, "/dns4/localhost/tcp/0/ws").await;
 
-        // Opted out: 0.0.0.0 works and reports every IPv4 interface address.
-        let mut relaxed = Transport::new(Config::default().with_insecure_listen(true));
-        relaxed
-            .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
-            .expect("opted out");
-        let mut reported = Vec::new();
-        let non_loopback = loop {
-            let event = within(std::time::Duration::from_secs(5), next_event(&mut relaxed)).await;
-            if let TransportEvent::NewAddress { listen_addr, .. } = event {
-                reported.push(listen_addr.to_string());
-                let ip: std::net::Ipv4Addr = listen_addr
-                    .to_string()
-                    .split('/')
-                    .nth(2)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                if !ip.is_loopback() {
-                    break ip;
-                }
+    // Opted out: 0.0.0.0 works and reports every IPv4 interface address.
+    let mut relaxed = Transport::<R>::new(Config::default().with_insecure_listen(true));
+    relaxed
+        .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
+        .expect("opted out");
+    let mut reported = Vec::new();
+    let non_loopback = loop {
+        let event = within::<R, _>(
+            std::time::Duration::from_secs(5),
+            next_event::<R>(&mut relaxed),
+        )
+        .await;
+        if let TransportEvent::NewAddress { listen_addr, .. } = event {
+            reported.push(listen_addr.to_string());
+            let ip: std::net::Ipv4Addr = listen_addr
+                .to_string()
+                .split('/')
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap();
+            if !ip.is_loopback() {
+                break ip;
             }
-        };
-        println!("0.0.0.0 reported {reported:?}");
-        let on_interface = format!("/ip4/{non_loopback}/tcp/0/ws");
-        let error = strict
-            .listen_on(ListenerId::next(), on_interface.parse().unwrap())
-            .expect_err("interface address is refused");
-        assert!(
-            matches!(error, TransportError::Other(Error::InsecureListen { .. })),
-            "{error:?}"
-        );
-        relaxed
-            .listen_on(ListenerId::next(), on_interface.parse().unwrap())
-            .expect("opted out");
-    });
+        }
+    };
+    println!("0.0.0.0 reported {reported:?}");
+    let on_interface = format!("/ip4/{non_loopback}/tcp/0/ws");
+    let error = strict
+        .listen_on(ListenerId::next(), on_interface.parse().unwrap())
+        .expect_err("interface address is refused");
+    assert!(
+        matches!(error, TransportError::Other(Error::InsecureListen { .. })),
+        "{error:?}"
+    );
+    relaxed
+        .listen_on(ListenerId::next(), on_interface.parse().unwrap())
+        .expect("opted out");
 }
+
+runtime_tests!(
+    wss_and_tls_ws_ping_over_noise_and_yamux,
+    sni_names_the_certificate_when_dialing_an_ip,
+    verification_failures_are_typed_and_fast,
+    danger_option_accepts_any_certificate,
+    reload_swaps_the_certificate_for_new_connections_only,
+    plain_ws_listening_is_loopback_only_unless_opted_out,
+    tls_listen_without_certificate_says_how_to_configure_one,
+);

@@ -1,9 +1,15 @@
-//! Shared harness for the integration tests: real sockets on 127.0.0.1, every wait bounded.
+//! Shared harness for the integration tests: real sockets on 127.0.0.1, every wait bounded, and
+//! every test body written once and run on each runtime ([`Runtime`], [`runtime_tests!`]).
 #![allow(dead_code)]
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use futures::future::poll_fn;
+use futures::{future::poll_fn, FutureExt as _};
 use libp2p::{
     core::{
         transport::{DialOpts, ListenerId, PortUse, TransportEvent},
@@ -13,10 +19,177 @@ use libp2p::{
     ping,
     swarm::{Swarm, SwarmEvent},
 };
-use libp2p_ws::{
-    async_std::{Output, Transport},
-    Config,
-};
+use libp2p_ws::{provider::Provider, Config};
+
+/// A runtime the tests run on: its provider, and how the tests block on, spawn and time futures.
+pub trait Runtime: Send + Sync + 'static {
+    /// The transport's provider for this runtime.
+    type Provider: Provider;
+    /// For messages.
+    const NAME: &'static str;
+    /// Runs `future` to completion.
+    fn block_on<F: Future>(future: F) -> F::Output;
+    /// Spawns `future` on the running runtime (detached).
+    fn spawn_detached(future: impl Future<Output = ()> + Send + 'static);
+    /// Waits `duration` with the runtime's timer.
+    fn sleep(duration: Duration) -> futures::future::BoxFuture<'static, ()>;
+    /// The full stack (noise + yamux) on this runtime.
+    fn upgraded(
+        keypair: &Keypair,
+        config: Config,
+    ) -> libp2p::core::transport::Boxed<(libp2p::PeerId, libp2p::core::muxing::StreamMuxerBox)>;
+    /// A ping swarm over the full stack, built the way users of this runtime build one.
+    fn ping_swarm(config: Config, behaviour: ping::Behaviour) -> Swarm<ping::Behaviour>;
+}
+
+/// async-std: `libp2p_ws::async_std`, `Swarm::new` with async-std's executor.
+pub struct AsyncStd;
+
+impl Runtime for AsyncStd {
+    type Provider = libp2p_ws::async_std::Provider;
+    const NAME: &'static str = "async-std";
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        async_std::task::block_on(future)
+    }
+
+    fn spawn_detached(future: impl Future<Output = ()> + Send + 'static) {
+        async_std::task::spawn(future);
+    }
+
+    fn sleep(duration: Duration) -> futures::future::BoxFuture<'static, ()> {
+        async_std::task::sleep(duration).boxed()
+    }
+
+    fn upgraded(
+        keypair: &Keypair,
+        config: Config,
+    ) -> libp2p::core::transport::Boxed<(libp2p::PeerId, libp2p::core::muxing::StreamMuxerBox)>
+    {
+        libp2p_ws::async_std::upgraded(keypair, config).expect("transport builds")
+    }
+
+    fn ping_swarm(config: Config, behaviour: ping::Behaviour) -> Swarm<ping::Behaviour> {
+        let keypair = Keypair::generate_ed25519();
+        let peer_id = keypair.public().to_peer_id();
+        let transport = Self::upgraded(&keypair, config);
+        let swarm_config = libp2p::swarm::Config::with_executor(|f| {
+            async_std::task::spawn(f);
+        })
+        .with_idle_connection_timeout(Duration::from_secs(30));
+        Swarm::new(transport, behaviour, peer_id, swarm_config)
+    }
+}
+
+/// tokio (a current-thread runtime, as `SwarmBuilder` users often run): `libp2p_ws::tokio`,
+/// swarms built with `SwarmBuilder::with_tokio().with_other_transport(constructor)`.
+pub struct Tokio;
+
+impl Runtime for Tokio {
+    type Provider = libp2p_ws::tokio::Provider;
+    const NAME: &'static str = "tokio";
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(future)
+    }
+
+    fn spawn_detached(future: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(future);
+    }
+
+    fn sleep(duration: Duration) -> futures::future::BoxFuture<'static, ()> {
+        tokio::time::sleep(duration).boxed()
+    }
+
+    fn upgraded(
+        keypair: &Keypair,
+        config: Config,
+    ) -> libp2p::core::transport::Boxed<(libp2p::PeerId, libp2p::core::muxing::StreamMuxerBox)>
+    {
+        libp2p_ws::tokio::upgraded(keypair, config).expect("transport builds")
+    }
+
+    fn ping_swarm(config: Config, behaviour: ping::Behaviour) -> Swarm<ping::Behaviour> {
+        libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_other_transport(libp2p_ws::tokio::constructor(config))
+            .expect("transport builds")
+            .with_behaviour(|_| behaviour)
+            .expect("behaviour builds")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+            .build()
+    }
+}
+
+/// Instantiates each named test body (`async fn name<R: Runtime>()`) once per runtime, as the
+/// tests `name::async_std` and `name::tokio`, each bounded by [`WAIT`].
+#[macro_export]
+macro_rules! runtime_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn async_std() {
+                $crate::common::run::<$crate::common::AsyncStd, _>(super::$name::<$crate::common::AsyncStd>())
+            }
+
+            #[test]
+            fn tokio() {
+                $crate::common::run::<$crate::common::Tokio, _>(super::$name::<$crate::common::Tokio>())
+            }
+        }
+    )*};
+}
+
+/// The bare transport on runtime `R`.
+pub type Transport<R> = libp2p_ws::Transport<<R as Runtime>::Provider>;
+/// An upgraded connection on runtime `R`.
+pub type Output<R> = libp2p_ws::Output<<<R as Runtime>::Provider as Provider>::Stream>;
+/// The inbound upgrade future on runtime `R`.
+pub type ListenerUpgrade<R> =
+    libp2p_ws::ListenerUpgrade<<<R as Runtime>::Provider as Provider>::Stream>;
+
+/// A spawned task's result; dropping it detaches the task, [`Task::cancel`] stops it.
+pub struct Task<T> {
+    result: futures::channel::oneshot::Receiver<T>,
+    abort: futures::future::AbortHandle,
+}
+
+impl<T> Task<T> {
+    /// Stops the task (its future is dropped at its next poll).
+    pub async fn cancel(self) {
+        self.abort.abort();
+    }
+}
+
+impl<T> Future for Task<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.result
+            .poll_unpin(cx)
+            .map(|result| result.expect("the spawned task panicked or was cancelled"))
+    }
+}
+
+/// Spawns `future` on runtime `R`.
+pub fn spawn<R: Runtime, F>(future: F) -> Task<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send,
+{
+    let (tx, result) = futures::channel::oneshot::channel();
+    let (future, abort) = futures::future::abortable(future);
+    R::spawn_detached(async move {
+        if let Ok(output) = future.await {
+            let _ = tx.send(output);
+        }
+    });
+    Task { result, abort }
+}
 
 /// `len` pseudo-random bytes from `seed` (xorshift): payloads whose corruption or reordering shows.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
@@ -33,7 +206,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// Polls `transport` on a background task, handing every incoming upgrade to `on_incoming`, until
 /// the returned sender is dropped.
-pub fn drive_listener<T>(
+pub fn drive_listener<R: Runtime, T>(
     mut transport: T,
     mut on_incoming: impl FnMut(T::ListenerUpgrade) + Send + 'static,
 ) -> futures::channel::oneshot::Sender<()>
@@ -42,10 +215,8 @@ where
     T::ListenerUpgrade: Send,
     T::Error: Send,
 {
-    use futures::FutureExt as _;
-    use std::task::Poll;
     let (stop, mut stop_rx) = futures::channel::oneshot::channel::<()>();
-    async_std::task::spawn(async move {
+    R::spawn_detached(async move {
         poll_fn(|cx| loop {
             if stop_rx.poll_unpin(cx).is_ready() {
                 return Poll::Ready(());
@@ -64,10 +235,10 @@ where
 /// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs `future` on async-std with the [`WAIT`] bound; panics (fails the test) on timeout.
-pub fn run<F: Future>(future: F) -> F::Output {
+/// Runs `future` on runtime `R` with the [`WAIT`] bound; panics (fails the test) on timeout.
+pub fn run<R: Runtime, F: Future>(future: F) -> F::Output {
     init_logging();
-    async_std::task::block_on(within(WAIT, future))
+    R::block_on(within::<R, _>(WAIT, future))
 }
 
 /// Logs to stderr when RUST_LOG is set.
@@ -78,11 +249,20 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Awaits `future` for at most `limit`; panics (fails the test) on timeout.
-pub async fn within<F: Future>(limit: Duration, future: F) -> F::Output {
-    async_std::future::timeout(limit, future)
+/// Awaits `future` for at most `limit` (runtime `R`'s timer); `None` when the time ran out.
+pub async fn timeout<R: Runtime, F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    match futures::future::select(future, R::sleep(limit)).await {
+        futures::future::Either::Left((output, _)) => Some(output),
+        futures::future::Either::Right(_) => None,
+    }
+}
+
+/// Awaits `future` for at most `limit`; panics (fails the test, naming the runtime) on timeout.
+pub async fn within<R: Runtime, F: Future>(limit: Duration, future: F) -> F::Output {
+    timeout::<R, _>(limit, future)
         .await
-        .unwrap_or_else(|_| panic!("timed out after {limit:?}"))
+        .unwrap_or_else(|| panic!("timed out after {limit:?} on {}", R::NAME))
 }
 
 pub fn dial_opts() -> DialOpts {
@@ -93,37 +273,40 @@ pub fn dial_opts() -> DialOpts {
 }
 
 /// The next event of a bare transport.
-pub async fn next_event(
-    transport: &mut Transport,
-) -> TransportEvent<libp2p_ws::async_std::ListenerUpgrade, libp2p_ws::Error> {
+pub async fn next_event<R: Runtime>(
+    transport: &mut Transport<R>,
+) -> TransportEvent<ListenerUpgrade<R>, libp2p_ws::Error> {
     poll_fn(|cx| Pin::new(&mut *transport).poll(cx)).await
 }
 
 /// Listens on `addr` and returns the listener id and the first address reported.
-pub async fn listen(transport: &mut Transport, addr: &str) -> (ListenerId, Multiaddr) {
+pub async fn listen<R: Runtime>(
+    transport: &mut Transport<R>,
+    addr: &str,
+) -> (ListenerId, Multiaddr) {
     let id = ListenerId::next();
     transport
         .listen_on(id, addr.parse().expect("valid multiaddr"))
         .expect("listen_on succeeds");
     loop {
-        if let TransportEvent::NewAddress { listen_addr, .. } = next_event(transport).await {
+        if let TransportEvent::NewAddress { listen_addr, .. } = next_event::<R>(transport).await {
             return (id, listen_addr);
         }
     }
 }
 
 /// A listener on `listen_addr` and a dialer, connected: returns (server side, client side).
-pub async fn connected_pair(
+pub async fn connected_pair<R: Runtime>(
     server_config: Config,
     client_config: Config,
     listen_addr: &str,
-) -> (Output, Output) {
-    let mut listener = Transport::new(server_config);
-    let (_, addr) = listen(&mut listener, listen_addr).await;
-    let mut dialer = Transport::new(client_config);
-    let dial = async_std::task::spawn(dialer.dial(addr, dial_opts()).expect("dial accepted"));
+) -> (Output<R>, Output<R>) {
+    let mut listener = Transport::<R>::new(server_config);
+    let (_, addr) = listen::<R>(&mut listener, listen_addr).await;
+    let mut dialer = Transport::<R>::new(client_config);
+    let dial = spawn::<R, _>(dialer.dial(addr, dial_opts()).expect("dial accepted"));
     let upgrade = loop {
-        if let TransportEvent::Incoming { upgrade, .. } = next_event(&mut listener).await {
+        if let TransportEvent::Incoming { upgrade, .. } = next_event::<R>(&mut listener).await {
             break upgrade;
         }
     };
@@ -132,18 +315,11 @@ pub async fn connected_pair(
     (server, client)
 }
 
-/// A ping swarm on async-std over the full libp2p-ws stack (noise + yamux).
-pub fn ping_swarm(config: Config) -> Swarm<ping::Behaviour> {
-    let keypair = Keypair::generate_ed25519();
-    let peer_id = keypair.public().to_peer_id();
-    let transport = libp2p_ws::async_std::upgraded(&keypair, config).expect("transport builds");
+/// A ping swarm on runtime `R` over the full libp2p-ws stack (noise + yamux).
+pub fn ping_swarm<R: Runtime>(config: Config) -> Swarm<ping::Behaviour> {
     let behaviour =
         ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200)));
-    let swarm_config = libp2p::swarm::Config::with_executor(|f| {
-        async_std::task::spawn(f);
-    })
-    .with_idle_connection_timeout(Duration::from_secs(30));
-    Swarm::new(transport, behaviour, peer_id, swarm_config)
+    R::ping_swarm(config, behaviour)
 }
 
 /// Waits for a swarm's first listen address.
@@ -191,23 +367,22 @@ pub struct Muxer {
 }
 
 impl Muxer {
-    pub fn spawn(muxer: libp2p::core::muxing::StreamMuxerBox) -> Self {
-        Self::spawn_when_ready(async move { muxer })
+    pub fn spawn<R: Runtime>(muxer: libp2p::core::muxing::StreamMuxerBox) -> Self {
+        Self::spawn_when_ready::<R>(async move { muxer })
     }
 
     /// Like [`Muxer::spawn`], for a muxer that is still being negotiated (the listener side of a
     /// lazy multistream-select negotiation completes only when the dialer first sends).
-    pub fn spawn_when_ready(
+    pub fn spawn_when_ready<R: Runtime>(
         muxer: impl Future<Output = libp2p::core::muxing::StreamMuxerBox> + Send + 'static,
     ) -> Self {
         use futures::{channel::mpsc, StreamExt};
         use libp2p::core::muxing::StreamMuxerExt;
-        use std::task::Poll;
         let (open, mut open_rx) = mpsc::unbounded::<
             futures::channel::oneshot::Sender<std::io::Result<libp2p::core::muxing::SubstreamBox>>,
         >();
         let (inbound_tx, inbound) = mpsc::unbounded();
-        async_std::task::spawn(async move {
+        R::spawn_detached(async move {
             let mut muxer = muxer.await;
             let mut pending_open = None;
             poll_fn(|cx| loop {
@@ -260,13 +435,11 @@ impl Muxer {
 }
 
 /// Two full-stack (noise + yamux) connections' muxers over libp2p-ws: (listener side, dialer side).
-pub async fn muxer_pair(listen_addr: &str) -> (Muxer, Muxer) {
+pub async fn muxer_pair<R: Runtime>(listen_addr: &str) -> (Muxer, Muxer) {
     let listener_key = Keypair::generate_ed25519();
     let dialer_key = Keypair::generate_ed25519();
-    let mut listener =
-        libp2p_ws::async_std::upgraded(&listener_key, Config::default()).expect("builds");
-    let mut dialer =
-        libp2p_ws::async_std::upgraded(&dialer_key, Config::default()).expect("builds");
+    let mut listener = R::upgraded(&listener_key, Config::default());
+    let mut dialer = R::upgraded(&dialer_key, Config::default());
     listener
         .listen_on(ListenerId::next(), listen_addr.parse().expect("valid"))
         .expect("listens");
@@ -277,7 +450,7 @@ pub async fn muxer_pair(listen_addr: &str) -> (Muxer, Muxer) {
             break listen_addr;
         }
     };
-    let dial = async_std::task::spawn(dialer.dial(addr, dial_opts()).expect("dial accepted"));
+    let dial = spawn::<R, _>(dialer.dial(addr, dial_opts()).expect("dial accepted"));
     let upgrade = loop {
         if let TransportEvent::Incoming { upgrade, .. } =
             poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await
@@ -286,12 +459,12 @@ pub async fn muxer_pair(listen_addr: &str) -> (Muxer, Muxer) {
         }
     };
     let expected_dialer = dialer_key.public().to_peer_id();
-    let listener_muxer = Muxer::spawn_when_ready(async move {
+    let listener_muxer = Muxer::spawn_when_ready::<R>(async move {
         let (peer, muxer) = upgrade.await.expect("listener side upgrades");
         assert_eq!(peer, expected_dialer);
         muxer
     });
     let (dialer_peer, dialer_muxer) = dial.await.expect("dialer side upgrades");
     assert_eq!(dialer_peer, listener_key.public().to_peer_id());
-    (listener_muxer, Muxer::spawn(dialer_muxer))
+    (listener_muxer, Muxer::spawn::<R>(dialer_muxer))
 }
