@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// Default for [`Config::with_max_pending_handshakes`]: 256 per listener.
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
+/// Default for [`Config::with_max_pending_handshakes_per_ip`]: 16 per client address and listener.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
 /// Default for [`Config::with_write_buffer_size`]: 64 KiB.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 64 * 1024;
 /// Default for [`Config::with_read_buffer_size`]: 16 KiB.
@@ -89,6 +91,7 @@ pub struct Config {
     pub(crate) upgrade_timeout: Duration,
     pub(crate) max_head_size: usize,
     pub(crate) max_pending_handshakes: usize,
+    pub(crate) max_pending_handshakes_per_ip: usize,
     pub(crate) frame: FrameLimits,
     pub(crate) nodelay: bool,
     pub(crate) allow_insecure_listen: bool,
@@ -102,6 +105,7 @@ impl Default for Config {
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             max_head_size: DEFAULT_MAX_HEAD_SIZE,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            max_pending_handshakes_per_ip: DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP,
             frame: FrameLimits::default(),
             nodelay: true,
             allow_insecure_listen: false,
@@ -153,10 +157,22 @@ impl Config {
         self
     }
 
-    /// Most connections per listener that may be in the WebSocket handshake at once; further accepted
-    /// sockets are closed at once. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES`].
+    /// Most connections per listener that may be in their handshake at once. A connection counts
+    /// from `accept` until its upgrade is done or it is dropped: with the complete stack
+    /// (`upgraded`, `constructor`) until noise and yamux complete, with the bare [`Transport`](crate::Transport)
+    /// until the HTTP upgrade does. When the listener is full, a new connection evicts the oldest
+    /// pending handshake of the client address that holds the most (if it holds more than the
+    /// newcomer's address), so a flood from some addresses cannot shut out the others; otherwise
+    /// the new socket is closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES`].
     pub fn with_max_pending_handshakes(mut self, count: usize) -> Self {
         self.max_pending_handshakes = count.max(1);
+        self
+    }
+
+    /// Most pending handshakes one client address may hold on a listener; more sockets from it are
+    /// closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`].
+    pub fn with_max_pending_handshakes_per_ip(mut self, count: usize) -> Self {
+        self.max_pending_handshakes_per_ip = count.max(1);
         self
     }
 

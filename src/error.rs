@@ -78,6 +78,14 @@ pub enum Error {
         /// The address that was refused.
         addr: Multiaddr,
     },
+    /// This pending inbound handshake was closed to make room for a connection from another
+    /// address: the listener held its maximum of pending handshakes
+    /// ([`Config::with_max_pending_handshakes`](crate::Config::with_max_pending_handshakes)) and
+    /// this one was the oldest of the address holding the most.
+    #[error(
+        "pending handshake evicted to admit a connection from another address (listener full)"
+    )]
+    Evicted,
     /// The noise keypair could not be used.
     #[error("noise setup failed: {0}")]
     Noise(#[from] libp2p_noise::Error),

@@ -81,6 +81,7 @@ compile_error!(
 );
 
 pub mod addr;
+mod admission;
 mod config;
 mod error;
 mod framed;
@@ -94,8 +95,9 @@ pub use addr::{AddrError, WsAddr};
 pub use config::{
     Config, FrameLimits, KeepAlive, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_READ_BUFFER_SIZE, DEFAULT_UPGRADE_TIMEOUT,
-    DEFAULT_WRITE_BUFFER_SIZE, MAX_HEAD_SIZE_LIMIT,
+    DEFAULT_MAX_PENDING_HANDSHAKES, DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_UPGRADE_TIMEOUT, DEFAULT_WRITE_BUFFER_SIZE,
+    MAX_HEAD_SIZE_LIMIT,
 };
 pub use error::{Error, FrameError, HandshakeError, TlsError};
 pub use framed::{apply_mask, Connection, MessageChunk, Role};

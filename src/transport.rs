@@ -9,10 +9,7 @@ use std::{
     marker::PhantomData,
     net::SocketAddr,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, OnceLock,
-    },
+    sync::{Arc, Mutex, OnceLock},
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
@@ -28,6 +25,7 @@ use libp2p_core::{
 
 use crate::{
     addr::{DnsFamily, Host, Security, WsAddr},
+    admission::{Admission, Ticket},
     config::Config,
     error::{Error, TlsError},
     framed::{Connection, Role},
@@ -85,7 +83,14 @@ pub struct Transport<P: Provider> {
 struct Shared {
     config: Config,
     client_tls: OnceLock<Result<Arc<ClientConfig>, String>>,
+    /// Set when a layer above takes over each inbound connection's admission ticket (see
+    /// [`Transport::hand_off_tickets`]).
+    handoff: OnceLock<Handoff>,
 }
+
+/// Where an accepted connection's admission [`Ticket`] waits for the layer above this transport
+/// to take it, within the same `poll` that reports the `Incoming` event.
+pub(crate) type Handoff = Arc<Mutex<Option<Ticket>>>;
 
 impl Shared {
     fn client_tls(&self) -> Result<Arc<ClientConfig>, TlsError> {
@@ -112,6 +117,7 @@ impl<P: Provider> Transport<P> {
             shared: Arc::new(Shared {
                 config,
                 client_tls: OnceLock::new(),
+                handoff: OnceLock::new(),
             }),
             listeners: SelectAll::new(),
         }
@@ -120,6 +126,14 @@ impl<P: Provider> Transport<P> {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// From now on, each `Incoming` event leaves its connection's admission ticket in the returned
+    /// slot instead of inside the upgrade future, for the layer above (the noise + yamux stack of
+    /// `upgraded`) to hold until its own upgrade is done: so a connection counts as a pending
+    /// handshake until noise and yamux complete, not only until the HTTP upgrade does.
+    pub(crate) fn hand_off_tickets(&self) -> Handoff {
+        self.shared.handoff.get_or_init(Handoff::default).clone()
     }
 
     fn bind_addresses(&self, spec: &WsAddr) -> Result<Vec<SocketAddr>, Error> {
@@ -412,7 +426,7 @@ struct Listener<P: Provider> {
     accept_errors: AcceptErrors,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
-    pending_handshakes: Arc<AtomicUsize>,
+    admission: Admission,
     events: VecDeque<TransportEvent<ListenerUpgrade<P::Stream>, Error>>,
     closed: bool,
     waker: Option<Waker>,
@@ -428,6 +442,10 @@ impl<P: Provider> Listener<P> {
         tls: Option<TlsAcceptor>,
         shared: Arc<Shared>,
     ) -> Self {
+        let admission = Admission::new(
+            shared.config.max_pending_handshakes,
+            shared.config.max_pending_handshakes_per_ip,
+        );
         let mut listener = Listener {
             id,
             spec,
@@ -438,7 +456,7 @@ impl<P: Provider> Listener<P> {
             accept_errors: AcceptErrors::default(),
             tls,
             shared,
-            pending_handshakes: Arc::new(AtomicUsize::new(0)),
+            admission,
             events: VecDeque::new(),
             closed: false,
             waker: None,
@@ -497,11 +515,13 @@ impl<P: Provider> Listener<P> {
         tcp: P::Stream,
         remote: SocketAddr,
     ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
-        let max = self.shared.config.max_pending_handshakes;
-        if self.pending_handshakes.load(Ordering::Relaxed) >= max {
-            tracing::debug!(%remote, max, "too many pending WebSocket handshakes; closing the new socket");
-            return None;
-        }
+        let ticket = match self.admission.admit(remote.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                tracing::debug!(%remote, ?refusal, "too many pending handshakes; closing the new socket");
+                return None;
+            }
+        };
         let local = P::local_addr(&tcp).unwrap_or(self.local);
         let local_addr = self.spec.with_ip(local.ip(), local.port());
         let send_back_addr = WsAddr {
@@ -515,12 +535,11 @@ impl<P: Provider> Listener<P> {
             peer_id: None,
         }
         .to_multiaddr();
-        let guard = PendingGuard::new(self.pending_handshakes.clone());
+        let handoff = self.shared.handoff.get().cloned();
         let shared = self.shared.clone();
         let tls = self.tls.clone();
         let path = self.spec.path.clone();
         let upgrade = async move {
-            let _guard = guard;
             let timeout = shared.config.handshake_timeout;
             let result =
                 provider::timeout::<P, _>(timeout, accept::<P>(shared, tcp, tls, path)).await;
@@ -532,8 +551,17 @@ impl<P: Provider> Listener<P> {
                 tracing::debug!(%remote, %error, "inbound WebSocket handshake failed");
             }
             result
-        }
-        .boxed();
+        };
+        let upgrade = match handoff {
+            Some(handoff) => {
+                *handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+                upgrade.boxed()
+            }
+            None => ticket
+                .guard(upgrade)
+                .map(|result| result.unwrap_or(Err(Error::Evicted)))
+                .boxed(),
+        };
         Some(TransportEvent::Incoming {
             listener_id: self.id,
             upgrade,
@@ -631,22 +659,6 @@ impl<P: Provider> Stream for Listener<P> {
             }
         }
         Poll::Pending
-    }
-}
-
-/// Counts a handshake in progress for as long as it lives.
-struct PendingGuard(Arc<AtomicUsize>);
-
-impl PendingGuard {
-    fn new(counter: Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        PendingGuard(counter)
-    }
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -3,14 +3,27 @@
 //! Generic over the runtime provider; the per-runtime entry points are
 //! `libp2p_ws::async_std::upgraded` / `libp2p_ws::tokio::upgraded` and their `constructor`s.
 
+use std::{
+    io,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use futures::FutureExt;
 use libp2p_core::{
     muxing::StreamMuxerBox,
-    transport::{Boxed, Transport as _},
+    transport::{Boxed, DialOpts, ListenerId, Transport as _, TransportError, TransportEvent},
     upgrade::Version,
+    Multiaddr,
 };
 use libp2p_identity::{Keypair, PeerId};
 
-use crate::{config::Config, error::Error, provider::Provider, transport::Transport};
+use crate::{
+    config::Config,
+    error::Error,
+    provider::Provider,
+    transport::{Handoff, Transport},
+};
 
 /// The WebSocket transport on runtime `P` upgraded with noise (authentication and encryption) and
 /// yamux (multiplexing), negotiated by multistream-select, bounded by
@@ -21,13 +34,87 @@ pub fn upgraded<P: Provider>(
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let noise = libp2p_noise::Config::new(keypair)?;
     let timeout = config.upgrade_timeout;
-    Ok(Transport::<P>::new(config)
+    let transport = Transport::<P>::new(config);
+    let handoff = transport.hand_off_tickets();
+    let inner = transport
         .upgrade(Version::V1Lazy)
         .authenticate(noise)
         .multiplex(libp2p_yamux::Config::default())
         .timeout(timeout)
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-        .boxed())
+        .boxed();
+    Ok(Admitted { inner, handoff }.boxed())
+}
+
+/// The upgraded stack with each inbound connection's admission ticket held until noise and yamux
+/// are done (or the upgrade fails or is dropped), so pending-handshake limits cover the whole
+/// upgrade, not only the HTTP part. The WebSocket transport leaves the ticket in `handoff` within
+/// the `poll` that reports the `Incoming` event, which passes up through the builder's layers
+/// unchanged; this layer takes it there.
+struct Admitted<O> {
+    inner: Boxed<O>,
+    handoff: Handoff,
+}
+
+impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
+    type Output = O;
+    type Error = io::Error;
+    type ListenerUpgrade = <Boxed<O> as libp2p_core::Transport>::ListenerUpgrade;
+    type Dial = <Boxed<O> as libp2p_core::Transport>::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<io::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<io::Error>> {
+        self.inner.dial(addr, opts)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
+        let event = ready!(Pin::new(&mut self.inner).poll(cx));
+        let TransportEvent::Incoming {
+            listener_id,
+            upgrade,
+            local_addr,
+            send_back_addr,
+        } = event
+        else {
+            return Poll::Ready(event);
+        };
+        let ticket = self
+            .handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let upgrade = match ticket {
+            Some(ticket) => ticket
+                .guard(upgrade)
+                .map(|result| result.unwrap_or_else(|_| Err(io::Error::other(Error::Evicted))))
+                .boxed(),
+            None => upgrade,
+        };
+        Poll::Ready(TransportEvent::Incoming {
+            listener_id,
+            upgrade,
+            local_addr,
+            send_back_addr,
+        })
+    }
 }
 
 /// The error type `SwarmBuilder::with_other_transport` accepts from a transport constructor.

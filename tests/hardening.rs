@@ -491,7 +491,8 @@ fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_s
         // Enough handshake slots for every attacker: see the pending-handshake test for the cap.
         let config = Config::default()
             .with_handshake_timeout(timeout)
-            .with_max_pending_handshakes(SOCKETS + 16);
+            .with_max_pending_handshakes(SOCKETS + 16)
+            .with_max_pending_handshakes_per_ip(SOCKETS + 16);
         let mut server = Server::plain(config).await;
         let socket = server.socket;
         let attackers_started = Instant::now();
