@@ -220,7 +220,7 @@ mod tests {
         let _crowded2 = admission.admit(ip(2)).unwrap();
         let _lone = admission.admit(ip(3)).unwrap();
         let handshake = crowded.guard(futures::future::pending::<()>());
-        let newcomer = admission.admit(ip(4)).expect("room is made");
+        let _newcomer = admission.admit(ip(4)).expect("room is made");
         assert_eq!(
             futures::executor::block_on(handshake),
             Err(Aborted),
