@@ -17,7 +17,9 @@
 //!   (no multiplexer) and of the bare layer (WebSocket alone, TCP alone). The receiver times from
 //!   its first read to the last byte; the bytes of the first read are not counted. "tcp on
 //!   async-std" (rust-libp2p's noise + yamux over async-std's TcpStream) is the runtime baseline: it
-//!   separates what async-io costs against tokio from what the WebSocket layer costs;
+//!   separates what async-io costs against tokio from what the WebSocket layer costs. "libp2p-ws
+//!   tokio" is libp2p-ws on its tokio backend (`libp2p_ws::tokio::upgraded`), on the same tokio
+//!   current-thread runtime as libp2p-tcp: the like-for-like comparison for tokio users;
 //! - aggregate throughput of 16 concurrent yamux streams (dialer uploads);
 //! - connection setup: `dial` until the dialer holds the upgraded connection (mean over sequential
 //!   connections), the same until a first 1-byte stream round trip has completed (so the listener
@@ -26,16 +28,26 @@
 //!   and dialer, so that 10,000 connections fit in the file descriptor limit and every stack starts
 //!   from a fresh allocator) hold N connections, each used once for a stream round trip and then
 //!   idle, every muxer polled; (RSS with N - RSS with N/100 warm-up connections) / added connections,
-//!   averaged over the two ends.
+//!   averaged over the two ends;
+//! - many connections as a node runs them (`multi`, in `transports/multi.rs`): 16 connections, one
+//!   stream each (dialer uploads 128 MiB per stream), both swarms built with libp2p's
+//!   `SwarmBuilder` on one tokio multi-thread runtime with as many workers as CPUs (not pinned), for
+//!   libp2p-tcp (`with_tcp`) and libp2p-ws tokio (`with_other_transport`): aggregate throughput
+//!   and process CPU time (getrusage, all threads) per byte moved.
 //!
 //! Each peer of a pair runs on its own thread pinned to its own core (when there are two), on its own
-//! single-threaded runtime: tokio `current_thread` for the rust-libp2p stacks, `async_io::block_on`
-//! for libp2p-ws (whose sockets live on async-io's reactor, driven from the blocked-on thread).
+//! single-threaded runtime: tokio `current_thread` for the rust-libp2p stacks and libp2p-ws tokio,
+//! `async_io::block_on` for libp2p-ws on async-std (whose sockets live on async-io's reactor, driven
+//! from the blocked-on thread). The `multi` section is the exception (see above).
 //!
 //! Environment overrides: `BENCH_QUICK=1`, `BENCH_MIB` (transfer size), `BENCH_RUNS`,
-//! `BENCH_SETUP_CONNS`, `BENCH_IDLE_CONNS`, `BENCH_RSS_RUNS`, and filters (comma-separated):
-//! `BENCH_ONLY` (sections `full,noise,raw,streams,setup,rss`), `BENCH_STACKS`
-//! (`ws,wss,websocket,tcp,tcp-async-std`), `BENCH_DIRECTIONS` (`dialer,listener`).
+//! `BENCH_SETUP_CONNS`, `BENCH_IDLE_CONNS`, `BENCH_RSS_RUNS`, `BENCH_MULTI_CONNS` (16),
+//! `BENCH_MULTI_MIB` (per connection; 128, quick 1), and filters (comma-separated): `BENCH_ONLY`
+//! (sections `full,noise,raw,streams,setup,rss,multi`), `BENCH_STACKS`
+//! (`ws,wss,ws-tokio,websocket,tcp,tcp-async-std`), `BENCH_DIRECTIONS` (`dialer,listener`).
+
+#[path = "transports/multi.rs"]
+mod multi;
 
 use std::{
     cell::Cell,
@@ -91,6 +103,9 @@ enum Stack {
     Ws,
     /// libp2p-ws, `/tls/ws`.
     Wss,
+    /// libp2p-ws on its tokio backend (`libp2p_ws::tokio`), plain `/ws`, on a tokio
+    /// current-thread runtime.
+    WsTokio,
     /// rust-libp2p's `libp2p::websocket` over `libp2p::tcp` (tokio).
     Websocket,
     /// rust-libp2p's `libp2p::tcp` (tokio).
@@ -105,6 +120,7 @@ impl Stack {
         match self {
             Stack::Ws => "ws",
             Stack::Wss => "wss",
+            Stack::WsTokio => "ws-tokio",
             Stack::Websocket => "websocket",
             Stack::Tcp => "tcp",
             Stack::TcpAsyncStd => "tcp-async-std",
@@ -115,6 +131,7 @@ impl Stack {
         [
             Stack::Ws,
             Stack::Wss,
+            Stack::WsTokio,
             Stack::Websocket,
             Stack::Tcp,
             Stack::TcpAsyncStd,
@@ -126,13 +143,13 @@ impl Stack {
     fn runtime(self) -> Rt {
         match self {
             Stack::Ws | Stack::Wss | Stack::TcpAsyncStd => Rt::AsyncIo,
-            Stack::Websocket | Stack::Tcp => Rt::Tokio,
+            Stack::WsTokio | Stack::Websocket | Stack::Tcp => Rt::Tokio,
         }
     }
 
     fn listen_addr(self) -> &'static str {
         match self {
-            Stack::Ws | Stack::Websocket => "/ip4/127.0.0.1/tcp/0/ws",
+            Stack::Ws | Stack::WsTokio | Stack::Websocket => "/ip4/127.0.0.1/tcp/0/ws",
             Stack::Wss => "/ip4/127.0.0.1/tcp/0/tls/ws",
             Stack::Tcp | Stack::TcpAsyncStd => "/ip4/127.0.0.1/tcp/0",
         }
@@ -142,6 +159,7 @@ impl Stack {
         match (self, layer) {
             (Stack::Ws, Layer::Full) => "libp2p-ws (ws+noise+yamux)",
             (Stack::Wss, Layer::Full) => "libp2p-ws wss (tls+ws+noise+yamux)",
+            (Stack::WsTokio, Layer::Full) => "libp2p-ws tokio (ws+noise+yamux)",
             (Stack::Websocket, Layer::Full) => "libp2p-websocket (ws+noise+yamux)",
             (Stack::Tcp, Layer::Full) => "libp2p-tcp (tcp+noise+yamux)",
             (Stack::Ws, Layer::Noise) => "libp2p-ws (ws+noise)",
@@ -211,6 +229,9 @@ struct Settings {
     warm_conns: usize,
     rss_runs: usize,
     streams: usize,
+    /// The multi section: connections, and bytes uploaded on each.
+    multi_conns: usize,
+    multi_bytes: u64,
     sections: Vec<String>,
     stacks: Option<Vec<String>>,
     directions: Option<Vec<String>>,
@@ -225,10 +246,10 @@ impl Settings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
         };
-        let (mib, runs, setup, idle, rss_runs) = if quick {
-            (8, 1, 20, 200, 1)
+        let (mib, runs, setup, idle, rss_runs, multi_mib) = if quick {
+            (8, 1, 20, 200, 1, 1)
         } else {
-            (1024, 5, 200, 10_000, 3)
+            (1024, 5, 200, 10_000, 3, 128)
         };
         let idle_conns = (num("BENCH_IDLE_CONNS", idle) as usize).max(2);
         let list = |name: &str| {
@@ -245,8 +266,10 @@ impl Settings {
             warm_conns: (idle_conns / 100).clamp(1, 100),
             rss_runs: (num("BENCH_RSS_RUNS", rss_runs) as usize).max(1),
             streams: 16,
+            multi_conns: (num("BENCH_MULTI_CONNS", 16) as usize).max(1),
+            multi_bytes: num("BENCH_MULTI_MIB", multi_mib).max(1) * MIB,
             sections: std::env::var("BENCH_ONLY")
-                .unwrap_or_else(|_| "full,noise,raw,streams,setup,rss".into())
+                .unwrap_or_else(|_| "full,noise,raw,streams,setup,rss,multi".into())
                 .split(',')
                 .map(|s| s.trim().to_string())
                 .collect(),
@@ -537,6 +560,8 @@ fn full_transport(stack: Stack, side: Side, env: Option<&Env>) -> Boxed<Muxed> {
             let config = env.map_or_else(libp2p_ws::Config::default, |e| e.ws_config(stack, side));
             libp2p_ws::async_std::upgraded(&keypair, config).expect("libp2p-ws transport")
         }
+        Stack::WsTokio => libp2p_ws::tokio::upgraded(&keypair, libp2p_ws::Config::default())
+            .expect("libp2p-ws transport"),
         Stack::Websocket => {
             rust_libp2p_upgraded(libp2p::websocket::Config::new(tokio_tcp()), &keypair)
         }
@@ -1597,6 +1622,7 @@ fn run(settings: &Settings) -> Result<()> {
         for stack in [
             Stack::Ws,
             Stack::Wss,
+            Stack::WsTokio,
             Stack::Websocket,
             Stack::Tcp,
             Stack::TcpAsyncStd,
@@ -1617,12 +1643,24 @@ fn run(settings: &Settings) -> Result<()> {
     transfers.retain(|&(_, stack, mode)| settings.wants(stack, mode));
     let mut stream_stacks = Vec::new();
     if settings.section("streams") {
-        stream_stacks.extend([Stack::Ws, Stack::Websocket, Stack::Tcp, Stack::TcpAsyncStd]);
+        stream_stacks.extend([
+            Stack::Ws,
+            Stack::WsTokio,
+            Stack::Websocket,
+            Stack::Tcp,
+            Stack::TcpAsyncStd,
+        ]);
     }
     stream_stacks.retain(|&stack| settings.wants(stack, Mode::DialerUploads));
     let mut setups: Vec<(Layer, Stack)> = Vec::new();
     if settings.section("setup") {
-        for stack in [Stack::Ws, Stack::Wss, Stack::Websocket, Stack::Tcp] {
+        for stack in [
+            Stack::Ws,
+            Stack::Wss,
+            Stack::WsTokio,
+            Stack::Websocket,
+            Stack::Tcp,
+        ] {
             setups.push((Layer::Full, stack));
         }
         for stack in [Stack::Ws, Stack::Websocket, Stack::Tcp, Stack::TcpAsyncStd] {
@@ -1630,6 +1668,13 @@ fn run(settings: &Settings) -> Result<()> {
         }
     }
     setups.retain(|&(_, stack)| settings.wants(stack, Mode::Echo));
+    let mut multi_stacks = Vec::new();
+    if settings.section("multi") {
+        multi_stacks.extend(multi::STACKS);
+    }
+    multi_stacks.retain(|&stack| settings.wants(stack, Mode::DialerUploads));
+    let multi_bytes = settings.multi_bytes * settings.multi_conns as u64;
+    let multi_timeout = Duration::from_secs(60.max(multi_bytes / 10_000_000));
 
     for run in 1..=settings.runs {
         // Stacks alternate within each run, so that drift on the machine hits all alike.
@@ -1701,12 +1746,42 @@ fn run(settings: &Settings) -> Result<()> {
             figures.add(format!("setup_first_stream.{key}"), first * 1e3);
             figures.add(format!("conns_per_sec.{key}"), per_sec);
         }
+        for &stack in &multi_stacks {
+            let outcome = multi::measure(
+                stack,
+                settings.multi_conns,
+                settings.multi_bytes,
+                multi_timeout,
+            )
+            .with_context(|| {
+                format!(
+                    "{} {} connections on a multi-thread runtime",
+                    stack.label(Layer::Full),
+                    settings.multi_conns
+                )
+            })?;
+            let cpu = outcome.cpu.as_secs_f64();
+            let wall = outcome.wall.as_secs_f64();
+            eprintln!(
+                "run {run}/{}: {:<38} {:<16} {:8.1} MB/s, {cpu:.2} CPU-s in {wall:.2} s, {:.3} CPU-ns/B",
+                settings.runs,
+                stack.label(Layer::Full),
+                format!("{} conns (mt)", settings.multi_conns),
+                outcome.mbps,
+                outcome.cpu_ns_per_byte(),
+            );
+            let id = stack.id();
+            figures.add(format!("aggregate.{id}"), outcome.mbps);
+            figures.add(format!("cpu_seconds.{id}"), cpu);
+            figures.add(format!("cpu_per_byte.{id}"), outcome.cpu_ns_per_byte());
+            figures.add(format!("cpu_busy.{id}"), cpu / wall.max(1e-9));
+        }
     }
     let throughput_time = bench_start.elapsed();
 
     if settings.section("rss") {
         for _ in 0..settings.rss_runs {
-            for stack in [Stack::Ws, Stack::Websocket, Stack::Tcp] {
+            for stack in [Stack::Ws, Stack::WsTokio, Stack::Websocket, Stack::Tcp] {
                 if !settings.wants(stack, Mode::Echo) {
                     continue;
                 }
@@ -1770,9 +1845,10 @@ fn report(settings: &Settings, f: &Figures) {
     println!();
     println!("| stack | dialer uploads (MB/s) | listener uploads (MB/s) | {} streams (MB/s) | setup (ms) | setup + first stream (ms) | conn/s | RSS per idle endpoint (KiB) |", settings.streams);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let rows: [(Layer, Stack); 12] = [
+    let rows: [(Layer, Stack); 13] = [
         (Layer::Full, Stack::Ws),
         (Layer::Full, Stack::Wss),
+        (Layer::Full, Stack::WsTokio),
         (Layer::Full, Stack::Websocket),
         (Layer::Full, Stack::Tcp),
         (Layer::Full, Stack::TcpAsyncStd),
@@ -1808,11 +1884,11 @@ fn report(settings: &Settings, f: &Figures) {
         );
     }
 
-    if f.median("rss.ws").is_some() {
+    if f.median("rss.ws").is_some() || f.median("rss.ws-tokio").is_some() {
         println!();
         println!("| idle endpoint (KiB) | RSS | RSS listener | RSS dialer | glibc heap in use, listener | glibc heap in use, dialer |");
         println!("|---|---:|---:|---:|---:|---:|");
-        for stack in [Stack::Ws, Stack::Websocket, Stack::Tcp] {
+        for stack in [Stack::Ws, Stack::WsTokio, Stack::Websocket, Stack::Tcp] {
             let id = stack.id();
             let get = |what: &str| fmt(f.median(&format!("{what}.{id}")), 2);
             println!(
@@ -1823,6 +1899,32 @@ fn report(settings: &Settings, f: &Figures) {
                 get("rss_dialer"),
                 get("heap_in_use_listener"),
                 get("heap_in_use_dialer"),
+            );
+        }
+    }
+
+    if multi::STACKS
+        .iter()
+        .any(|s| f.median(&format!("aggregate.{}", s.id())).is_some())
+    {
+        println!();
+        println!(
+            "| {} connections x 1 stream, dialer uploads {} MiB each; tokio multi-thread ({} workers, not pinned); SwarmBuilder | aggregate (MB/s) | process CPU (s) | CPU per byte (ns/B) | CPUs busy |",
+            settings.multi_conns,
+            settings.multi_bytes / MIB,
+            multi::workers(),
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for stack in multi::STACKS {
+            let id = stack.id();
+            let get = |what: &str, decimals| fmt(f.median(&format!("{what}.{id}")), decimals);
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                stack.label(Layer::Full),
+                get("aggregate", 0),
+                get("cpu_seconds", 2),
+                get("cpu_per_byte", 3),
+                get("cpu_busy", 2),
             );
         }
     }
@@ -1844,9 +1946,9 @@ fn report(settings: &Settings, f: &Figures) {
         met: Option<bool>,
     }
     let mut ratios = Vec::new();
-    let mut throughput_ratio = |name, layer, a, b, min: f64, target| {
+    let tput_ratio = |name, layer, a, b, min: f64, target| {
         let r = tput(layer, a, b);
-        ratios.push(Ratio {
+        Ratio {
             name,
             value: r.map(|r| r.0),
             detail: r.map_or_else(String::new, |(_, up, down)| {
@@ -1854,7 +1956,10 @@ fn report(settings: &Settings, f: &Figures) {
             }),
             target,
             met: r.map(|r| r.0 >= min),
-        });
+        }
+    };
+    let mut throughput_ratio = |name, layer, a, b, min: f64, target| {
+        ratios.push(tput_ratio(name, layer, a, b, min, target));
     };
     throughput_ratio(
         "throughput_ws_vs_tcp",
@@ -1911,6 +2016,102 @@ fn report(settings: &Settings, f: &Figures) {
         target: "(reported)",
         met: None,
     });
+    // The tokio backend against libp2p-tcp, both on tokio.
+    ratios.push(tput_ratio(
+        "throughput_ws_tokio_vs_tcp",
+        Layer::Full,
+        Stack::WsTokio,
+        Stack::Tcp,
+        0.95,
+        ">= 0.95",
+    ));
+    let at_least = |name, a: &str, b: &str, detail: String, min: f64, target| {
+        let value = simple(a, b);
+        Ratio {
+            name,
+            value,
+            detail,
+            target,
+            met: value.map(|v| v >= min),
+        }
+    };
+    let at_most = |name, a: &str, b: &str, detail: &str, max: f64, target| {
+        let value = simple(a, b);
+        Ratio {
+            name,
+            value,
+            detail: detail.into(),
+            target,
+            met: value.map(|v| v <= max),
+        }
+    };
+    ratios.push(at_least(
+        "streams_ws_tokio_vs_tcp",
+        "streams.ws-tokio",
+        "streams.tcp",
+        format!(
+            "{} concurrent yamux streams, dialer uploads",
+            settings.streams
+        ),
+        0.95,
+        ">= 0.95",
+    ));
+    ratios.push(at_most(
+        "setup_ws_tokio_vs_tcp",
+        "setup.full.ws-tokio",
+        "setup.full.tcp",
+        "mean dial -> upgraded (noise+yamux), lower is better",
+        1.1,
+        "<= 1.1",
+    ));
+    ratios.push(at_most(
+        "rss_ws_tokio_vs_tcp",
+        "rss.ws-tokio",
+        "rss.tcp",
+        "RSS per idle upgraded endpoint, lower is better",
+        1.1,
+        "<= 1.1",
+    ));
+    ratios.push(at_least(
+        "aggregate_ws_tokio_vs_tcp",
+        "aggregate.ws-tokio",
+        "aggregate.tcp",
+        format!(
+            "{} connections x 1 stream, tokio multi-thread ({} workers), SwarmBuilder",
+            settings.multi_conns,
+            multi::workers()
+        ),
+        0.95,
+        ">= 0.95",
+    ));
+    ratios.push(at_most(
+        "cpu_per_byte_ws_tokio_vs_tcp",
+        "cpu_per_byte.ws-tokio",
+        "cpu_per_byte.tcp",
+        "process CPU time per byte in the multi section, lower is better",
+        1.05,
+        "<= 1.05",
+    ));
+    // The async-std backend against the same runtime without WebSocket: the layer's own cost.
+    ratios.push(tput_ratio(
+        "throughput_ws_vs_tcp_async_std",
+        Layer::Full,
+        Stack::Ws,
+        Stack::TcpAsyncStd,
+        0.95,
+        ">= 0.95",
+    ));
+    ratios.push(at_least(
+        "streams_ws_vs_tcp_async_std",
+        "streams.ws",
+        "streams.tcp-async-std",
+        format!(
+            "{} concurrent yamux streams, dialer uploads",
+            settings.streams
+        ),
+        0.95,
+        ">= 0.95",
+    ));
 
     println!();
     println!("| ratio | value | detail | target | met |");
@@ -1929,6 +2130,12 @@ fn report(settings: &Settings, f: &Figures) {
             }
         );
     }
+    let direction = |a: Stack, b: Stack, mode| {
+        Some(
+            f.median(&tput_key(Layer::Full, a, mode))?
+                / f.median(&tput_key(Layer::Full, b, mode))?,
+        )
+    };
     let extra = [
         ("streams_ws_vs_tcp", simple("streams.ws", "streams.tcp")),
         (
@@ -1951,6 +2158,41 @@ fn report(settings: &Settings, f: &Figures) {
             "raw_setup_ws_vs_websocket",
             simple("setup.raw.ws", "setup.raw.websocket"),
         ),
+        (
+            "throughput_ws_tokio_vs_tcp_dialer_uploads",
+            direction(Stack::WsTokio, Stack::Tcp, Mode::DialerUploads),
+        ),
+        (
+            "throughput_ws_tokio_vs_tcp_listener_uploads",
+            direction(Stack::WsTokio, Stack::Tcp, Mode::ListenerUploads),
+        ),
+        (
+            "throughput_ws_vs_tcp_async_std_dialer_uploads",
+            direction(Stack::Ws, Stack::TcpAsyncStd, Mode::DialerUploads),
+        ),
+        (
+            "throughput_ws_vs_tcp_async_std_listener_uploads",
+            direction(Stack::Ws, Stack::TcpAsyncStd, Mode::ListenerUploads),
+        ),
+        (
+            "setup_first_stream_ws_tokio_vs_tcp",
+            simple(
+                "setup_first_stream.full.ws-tokio",
+                "setup_first_stream.full.tcp",
+            ),
+        ),
+        (
+            "conns_per_sec_ws_tokio_vs_tcp",
+            simple("conns_per_sec.full.ws-tokio", "conns_per_sec.full.tcp"),
+        ),
+        (
+            "streams_ws_tokio_vs_ws",
+            simple("streams.ws-tokio", "streams.ws"),
+        ),
+        (
+            "cpu_busy_ws_tokio_vs_tcp",
+            simple("cpu_busy.ws-tokio", "cpu_busy.tcp"),
+        ),
     ];
     println!();
     println!(
@@ -1970,7 +2212,10 @@ fn report(settings: &Settings, f: &Figures) {
     }
     for (key, _) in f.0.iter() {
         let unit = match key.split('.').next() {
-            Some("throughput" | "streams") => "MB/s",
+            Some("throughput" | "streams" | "aggregate") => "MB/s",
+            Some("cpu_seconds") => "s",
+            Some("cpu_per_byte") => "ns/B",
+            Some("cpu_busy") => "CPUs",
             Some("setup" | "setup_first_stream") => "ms",
             Some("conns_per_sec") => "conn/s",
             Some(

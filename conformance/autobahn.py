@@ -4,9 +4,12 @@
 - server: kosoku's fuzzing client drives `autobahn server <port>` (our listener, echoing).
 - client: `autobahn client <host:port>` (our dialer, echoing) runs against kosoku's fuzzing server.
 
-Each case's verdict is compared with conformance/expected.json: a case that does worse than expected
-(or is missing) is a regression and makes this script exit 1. `--update` rewrites expected.json from
-this run instead. Full per-case results go to conformance/results/ (not committed).
+Both sides run once per runtime provider (`--runtime async-std|tokio|both`, default both: the peer
+gets `--runtime <name>`). Each case's verdict is compared with conformance/expected.json, the same
+expectations for every runtime: a case that does worse than expected (or is missing) is a
+regression and makes this script exit 1. `--update` rewrites expected.json from this run instead
+(and refuses when the runtimes disagree). Full per-case results go to
+conformance/results/<side>-<runtime>.json (not committed).
 """
 
 from __future__ import annotations
@@ -70,10 +73,12 @@ async def wait_for_port(port: int, proc, timeout: float = 30.0) -> None:
     raise TimeoutError("echo server did not start listening")
 
 
-async def run_server_side(binary: str, extra: list, cases: list, parallelism: int) -> list:
+async def run_server_side(binary: str, runtime: str, extra: list, cases: list, parallelism: int) -> list:
     port = free_port()
-    log = open(HERE / "results" / "server.log", "w")
-    proc = await asyncio.create_subprocess_exec(binary, "server", str(port), *extra, stderr=log, stdout=log)
+    log = open(HERE / "results" / f"server-{runtime}.log", "w")
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--runtime", runtime, "server", str(port), *extra, stderr=log, stdout=log
+    )
     try:
         # Opening a TCP connection to probe the port costs the server one failed handshake, nothing more.
         await wait_for_port(port, proc)
@@ -87,11 +92,11 @@ async def run_server_side(binary: str, extra: list, cases: list, parallelism: in
         log.close()
 
 
-async def run_client_side(binary: str, extra: list, cases: list) -> list:
-    log = open(HERE / "results" / "client.log", "w")
+async def run_client_side(binary: str, runtime: str, extra: list, cases: list) -> list:
+    log = open(HERE / "results" / f"client-{runtime}.log", "w")
     async with run_fuzzingserver(cases, host="127.0.0.1", port=0) as server:
         proc = await asyncio.create_subprocess_exec(
-            binary, "client", f"127.0.0.1:{server.port}", *extra, stderr=log, stdout=log
+            binary, "--runtime", runtime, "client", f"127.0.0.1:{server.port}", *extra, stderr=log, stdout=log
         )
         try:
             try:
@@ -131,6 +136,7 @@ def main() -> int:
     parser.add_argument("binary", help="path of the built `autobahn` example")
     parser.add_argument("--update", action="store_true", help="rewrite expected.json from this run")
     parser.add_argument("--side", choices=["server", "client", "both"], default="both")
+    parser.add_argument("--runtime", choices=["async-std", "tokio", "both"], default="both")
     parser.add_argument("--parallelism", type=int, default=2, help="cases run at once against the server")
     parser.add_argument("--cases", nargs="+", help="case ids or globs (exploratory: no comparison)")
     parser.add_argument(
@@ -147,40 +153,58 @@ def main() -> int:
     expected_path = HERE / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
     sides = ["server", "client"] if args.side == "both" else [args.side]
+    runtimes = ["async-std", "tokio"] if args.runtime == "both" else [args.runtime]
 
-    actual: dict[str, dict] = {}
+    # (side, runtime) -> case -> verdict
+    actual: dict[tuple, dict] = {}
+    for runtime in runtimes:
+        for side in sides:
+            start = time.monotonic()
+            if side == "server":
+                results = asyncio.run(run_server_side(args.binary, runtime, extra, cases, args.parallelism))
+            else:
+                results = asyncio.run(run_client_side(args.binary, runtime, extra, cases))
+            results.sort(key=lambda r: case_key(r.case_id))
+            got = actual[(side, runtime)] = {r.case_id: verdict(r) for r in results}
+            (HERE / "results" / f"{side}-{runtime}.json").write_text(
+                json.dumps({r.case_id: details(r) for r in results}, indent=1) + "\n"
+            )
+            counts: dict[str, int] = {}
+            for v in got.values():
+                counts[v] = counts.get(v, 0) + 1
+            summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+            print(f"autobahn {side} ({runtime}): {len(results)} cases in {time.monotonic() - start:.1f}s: {summary}")
+            non_ok = [f"{c}={v}" for c, v in got.items() if v not in ("OK", "INFORMATIONAL")]
+            if non_ok:
+                print(f"autobahn {side} ({runtime}): non-OK cases: {' '.join(non_ok)}")
+
+    # The runtimes share one expectation per side: say where they disagree.
+    differences = []
     for side in sides:
-        start = time.monotonic()
-        if side == "server":
-            results = asyncio.run(run_server_side(args.binary, extra, cases, args.parallelism))
-        else:
-            results = asyncio.run(run_client_side(args.binary, extra, cases))
-        results.sort(key=lambda r: case_key(r.case_id))
-        actual[side] = {r.case_id: verdict(r) for r in results}
-        (HERE / "results" / f"{side}.json").write_text(
-            json.dumps({r.case_id: details(r) for r in results}, indent=1) + "\n"
-        )
-        counts: dict[str, int] = {}
-        for v in actual[side].values():
-            counts[v] = counts.get(v, 0) + 1
-        summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-        print(f"autobahn {side}: {len(results)} cases in {time.monotonic() - start:.1f}s: {summary}")
-        non_ok = [f"{c}={v}" for c, v in actual[side].items() if v not in ("OK", "INFORMATIONAL")]
-        if non_ok:
-            print(f"autobahn {side}: non-OK cases: {' '.join(non_ok)}")
+        first = runtimes[0]
+        for runtime in runtimes[1:]:
+            a, b = actual[(side, first)], actual[(side, runtime)]
+            for case in sorted(set(a) | set(b), key=case_key):
+                if a.get(case) != b.get(case):
+                    differences.append(f"{side} {case}: {first} {a.get(case)}, {runtime} {b.get(case)}")
+    for line in differences:
+        print(f"autobahn: runtimes differ: {line}")
 
     if exploratory:
         return 0
     if args.update:
+        if differences:
+            print("autobahn: not updating expected.json: the runtimes disagree (above)")
+            return 1
         for side in sides:
-            expected[side] = actual[side]
+            expected[side] = actual[(side, runtimes[0])]
         expected_path.write_text(json.dumps(expected, indent=1, sort_keys=False) + "\n")
         print(f"autobahn: wrote {expected_path}")
         return 0
 
     regressions, improvements = [], []
-    for side in sides:
-        r, i = compare(side, actual[side], expected.get(side, {}))
+    for side, runtime in actual:
+        r, i = compare(f"{side} ({runtime})", actual[(side, runtime)], expected.get(side, {}))
         regressions += r
         improvements += i
     for line in improvements:

@@ -1,27 +1,77 @@
 //! The Autobahn|Testsuite peer for libp2p-ws's framing layer (driven by `conformance/run`).
 //!
-//! It is built on exactly what the crate ships: the listener is the crate's `Transport` with
-//! `Config::default()` (so `FrameLimits::default()`), the client is `handshake_io::connect` plus
-//! `Connection::new(.., Role::Client, FrameLimits::default(), ..)`. Each WebSocket message is read
-//! with `Connection::poll_read_message` and echoed whole with `Connection::poll_send_message` (same
+//! It is built on exactly what the crate ships, on either runtime provider: the listener is the
+//! crate's `Transport` (`libp2p_ws::async_std::Transport` or `libp2p_ws::tokio::Transport`) with
+//! `Config::default()` (so `FrameLimits::default()`), the client is the provider's TCP connect,
+//! `handshake_io::connect` and `Connection::new(.., Role::Client, FrameLimits::default(), ..)`
+//! with the provider's timers. Each WebSocket message is read with
+//! `Connection::poll_read_message` and echoed whole with `Connection::poll_send_message` (same
 //! kind: text or binary), which is what the Autobahn cases expect of an echo peer.
 //!
 //! ```text
-//! autobahn server <port> [max-size]       echo server on 127.0.0.1:<port>, until killed
-//! autobahn client <host:port> [max-size]  run every case the fuzzing server offers, then update reports
+//! autobahn [--runtime async-std|tokio] server <port> [max-size]       echo server on 127.0.0.1:<port>, until killed
+//! autobahn [--runtime async-std|tokio] client <host:port> [max-size]  run every case the fuzzing server offers, then update reports
 //! ```
 //!
-//! `max-size` (bytes) raises both `max_frame_size` and `max_message_size` from their defaults; the
-//! committed expectations use the defaults.
+//! `--runtime` picks the provider and the runtime it runs on (default async-std; tokio: a
+//! multi-thread runtime). `max-size` (bytes) raises both `max_frame_size` and `max_message_size`
+//! from their defaults; the committed expectations use the defaults.
 
-use std::{pin::Pin, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use futures::{future::poll_fn, AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p_core::{
     transport::{ListenerId, TransportEvent},
     Transport as _,
 };
-use libp2p_ws::{Config, Connection, FrameError, Role};
+use libp2p_ws::{provider::Provider, Config, Connection, FrameError, Role};
+
+/// The runtime (and provider) the peer runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Runtime {
+    AsyncStd,
+    Tokio,
+}
+
+impl Runtime {
+    fn parse(name: &str) -> Option<Runtime> {
+        match name {
+            "async-std" => Some(Runtime::AsyncStd),
+            "tokio" => Some(Runtime::Tokio),
+            _ => None,
+        }
+    }
+
+    fn block_on<F: Future>(self, future: F) -> F::Output {
+        match self {
+            Runtime::AsyncStd => async_std::task::block_on(future),
+            Runtime::Tokio => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(future),
+        }
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(self, future: F) {
+        match self {
+            Runtime::AsyncStd => {
+                async_std::task::spawn(future);
+            }
+            Runtime::Tokio => {
+                tokio::spawn(future);
+            }
+        }
+    }
+
+    /// `future`, or `None` after `limit`.
+    async fn timeout<F: Future>(self, limit: Duration, future: F) -> Option<F::Output> {
+        match self {
+            Runtime::AsyncStd => async_std::future::timeout(limit, future).await.ok(),
+            Runtime::Tokio => tokio::time::timeout(limit, future).await.ok(),
+        }
+    }
+}
 
 /// Echoes every message until the peer closes or the connection fails.
 async fn echo<T: AsyncRead + AsyncWrite + Unpin>(conn: &mut Connection<T>) -> std::io::Result<()> {
@@ -81,8 +131,8 @@ fn config(max_size: Option<usize>) -> Config {
     }
 }
 
-async fn server(port: u16, config: Config) {
-    let mut transport = libp2p_ws::async_std::Transport::new(config);
+async fn server<P: Provider>(runtime: Runtime, port: u16, config: Config) {
+    let mut transport = libp2p_ws::Transport::<P>::new(config);
     let addr = format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap();
     transport
         .listen_on(ListenerId::next(), addr)
@@ -93,7 +143,7 @@ async fn server(port: u16, config: Config) {
                 eprintln!("autobahn echo server on {listen_addr}")
             }
             TransportEvent::Incoming { upgrade, .. } => {
-                async_std::task::spawn(async move {
+                runtime.spawn(async move {
                     match upgrade.await {
                         Ok(mut conn) => {
                             if let Err(e) = echo(&mut conn).await {
@@ -119,28 +169,24 @@ fn log_error(side: &str, e: &std::io::Error) {
     }
 }
 
-async fn connect(
+async fn connect<P: Provider>(
     host: &str,
     target: &str,
     config: &Config,
-) -> std::io::Result<Connection<async_std::net::TcpStream>> {
-    let mut tcp = async_std::net::TcpStream::connect(host).await?;
-    tcp.set_nodelay(true)?;
+) -> std::io::Result<Connection<P::Stream>> {
+    let addr: SocketAddr = host.parse().map_err(std::io::Error::other)?;
+    let mut tcp = P::connect(addr).await?;
+    P::set_nodelay(&tcp, true)?;
     let leftover =
         libp2p_ws::handshake_io::connect(&mut tcp, libp2p_ws::DEFAULT_MAX_HEAD_SIZE, host, target)
             .await
             .map_err(std::io::Error::other)?;
-    Ok(Connection::new(
-        tcp,
-        Role::Client,
-        config.frame_limits(),
-        &leftover,
-    ))
+    Ok(Connection::new(tcp, Role::Client, config.frame_limits(), &leftover).with_timers(P::timer))
 }
 
-async fn client(host: &str, config: Config) -> std::io::Result<()> {
+async fn client<P: Provider>(runtime: Runtime, host: &str, config: Config) -> std::io::Result<()> {
     let agent = "libp2p-ws";
-    let mut conn = connect(host, "/getCaseCount", &config).await?;
+    let mut conn = connect::<P>(host, "/getCaseCount", &config).await?;
     let count: usize = String::from_utf8_lossy(&read_message(&mut conn).await?)
         .trim()
         .parse()
@@ -150,42 +196,70 @@ async fn client(host: &str, config: Config) -> std::io::Result<()> {
     for case in 1..=count {
         let target = format!("/runCase?case={case}&agent={agent}");
         let run = async {
-            let mut conn = connect(host, &target, &config).await?;
+            let mut conn = connect::<P>(host, &target, &config).await?;
             if let Err(e) = echo(&mut conn).await {
                 log_error(&format!("client case {case}"), &e);
             }
             Ok::<_, std::io::Error>(())
         };
-        match async_std::future::timeout(Duration::from_secs(120), run).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("client case {case}: {e}"),
-            Err(_) => eprintln!("client case {case}: timed out"),
+        match runtime.timeout(Duration::from_secs(120), run).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => eprintln!("client case {case}: {e}"),
+            None => eprintln!("client case {case}: timed out"),
         }
     }
-    let mut conn = connect(host, &format!("/updateReports?agent={agent}"), &config).await?;
+    let mut conn = connect::<P>(host, &format!("/updateReports?agent={agent}"), &config).await?;
     let _ = echo(&mut conn).await;
     Ok(())
 }
 
+fn usage() -> ! {
+    eprintln!(
+        "usage: autobahn [--runtime async-std|tokio] server <port> [max-size]\n       \
+         autobahn [--runtime async-std|tokio] client <host:port> [max-size]"
+    );
+    std::process::exit(2);
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let mut runtime = Runtime::AsyncStd;
+    if let Some(i) = args.iter().position(|a| a == "--runtime") {
+        runtime = args
+            .get(i + 1)
+            .and_then(|r| Runtime::parse(r))
+            .unwrap_or_else(|| usage());
+        args.drain(i..i + 2);
+    }
     let max_size = args.get(3).map(|n| n.parse().expect("max-size in bytes"));
     let config = config(max_size);
+    eprintln!("autobahn peer on {runtime:?}");
     match (args.get(1).map(String::as_str), args.get(2)) {
         (Some("server"), Some(port)) => {
-            async_std::task::block_on(server(port.parse().expect("port"), config))
+            let port = port.parse().expect("port");
+            match runtime {
+                Runtime::AsyncStd => runtime.block_on(server::<libp2p_ws::async_std::Provider>(
+                    runtime, port, config,
+                )),
+                Runtime::Tokio => {
+                    runtime.block_on(server::<libp2p_ws::tokio::Provider>(runtime, port, config))
+                }
+            }
         }
         (Some("client"), Some(host)) => {
-            if let Err(e) = async_std::task::block_on(client(host, config)) {
+            let result = match runtime {
+                Runtime::AsyncStd => runtime.block_on(client::<libp2p_ws::async_std::Provider>(
+                    runtime, host, config,
+                )),
+                Runtime::Tokio => {
+                    runtime.block_on(client::<libp2p_ws::tokio::Provider>(runtime, host, config))
+                }
+            };
+            if let Err(e) = result {
                 eprintln!("autobahn client failed: {e}");
                 std::process::exit(1);
             }
         }
-        _ => {
-            eprintln!(
-                "usage: autobahn server <port> [max-size] | autobahn client <host:port> [max-size]"
-            );
-            std::process::exit(2);
-        }
+        _ => usage(),
     }
 }

@@ -1,5 +1,6 @@
 //! A [libp2p/test-plans] `transport-interop` binary for libp2p-ws: the transport is
-//! `libp2p_ws::upgraded` (WebSocket + noise + yamux) under a tokio `Swarm` with libp2p ping.
+//! `libp2p_ws::tokio::upgraded` (WebSocket + noise + yamux on the crate's tokio backend) under a
+//! tokio `Swarm` with libp2p ping.
 //!
 //! Environment (the test-plans contract):
 //!
@@ -248,7 +249,8 @@ fn new_swarm(settings: &Settings) -> anyhow::Result<Swarm<ping::Behaviour>> {
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let local = keypair.public().to_peer_id();
     eprintln!("local peer id {local}");
-    let transport = libp2p_ws::async_std::upgraded(&keypair, transport_config(settings)?)?;
+    // The binary runs on tokio (`#[tokio::main]`), so the transport uses the tokio provider.
+    let transport = libp2p_ws::tokio::upgraded(&keypair, transport_config(settings)?)?;
     let behaviour = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(1)));
     let config =
         swarm::Config::with_tokio_executor().with_idle_connection_timeout(settings.timeout);
