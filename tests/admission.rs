@@ -105,7 +105,7 @@ async fn a_victim_dial_gets_through_a_slowloris_from_many_addresses<R: Runtime>(
     let rss_flooded = rss_kib();
 
     let start = Instant::now();
-    let pinged = within::<R, _>(Duration::from_secs(3), async {
+    within::<R, _>(Duration::from_secs(3), async {
         victim.dial(addr.clone()).unwrap();
         loop {
             futures::select! {
@@ -122,7 +122,6 @@ async fn a_victim_dial_gets_through_a_slowloris_from_many_addresses<R: Runtime>(
     })
     .await;
     let took = start.elapsed();
-    let _ = pinged;
     println!(
         "figure ({}): {opened} flood sockets open ({failed} refused by the kernel); victim pinged \
          after {took:?}; listener process RSS {} KiB before, {} KiB with the flood",
