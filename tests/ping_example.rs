@@ -72,14 +72,19 @@ struct Node {
 impl Node {
     /// Starts the ping example on runtime `R` with `args`.
     fn start<R: Runtime>(args: &[&str]) -> Node {
-        let mut child = Command::new(ping_binary())
+        let mut command = Command::new(ping_binary());
+        command
             .args(["--runtime", R::NAME])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        Node::spawn(command)
+    }
+
+    /// Starts `command` (stdout piped) as a node.
+    fn spawn(mut command: Command) -> Node {
+        let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -113,12 +118,9 @@ impl Node {
         };
         let mut stderr = String::new();
         use std::io::Read;
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).unwrap();
+        }
         let lines: Vec<String> = self.lines.try_iter().collect();
         (status.success(), lines, stderr)
     }
@@ -392,3 +394,109 @@ fn a_tokio_node_runs_only_tokio_threads() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// CPU ticks (user + system) a process has used, from /proc/<pid>/stat.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Issue 11, item 1: a listener out of file descriptors (RLIMIT_NOFILE 48) whose `accept` fails
+/// with EMFILE pauses instead of spinning, logs the error rate-limited, and serves again once the
+/// flood is gone.
+fn accept_errors_back_off_and_the_listener_recovers<R: Runtime>() {
+    use std::{io::Write as _, os::unix::process::CommandExt as _};
+    let log = std::env::temp_dir().join(format!(
+        "libp2p-ws-emfile-{}-{}",
+        R::NAME,
+        std::process::id()
+    ));
+    let mut command = Command::new(ping_binary());
+    command
+        .args(["--runtime", R::NAME, "--listen", "/ip4/127.0.0.1/tcp/0/ws"])
+        .env("RUST_LOG", "libp2p_ws=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let listener = Node::spawn(command);
+    let addr = listening_addr(&listener);
+    let port: u16 = addr.split('/').nth(4).unwrap().parse().unwrap();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // 8 addresses x 12 upgraded, silent connections: twice the 48 fds (the rest wait in the
+    // listen backlog, which holds 128).
+    let mut flood = Vec::new();
+    for host in 2..10u8 {
+        for _ in 0..12 {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(&std::net::SocketAddr::from(([127, 0, 0, host], 0)).into())
+                .unwrap();
+            socket
+                .connect_timeout(&target.into(), Duration::from_secs(5))
+                .unwrap();
+            let mut stream: std::net::TcpStream = socket.into();
+            let _ = stream.write_all(request.as_bytes());
+            flood.push(stream);
+        }
+    }
+    let pid = listener.child.id();
+    std::thread::sleep(Duration::from_millis(500)); // let the listener reach its fd limit
+    let before = cpu_ticks(pid);
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid) - before;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let emfile_lines = logged
+        .lines()
+        .filter(|l| l.contains("accepting a connection failed"))
+        .count();
+    println!(
+        "figure ({}): {used} CPU ticks (1/100 s) in {window:?} out of fds; {emfile_lines} accept-error \
+         log lines, {} bytes of log",
+        R::NAME,
+        logged.len()
+    );
+    assert!(emfile_lines >= 1, "the accept error is logged: {logged}");
+    assert!(
+        used < 60,
+        "the listener spins on accept errors: {used} ticks in {window:?}"
+    );
+    assert!(
+        emfile_lines <= 10,
+        "accept errors are not rate-limited: {emfile_lines} lines"
+    );
+
+    // The flood leaves: fds free up, and the listener serves a new peer again.
+    drop(flood);
+    let (ok, lines, stderr) =
+        Node::start::<R>(&["--dial", &addr, "--count", "1", "--timeout", "25"]).finish();
+    assert!(ok, "the listener did not recover: {stderr}");
+    assert_pings(&lines, 1);
+    let _ = std::fs::remove_file(&log);
+}
+
+ping_tests!(accept_errors_back_off_and_the_listener_recovers);
