@@ -154,7 +154,7 @@ where
     /// end of the HTTP head (the start of the first frames), if any.
     pub fn new(io: T, role: Role, limits: FrameLimits, leftover: &[u8]) -> Self {
         let mut codec = Codec::new();
-        codec.set_max_data_size(limits.max_frame_size);
+        codec.set_max_data_size(limits.max_frame_size());
         let mut conn = Connection {
             io,
             role,
@@ -187,7 +187,7 @@ where
         };
         if !leftover.is_empty() {
             let size = SMALL_READ_BUFFER
-                .min(limits.read_buffer_size)
+                .min(limits.read_buffer_size())
                 .max(leftover.len());
             let mut buf = vec![0; size].into_boxed_slice();
             buf[..leftover.len()].copy_from_slice(leftover);
@@ -322,7 +322,7 @@ where
     /// so data is flowing: an empty small buffer is replaced by a full-size one, which takes the rest
     /// of the frame and the frames behind it in one read.
     fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<bool>> {
-        let full_size = self.limits.read_buffer_size;
+        let full_size = self.limits.read_buffer_size();
         if self.rbuf.is_empty() {
             self.rbuf = vec![0; SMALL_READ_BUFFER.min(full_size)].into_boxed_slice();
         } else if grow && self.rpos == self.rend && self.rbuf.len() < full_size {
@@ -367,7 +367,7 @@ where
     }
 
     fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
-        let Some(ka) = self.limits.keep_alive else {
+        let Some(ka) = self.limits.keep_alive() else {
             return Poll::Pending;
         };
         let state = &mut self.keep_alive;
@@ -466,9 +466,9 @@ where
                     self.rx_text = header.opcode() == OpCode::Text;
                 }
                 self.message_len = if continuation { self.message_len } else { 0 } + len as u64;
-                if self.message_len > self.limits.max_message_size as u64 {
+                if self.message_len > self.limits.max_message_size() as u64 {
                     return Err(FrameError::MessageTooLarge {
-                        limit: self.limits.max_message_size,
+                        limit: self.limits.max_message_size(),
                     });
                 }
                 self.in_message = !header.is_fin();
@@ -533,7 +533,7 @@ where
                     // beyond this frame (the next frame's header, usually) lands in the read buffer
                     // in the same call, which saves a read per frame on a plain socket.
                     if self.rbuf.is_empty() {
-                        self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size)]
+                        self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size())]
                             .into_boxed_slice();
                     }
                     self.rpos = 0;
@@ -718,7 +718,7 @@ where
         if let Some(n) = self.try_write_direct(cx, buf) {
             return Poll::Ready(n);
         }
-        let limit = self.limits.write_buffer_size + HEADER_SLOT;
+        let limit = self.limits.write_buffer_size() + HEADER_SLOT;
         loop {
             let pending =
                 self.wbuf.len() - self.wpos + if self.open.is_none() { HEADER_SLOT } else { 0 };
@@ -753,7 +753,7 @@ where
         {
             return None;
         }
-        let payload = &buf[..buf.len().min(self.limits.write_buffer_size)];
+        let payload = &buf[..buf.len().min(self.limits.write_buffer_size())];
         let mut header = Header::new(OpCode::Binary);
         header.set_fin(true).set_payload_len(payload.len());
         let mut head = [0u8; HEADER_SLOT];
@@ -808,7 +808,7 @@ where
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
             Poll::Pending => {
-                let deadline = self.limits.close_timeout;
+                let deadline = self.limits.close_timeout();
                 let timer = self
                     .close_timer
                     .get_or_insert_with(|| Timer::after(deadline));
@@ -1186,7 +1186,7 @@ mod tests {
         let limits = FrameLimits::default();
         for (piece, peak_capacity) in [
             (64 * 1024, SMALL_READ_BUFFER),
-            (100, limits.read_buffer_size),
+            (100, limits.read_buffer_size()),
         ] {
             let mut conn = Connection::new(Cursor::new(wire.clone()), Role::Server, limits, &[]);
             let (mut got, mut buf, mut peak) = (Vec::new(), vec![0; piece], 0);

@@ -982,8 +982,8 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
 
         // (what, bytes the raw client sends)
         let mut over_message = Vec::new();
-        let chunk = vec![0x5a; limits.max_frame_size];
-        let frames = limits.max_message_size / limits.max_frame_size;
+        let chunk = vec![0x5a; limits.max_frame_size()];
+        let frames = limits.max_message_size() / limits.max_frame_size();
         for i in 0..frames {
             over_message.extend(frame(
                 false,
@@ -1001,7 +1001,7 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
             ),
             (
                 "a frame one byte over max_frame_size",
-                header(true, 0, 2, Some(MASK), limits.max_frame_size as u64 + 1),
+                header(true, 0, 2, Some(MASK), limits.max_frame_size() as u64 + 1),
             ),
             (
                 "a message one byte over max_message_size, in max-size frames",
@@ -1384,7 +1384,7 @@ fn writer_is_backpressured_by_a_peer_that_never_reads() {
         assert!(grown < 8 * 1024 * 1024, "RSS grew {grown} bytes");
         // Unsent bytes stay under the write buffer size; the buffer's allocation may reach about four
         // times that (a new frame is opened behind a partly sent one, and the Vec grows by doubling).
-        let write_buffer = Config::default().frame_limits().write_buffer_size;
+        let write_buffer = Config::default().frame_limits().write_buffer_size();
         let peak = peak.load(Ordering::Relaxed);
         assert!(
             peak <= 4 * (write_buffer + 14) + 1024,
