@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: real sockets on 127.0.0.1, every wait bounded.
 #![allow(dead_code)]
 
+pub mod raw;
 use std::{future::Future, pin::Pin, time::Duration};
 
 use futures::future::poll_fn;
