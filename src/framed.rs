@@ -18,7 +18,9 @@
 //! - a close frame from the peer ends the read side (EOF) and is answered; a TCP EOF between frames
 //!   is a clean EOF too, inside a frame it is an error;
 //! - a protocol violation closes with the matching close code (1002, 1007, 1009) and every later
-//!   call returns an error (never a panic).
+//!   call returns an error (never a panic);
+//! - one read call handles at most 64 frames (or 8 KiB) without returning data, then wakes its task
+//!   and returns `Pending`, so a flood of empty frames or pings cannot monopolise a thread.
 
 use std::{
     future::Future,
@@ -63,6 +65,14 @@ const DIRECT_WRITE_MIN: usize = 4096;
 const SMALL_READ_BUFFER: usize = 1024;
 /// Largest control frame payload (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// Most frames one read call processes without returning data (headers of empty data frames,
+/// control frames). Past it, the call wakes its task and returns `Pending`, so that a peer streaming
+/// empty frames or pings cannot keep one poll running: the task's timers (keep-alive, the upgrade
+/// timeout, the muxer's) and other tasks on its thread get their turn.
+const MAX_FRAMES_PER_POLL: usize = 64;
+/// Most bytes one read call takes from the socket without returning data; past it, the call yields
+/// like [`MAX_FRAMES_PER_POLL`].
+const MAX_BYTES_PER_POLL: usize = 8 * 1024;
 
 /// An upgraded WebSocket connection used as a byte stream.
 ///
@@ -317,11 +327,11 @@ where
 
     // ----- reading -----------------------------------------------------------------------------
 
-    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF. `grow`: payload is
+    /// Reads more bytes from the socket into the read buffer; the number read, 0 on EOF. `grow`: payload is
     /// read through the buffer (a small remainder of a frame, or a caller reading in small pieces),
     /// so data is flowing: an empty small buffer is replaced by a full-size one, which takes the rest
     /// of the frame and the frames behind it in one read.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<bool>> {
+    fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<usize>> {
         let full_size = self.limits.read_buffer_size();
         if self.rbuf.is_empty() {
             self.rbuf = vec![0; SMALL_READ_BUFFER.min(full_size)].into_boxed_slice();
@@ -348,7 +358,7 @@ where
             self.rend += n;
             self.keep_alive.last_rx = Instant::now();
         }
-        Poll::Ready(Ok(n > 0))
+        Poll::Ready(Ok(n))
     }
 
     /// Called when the socket has nothing to read: runs keep-alive and releases an empty read buffer.
@@ -515,6 +525,9 @@ where
                 return Poll::Ready(Err(self.fail_io(e)));
             }
         }
+        // Work done in this call without returning data (see MAX_FRAMES_PER_POLL).
+        let mut frames = 0;
+        let mut bytes = 0;
         loop {
             if self.peer_closed {
                 return Poll::Ready(Ok(0));
@@ -559,10 +572,11 @@ where
                     }
                 } else {
                     match self.poll_fill(cx, true) {
-                        Poll::Ready(Ok(true)) => continue,
-                        Poll::Ready(Ok(false)) => {
+                        Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
                         }
+                        // Payload arrived: the next turn returns it.
+                        Poll::Ready(Ok(_)) => continue,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                         Poll::Pending => {
                             ready!(self.poll_idle(cx))?;
@@ -596,6 +610,11 @@ where
                 return Poll::Ready(Ok(n));
             }
 
+            if frames >= MAX_FRAMES_PER_POLL || bytes >= MAX_BYTES_PER_POLL {
+                // Cooperative yield: come back at once, after the task's other work.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let decoded = self.codec.decode_header(&self.rbuf[self.rpos..self.rend]);
             let complete = match decoded {
                 Ok(Parsing::Done { value, offset }) => match self.on_header(cx, &value, offset) {
@@ -609,11 +628,11 @@ where
                 if std::mem::take(&mut self.empty_frame) {
                     return Poll::Ready(Ok(0));
                 }
+                frames += 1;
                 continue;
             }
             match self.poll_fill(cx, false) {
-                Poll::Ready(Ok(true)) => {}
-                Poll::Ready(Ok(false)) => {
+                Poll::Ready(Ok(0)) => {
                     if self.rpos == self.rend && !self.in_message {
                         // TCP EOF between frames: a clean end of stream.
                         self.peer_closed = true;
@@ -621,6 +640,7 @@ where
                     }
                     return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)));
                 }
+                Poll::Ready(Ok(n)) => bytes += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => ready!(self.poll_idle(cx))?,
             }
@@ -1198,6 +1218,164 @@ mod tests {
             }
             assert_eq!(got, payload, "reads of {piece}");
             assert_eq!(peak, peak_capacity, "reads of {piece}");
+        }
+    }
+
+    /// An in-memory socket: reads serve `input` (at most `piece` bytes per read), writes are counted
+    /// and dropped.
+    struct Mem {
+        input: Vec<u8>,
+        pos: usize,
+        piece: usize,
+        written: usize,
+    }
+
+    impl AsyncRead for Mem {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.piece).min(this.input.len() - this.pos);
+            buf[..n].copy_from_slice(&this.input[this.pos..this.pos + n]);
+            this.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Mem {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().written += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl futures::task::ArcWake for CountingWaker {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self
+                .0
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A frame as a client (masked, `role` Server reads it) or a server (unmasked) sends it.
+    fn small_frame(sender: Role, first: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut wire = vec![first];
+        match sender {
+            Role::Client => {
+                let mask = [9, 8, 7, 6];
+                wire.push(0x80 | payload.len() as u8);
+                wire.extend_from_slice(&mask);
+                let body = wire.len();
+                wire.extend_from_slice(payload);
+                apply_mask(&mut wire[body..], mask, 0);
+            }
+            Role::Server => {
+                wire.push(payload.len() as u8);
+                wire.extend_from_slice(payload);
+            }
+        }
+        wire
+    }
+
+    #[test]
+    fn one_read_call_yields_after_the_per_poll_bound_and_wakes_its_task() {
+        use std::sync::{atomic::Ordering, Arc};
+        const FLOOD: usize = 10_000;
+        for reader in [Role::Server, Role::Client] {
+            let sender = match reader {
+                Role::Server => Role::Client,
+                Role::Client => Role::Server,
+            };
+            // (what, the flood, the data frame behind it)
+            let floods = [
+                ("empty binary frames", small_frame(sender, 0x82, b""), None),
+                ("empty pings", small_frame(sender, 0x89, b""), None),
+                ("125-byte pings", small_frame(sender, 0x89, &[7; 125]), None),
+                (
+                    "empty continuation frames",
+                    small_frame(sender, 0x00, b""),
+                    Some(small_frame(sender, 0x02, b"")),
+                ),
+            ];
+            for (what, unit, start) in floods {
+                let mut input = start.clone().unwrap_or_default();
+                for _ in 0..FLOOD {
+                    input.extend_from_slice(&unit);
+                }
+                let end = if start.is_some() { 0x80 } else { 0x82 };
+                input.extend_from_slice(&small_frame(sender, end, b"end"));
+                for piece in [usize::MAX, 1000, 3] {
+                    let io = Mem {
+                        input: input.clone(),
+                        pos: 0,
+                        piece,
+                        written: 0,
+                    };
+                    let limits = FrameLimits::default().with_keep_alive(None);
+                    let mut conn = Connection::new(io, reader, limits, &[]);
+                    let counter = Arc::new(CountingWaker(0.into()));
+                    let waker = futures::task::waker(counter.clone());
+                    let mut cx = Context::from_waker(&waker);
+                    let mut buf = [0u8; 16];
+                    let mut got = Vec::new();
+                    let (mut polls, mut pendings) = (0, 0);
+                    while got.len() < 3 {
+                        polls += 1;
+                        match Pin::new(&mut conn).poll_read(&mut cx, &mut buf) {
+                            Poll::Ready(result) => {
+                                let n = result.expect("read");
+                                assert!(n > 0, "{reader:?} reading {what}: EOF");
+                                got.extend_from_slice(&buf[..n]);
+                            }
+                            Poll::Pending => {
+                                pendings += 1;
+                                // Yielding is not waiting: the task must be woken to come back.
+                                assert_eq!(
+                                    counter.0.load(Ordering::Relaxed),
+                                    pendings,
+                                    "{reader:?} reading {what} in pieces of {piece}: Pending without a wake"
+                                );
+                            }
+                        }
+                        assert!(polls <= FLOOD, "{reader:?} reading {what}: no progress");
+                    }
+                    assert_eq!(got, b"end", "{reader:?} reading {what}");
+                    let frames = FLOOD + usize::from(start.is_some());
+                    let per_poll = frames.div_ceil(polls);
+                    if piece == usize::MAX {
+                        eprintln!(
+                            "figure: {reader:?} reading {FLOOD} {what}: {polls} polls, {pendings} \
+                             yields (at most {per_poll} frames per poll)"
+                        );
+                    }
+                    assert!(
+                        pendings >= frames / MAX_FRAMES_PER_POLL,
+                        "{reader:?} reading {what} in pieces of {piece}: only {pendings} yields for \
+                         {frames} frames"
+                    );
+                    assert!(per_poll <= MAX_FRAMES_PER_POLL);
+                    if what.contains("pings") {
+                        assert!(conn.get_ref().written > 0, "pings are answered");
+                    }
+                }
+            }
         }
     }
 
