@@ -20,14 +20,15 @@
 //! - a protocol violation closes with the matching close code (1002, 1007, 1009) and every later
 //!   call returns an error (never a panic);
 //! - one read call handles at most 64 frames (or 8 KiB) without returning data, then wakes its task
-//!   and returns `Pending`, so a flood of empty frames or pings cannot monopolise a thread.
+//!   and returns `Pending`, so a flood of empty frames or pings cannot monopolise a thread;
+//! - `close` is bounded as a whole by the close timeout, TLS flush and close included.
 
 use std::{
     future::Future,
     io::{self, IoSlice, IoSliceMut},
     pin::Pin,
     task::{ready, Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::{AsyncRead, AsyncWrite};
@@ -118,7 +119,10 @@ pub struct Connection<T> {
     failed: Option<String>,
 
     keep_alive: KeepAliveState,
+    /// Bounds `poll_close` as a whole; started by its first call.
     close_timer: Option<Timer>,
+    /// The close timer fired: every later `poll_close` fails at once.
+    close_timed_out: bool,
 }
 
 /// A piece of an incoming WebSocket data message, from [`Connection::poll_read_message`].
@@ -194,6 +198,7 @@ where
                 armed_for: None,
             },
             close_timer: None,
+            close_timed_out: false,
         };
         if !leftover.is_empty() {
             let size = SMALL_READ_BUFFER
@@ -815,8 +820,31 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Closes the connection. Every step (sending the close frame and what was written before it,
+    /// flushing the socket, closing it: for TLS, sending `close_notify`; after a failure, only
+    /// closing the socket) runs under one timer, started by the first call and set to
+    /// `close_timeout`. Once it has fired, every later call fails at once.
     fn poll_close_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timeout = self.limits.close_timeout();
+        if self.close_timed_out {
+            return Poll::Ready(Err(close_timeout_error(timeout)));
+        }
+        if self.close_timer.is_none() {
+            self.close_timer = Some(Timer::after(timeout));
+        }
+        if let Poll::Ready(result) = self.poll_close_steps(cx) {
+            return Poll::Ready(result);
+        }
+        let timer = self.close_timer.as_mut().expect("started above");
+        ready!(Pin::new(timer).poll(cx));
+        tracing::debug!(role = ?self.role, "peer did not complete the close in time");
+        self.close_timed_out = true;
+        Poll::Ready(Err(self.fail_io(close_timeout_error(timeout))))
+    }
+
+    fn poll_close_steps(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.failed.is_some() {
+            // `fail` already tried to send a close frame; only the socket is left to close.
             return Pin::new(&mut self.io).poll_close(cx);
         }
         if !self.close_sent {
@@ -824,28 +852,23 @@ where
             self.queue_control(OpCode::Close, &1000u16.to_be_bytes());
             self.close_sent = true;
         }
-        match self.poll_drain(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
-            Poll::Pending => {
-                let deadline = self.limits.close_timeout();
-                let timer = self
-                    .close_timer
-                    .get_or_insert_with(|| Timer::after(deadline));
-                ready!(Pin::new(timer).poll(cx));
-                tracing::debug!(role = ?self.role, "peer did not take the close frame in time");
-                let e = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("WebSocket close timed out after {deadline:?}"),
-                );
-                return Poll::Ready(Err(self.fail_io(e)));
-            }
+        if let Err(e) = ready!(self.poll_drain(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
         }
-        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if let Err(e) = ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
+        }
         self.wbuf = Vec::new();
         self.rbuf = Box::default();
         Pin::new(&mut self.io).poll_close(cx)
     }
+}
+
+fn close_timeout_error(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("WebSocket close timed out after {timeout:?}"),
+    )
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Connection<T> {
