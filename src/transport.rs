@@ -315,8 +315,8 @@ async fn accept(
         }
         None => Socket::Plain(tcp),
     };
-    handshake::accept(&mut stream, config.max_head_size, &path).await?;
-    Ok(Connection::new(stream, Role::Server, config.frame, &[]))
+    let rest = handshake::accept(&mut stream, config.max_head_size, &path).await?;
+    Ok(Connection::new(stream, Role::Server, config.frame, &rest))
 }
 
 /// One listening socket and the addresses it reports.

@@ -6,6 +6,8 @@ use std::{
     future::Future,
     io,
     net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -304,10 +306,66 @@ pub async fn raw_listener() -> (TcpListener, Multiaddr) {
 /// server handshake), leaving a raw server peer.
 pub async fn raw_accept(listener: &TcpListener) -> Raw {
     let (mut s, _) = listener.accept().await.expect("accept");
-    libp2p_ws::handshake_io::accept(&mut s, 8192, "/")
+    let leftover = libp2p_ws::handshake_io::accept(&mut s, 8192, "/")
         .await
         .expect("upgrade");
-    Raw::new(s)
+    let mut raw = Raw::new(s);
+    raw.buf = leftover;
+    raw
+}
+
+/// Accepts one connection on a raw listener and answers its upgrade with the crate's own server
+/// handshake, but passes the 101 response through `edit` first (to add headers, spoil the accept
+/// value, or send frames in the same write). Returns the raw server peer and the bytes sent.
+pub async fn raw_accept_edited(
+    listener: &TcpListener,
+    edit: impl FnOnce(&str) -> Vec<u8>,
+) -> (Raw, Vec<u8>) {
+    let (s, _) = listener.accept().await.expect("accept");
+    let mut capture = Capture { s, out: Vec::new() };
+    let leftover = libp2p_ws::handshake_io::accept(&mut capture, 8192, "/")
+        .await
+        .expect("upgrade");
+    let response = edit(&String::from_utf8(capture.out).expect("ASCII response"));
+    let mut raw = Raw::new(capture.s);
+    raw.buf = leftover;
+    raw.send(&response).await.expect("send response");
+    (raw, response)
+}
+
+/// Reads from the socket, keeps what is written.
+struct Capture {
+    s: TcpStream,
+    out: Vec<u8>,
+}
+
+impl futures::AsyncRead for Capture {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.s).poll_read(cx, buf)
+    }
+}
+
+impl futures::AsyncWrite for Capture {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Our client connected to a raw server.
