@@ -42,22 +42,42 @@ pub struct KeepAlive {
     pub timeout: Duration,
 }
 
+/// Smallest read or write buffer size accepted by [`FrameLimits`]: 1 KiB. A frame header and the
+/// largest control frame take at most 139 bytes; a read buffer of zero bytes would make a valid
+/// frame read as end of stream, a write buffer of zero bytes would make `write_all` spin.
+const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest read or write buffer size accepted by [`FrameLimits`]: 16 MiB.
+const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+/// Shortest keep-alive interval and timeout accepted by [`FrameLimits`]: 10 ms. Zero would send a
+/// ping for every pong (interval) or fail every connection at its first ping (timeout).
+const MIN_KEEP_ALIVE: Duration = Duration::from_millis(10);
+/// Longest keep-alive interval or timeout, and longest close timeout, accepted by [`FrameLimits`]:
+/// one day. Deadlines are computed as `Instant + Duration`, which must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The limits of one upgraded connection (the framing layer); a copy lives in each connection.
+///
+/// Every value is valid by construction: start from [`FrameLimits::default`] and change values with
+/// the `with_*` methods, which clamp what would break a connection (each method documents its
+/// range). [`Config`]'s framing setters delegate to these methods.
+///
+/// ```
+/// use std::time::Duration;
+/// let limits = libp2p_ws::FrameLimits::default()
+///     .with_max_frame_size(64 * 1024)
+///     .with_write_buffer_size(0) // clamped to 1 KiB
+///     .with_close_timeout(Duration::from_secs(1));
+/// assert_eq!(limits.write_buffer_size(), 1024);
+/// assert_eq!(limits.max_frame_size(), 64 * 1024);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {
-    /// Largest frame payload accepted.
-    pub max_frame_size: usize,
-    /// Largest message (frame plus continuations) accepted.
-    pub max_message_size: usize,
-    /// Outgoing bytes buffered before `poll_write` waits for the socket (one frame at most this big).
-    pub write_buffer_size: usize,
-    /// Largest size of the read buffer (see [`Config::with_read_buffer_size`]); allocated while data
-    /// flows and released when the connection is idle.
-    pub read_buffer_size: usize,
-    /// Keep-alive pings, if enabled.
-    pub keep_alive: Option<KeepAlive>,
-    /// How long `poll_close` waits to send the close frame before giving up on the peer.
-    pub close_timeout: Duration,
+    max_frame_size: usize,
+    max_message_size: usize,
+    write_buffer_size: usize,
+    read_buffer_size: usize,
+    keep_alive: Option<KeepAlive>,
+    close_timeout: Duration,
 }
 
 impl Default for FrameLimits {
@@ -70,6 +90,91 @@ impl Default for FrameLimits {
             keep_alive: Some(DEFAULT_KEEP_ALIVE),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
+    }
+}
+
+impl FrameLimits {
+    /// Largest frame payload accepted; larger frames close the connection with code 1009.
+    /// Clamped to at least 1 byte (0 would refuse every frame with a payload).
+    /// Default: [`DEFAULT_MAX_FRAME_SIZE`].
+    pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes.max(1);
+        self
+    }
+
+    /// Largest message (a frame and its continuation frames) accepted; larger messages close the
+    /// connection with code 1009. Clamped to at least 1 byte (0 would refuse every message with a
+    /// payload). Default: [`DEFAULT_MAX_MESSAGE_SIZE`].
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.max(1);
+        self
+    }
+
+    /// Outgoing bytes buffered before writes wait for the socket; also the largest frame this side
+    /// sends. Clamped to 1 KiB ..= 16 MiB (0 would make `write_all` spin without progress).
+    /// Default: [`DEFAULT_WRITE_BUFFER_SIZE`].
+    pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes.clamp(MIN_BUFFER_SIZE, MAX_BUFFER_SIZE);
+        self
+    }
+
+    /// Largest size of the read buffer, allocated while data flows and released when the
+    /// connection is idle (see [`Config::with_read_buffer_size`]). Clamped to 1 KiB ..= 16 MiB
+    /// (it must hold a frame header and a whole control frame, 139 bytes; 0 would make a valid
+    /// frame read as end of stream). Default: [`DEFAULT_READ_BUFFER_SIZE`].
+    pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes.clamp(MIN_BUFFER_SIZE, MAX_BUFFER_SIZE);
+        self
+    }
+
+    /// Keep-alive pings, or `None` to turn them off. The interval and the timeout are each clamped
+    /// to 10 ms ..= 1 day (0 would ping in a loop or fail at once; the upper bound keeps deadlines
+    /// representable). Default: [`DEFAULT_KEEP_ALIVE`].
+    pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
+        self.keep_alive = keep_alive.map(|ka| KeepAlive {
+            interval: ka.interval.clamp(MIN_KEEP_ALIVE, MAX_DURATION),
+            timeout: ka.timeout.clamp(MIN_KEEP_ALIVE, MAX_DURATION),
+        });
+        self
+    }
+
+    /// How long closing a connection may take, counted from the first `poll_close` call: sending
+    /// the close frame, flushing, and closing the socket (the TLS close included). Clamped to at
+    /// most 1 day; 0 gives up at once on a peer that is not ready. Default:
+    /// [`DEFAULT_CLOSE_TIMEOUT`].
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout.min(MAX_DURATION);
+        self
+    }
+
+    /// Largest frame payload accepted.
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Largest message (frame plus continuations) accepted.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Outgoing bytes buffered before `poll_write` waits for the socket (one frame at most this big).
+    pub fn write_buffer_size(&self) -> usize {
+        self.write_buffer_size
+    }
+
+    /// Largest size of the read buffer.
+    pub fn read_buffer_size(&self) -> usize {
+        self.read_buffer_size
+    }
+
+    /// Keep-alive pings, if enabled.
+    pub fn keep_alive(&self) -> Option<KeepAlive> {
+        self.keep_alive
+    }
+
+    /// How long `poll_close` may take in all.
+    pub fn close_timeout(&self) -> Duration {
+        self.close_timeout
     }
 }
 
@@ -144,16 +249,18 @@ impl Config {
     }
 
     /// Largest WebSocket frame payload accepted; larger frames close the connection with code 1009.
+    /// Clamped to at least 1 byte ([`FrameLimits::with_max_frame_size`]).
     /// Default: [`DEFAULT_MAX_FRAME_SIZE`].
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
-        self.frame.max_frame_size = bytes.max(1);
+        self.frame = self.frame.with_max_frame_size(bytes);
         self
     }
 
     /// Largest WebSocket message (a frame and its continuation frames) accepted; larger messages close
-    /// the connection with code 1009. Default: [`DEFAULT_MAX_MESSAGE_SIZE`].
+    /// the connection with code 1009. Clamped to at least 1 byte
+    /// ([`FrameLimits::with_max_message_size`]). Default: [`DEFAULT_MAX_MESSAGE_SIZE`].
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
-        self.frame.max_message_size = bytes.max(1);
+        self.frame = self.frame.with_max_message_size(bytes);
         self
     }
 
@@ -177,31 +284,37 @@ impl Config {
     }
 
     /// Outgoing bytes buffered per connection before writes wait for the socket; also the largest
-    /// frame this side sends. Default: [`DEFAULT_WRITE_BUFFER_SIZE`].
+    /// frame this side sends. Clamped to 1 KiB ..= 16 MiB ([`FrameLimits::with_write_buffer_size`]).
+    /// Default: [`DEFAULT_WRITE_BUFFER_SIZE`].
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
-        self.frame.write_buffer_size = bytes.clamp(1024, 16 * 1024 * 1024);
+        self.frame = self.frame.with_write_buffer_size(bytes);
         self
     }
 
     /// Largest size of each connection's read buffer. The buffer starts at 1 KiB (frame headers and
     /// small frames), grows to this size once payload has to be read through it in pieces under
     /// 4 KiB (larger payload reads go straight from the socket into the caller's buffer), and is
-    /// released whenever the socket has nothing more to read. Default: [`DEFAULT_READ_BUFFER_SIZE`].
+    /// released whenever the socket has nothing more to read. Clamped to 1 KiB ..= 16 MiB
+    /// ([`FrameLimits::with_read_buffer_size`]). Default: [`DEFAULT_READ_BUFFER_SIZE`].
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
-        self.frame.read_buffer_size = bytes.clamp(1024, 16 * 1024 * 1024);
+        self.frame = self.frame.with_read_buffer_size(bytes);
         self
     }
 
-    /// WebSocket keep-alive pings, or `None` to turn them off. Default: [`DEFAULT_KEEP_ALIVE`].
+    /// WebSocket keep-alive pings, or `None` to turn them off. The interval and the timeout are
+    /// each clamped to 10 ms ..= 1 day ([`FrameLimits::with_keep_alive`]).
+    /// Default: [`DEFAULT_KEEP_ALIVE`].
     pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
-        self.frame.keep_alive = keep_alive;
+        self.frame = self.frame.with_keep_alive(keep_alive);
         self
     }
 
-    /// How long closing a connection waits to hand the close frame to a peer that does not read.
+    /// How long closing a connection may take in all, counted from the first `poll_close` call:
+    /// sending the close frame, flushing (TLS included) and closing the socket, also after the
+    /// connection failed. Clamped to at most 1 day ([`FrameLimits::with_close_timeout`]).
     /// Default: [`DEFAULT_CLOSE_TIMEOUT`].
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
-        self.frame.close_timeout = timeout;
+        self.frame = self.frame.with_close_timeout(timeout);
         self
     }
 
@@ -237,5 +350,139 @@ impl Config {
     /// The framing limits each connection gets.
     pub fn frame_limits(&self) -> FrameLimits {
         self.frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sizes_are_clamped_to_at_least_one_byte() {
+        let limits = FrameLimits::default()
+            .with_max_frame_size(0)
+            .with_max_message_size(0);
+        assert_eq!(limits.max_frame_size(), 1);
+        assert_eq!(limits.max_message_size(), 1);
+        let limits = limits
+            .with_max_frame_size(usize::MAX)
+            .with_max_message_size(12_345);
+        assert_eq!(limits.max_frame_size(), usize::MAX);
+        assert_eq!(limits.max_message_size(), 12_345);
+    }
+
+    #[test]
+    fn buffer_sizes_are_clamped_to_1_kib_through_16_mib() {
+        for (asked, got) in [
+            (0, 1024),
+            (1, 1024),
+            (1023, 1024),
+            (1024, 1024),
+            (5000, 5000),
+            (16 * 1024 * 1024, 16 * 1024 * 1024),
+            (16 * 1024 * 1024 + 1, 16 * 1024 * 1024),
+            (usize::MAX, 16 * 1024 * 1024),
+        ] {
+            let limits = FrameLimits::default()
+                .with_write_buffer_size(asked)
+                .with_read_buffer_size(asked);
+            assert_eq!(limits.write_buffer_size(), got, "write buffer of {asked}");
+            assert_eq!(limits.read_buffer_size(), got, "read buffer of {asked}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_durations_are_clamped_to_10_ms_through_1_day() {
+        let ms = Duration::from_millis;
+        let day = Duration::from_secs(24 * 60 * 60);
+        for (asked, got) in [
+            (Duration::ZERO, ms(10)),
+            (ms(9), ms(10)),
+            (ms(10), ms(10)),
+            (ms(300), ms(300)),
+            (day, day),
+            (day + ms(1), day),
+            (Duration::MAX, day),
+        ] {
+            let limits = FrameLimits::default().with_keep_alive(Some(KeepAlive {
+                interval: asked,
+                timeout: asked,
+            }));
+            let ka = limits.keep_alive().expect("enabled");
+            assert_eq!(
+                (ka.interval, ka.timeout),
+                (got, got),
+                "keep-alive of {asked:?}"
+            );
+        }
+        let mixed = FrameLimits::default().with_keep_alive(Some(KeepAlive {
+            interval: Duration::ZERO,
+            timeout: Duration::MAX,
+        }));
+        assert_eq!(
+            mixed.keep_alive(),
+            Some(KeepAlive {
+                interval: ms(10),
+                timeout: day
+            })
+        );
+        assert_eq!(
+            FrameLimits::default().with_keep_alive(None).keep_alive(),
+            None
+        );
+    }
+
+    #[test]
+    fn close_timeout_is_clamped_to_at_most_1_day() {
+        let day = Duration::from_secs(24 * 60 * 60);
+        for (asked, got) in [
+            (Duration::ZERO, Duration::ZERO),
+            (Duration::from_secs(2), Duration::from_secs(2)),
+            (day, day),
+            (Duration::MAX, day),
+        ] {
+            let limits = FrameLimits::default().with_close_timeout(asked);
+            assert_eq!(limits.close_timeout(), got, "close timeout of {asked:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_constants() {
+        let limits = FrameLimits::default();
+        assert_eq!(limits.max_frame_size(), DEFAULT_MAX_FRAME_SIZE);
+        assert_eq!(limits.max_message_size(), DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(limits.write_buffer_size(), DEFAULT_WRITE_BUFFER_SIZE);
+        assert_eq!(limits.read_buffer_size(), DEFAULT_READ_BUFFER_SIZE);
+        assert_eq!(limits.keep_alive(), Some(DEFAULT_KEEP_ALIVE));
+        assert_eq!(limits.close_timeout(), DEFAULT_CLOSE_TIMEOUT);
+        assert_eq!(Config::default().frame_limits(), limits);
+    }
+
+    #[test]
+    fn config_setters_delegate_to_the_frame_limits_clamps() {
+        let config = Config::default()
+            .with_max_frame_size(0)
+            .with_max_message_size(0)
+            .with_write_buffer_size(0)
+            .with_read_buffer_size(usize::MAX)
+            .with_keep_alive(Some(KeepAlive {
+                interval: Duration::ZERO,
+                timeout: Duration::ZERO,
+            }))
+            .with_close_timeout(Duration::MAX);
+        let expected = FrameLimits::default()
+            .with_max_frame_size(0)
+            .with_max_message_size(0)
+            .with_write_buffer_size(0)
+            .with_read_buffer_size(usize::MAX)
+            .with_keep_alive(Some(KeepAlive {
+                interval: Duration::ZERO,
+                timeout: Duration::ZERO,
+            }))
+            .with_close_timeout(Duration::MAX);
+        assert_eq!(config.frame_limits(), expected);
+        assert_eq!(expected.max_frame_size(), 1);
+        assert_eq!(expected.write_buffer_size(), 1024);
+        assert_eq!(expected.read_buffer_size(), 16 * 1024 * 1024);
     }
 }

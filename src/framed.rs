@@ -18,13 +18,16 @@
 //! - a close frame from the peer ends the read side (EOF) and is answered; a TCP EOF between frames
 //!   is a clean EOF too, inside a frame it is an error;
 //! - a protocol violation closes with the matching close code (1002, 1007, 1009) and every later
-//!   call returns an error (never a panic).
+//!   call returns an error (never a panic);
+//! - one read call handles at most 64 frames (or 8 KiB) without returning data, then wakes its task
+//!   and returns `Pending`, so a flood of empty frames or pings cannot monopolise a thread;
+//! - `close` is bounded as a whole by the close timeout, TLS flush and close included.
 
 use std::{
     io::{self, IoSlice, IoSliceMut},
     pin::Pin,
     task::{ready, Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::{AsyncRead, AsyncWrite};
@@ -66,6 +69,14 @@ const DIRECT_WRITE_MIN: usize = 4096;
 const SMALL_READ_BUFFER: usize = 1024;
 /// Largest control frame payload (RFC 6455 section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+/// Most frames one read call processes without returning data (headers of empty data frames,
+/// control frames). Past it, the call wakes its task and returns `Pending`, so that a peer streaming
+/// empty frames or pings cannot keep one poll running: the task's timers (keep-alive, the upgrade
+/// timeout, the muxer's) and other tasks on its thread get their turn.
+const MAX_FRAMES_PER_POLL: usize = 64;
+/// Most bytes one read call takes from the socket without returning data; past it, the call yields
+/// like [`MAX_FRAMES_PER_POLL`].
+const MAX_BYTES_PER_POLL: usize = 8 * 1024;
 
 /// An upgraded WebSocket connection used as a byte stream.
 ///
@@ -111,9 +122,12 @@ pub struct Connection<T> {
     failed: Option<String>,
 
     keep_alive: KeepAliveState,
+    /// Bounds `poll_close` as a whole; started by its first call.
     close_timer: Option<Timer>,
     /// Makes the keep-alive and close timers (the runtime's, through its provider).
     timers: TimerFn,
+    /// The close timer fired: every later `poll_close` fails at once.
+    close_timed_out: bool,
 }
 
 /// A piece of an incoming WebSocket data message, from [`Connection::poll_read_message`].
@@ -159,7 +173,7 @@ where
     /// end of the HTTP head (the start of the first frames), if any.
     pub fn new(io: T, role: Role, limits: FrameLimits, leftover: &[u8]) -> Self {
         let mut codec = Codec::new();
-        codec.set_max_data_size(limits.max_frame_size);
+        codec.set_max_data_size(limits.max_frame_size());
         let mut conn = Connection {
             io,
             role,
@@ -190,10 +204,11 @@ where
             },
             close_timer: None,
             timers: default_timers,
+            close_timed_out: false,
         };
         if !leftover.is_empty() {
             let size = SMALL_READ_BUFFER
-                .min(limits.read_buffer_size)
+                .min(limits.read_buffer_size())
                 .max(leftover.len());
             let mut buf = vec![0; size].into_boxed_slice();
             buf[..leftover.len()].copy_from_slice(leftover);
@@ -330,12 +345,12 @@ where
 
     // ----- reading -----------------------------------------------------------------------------
 
-    /// Reads more bytes from the socket into the read buffer. `Ok(false)` on EOF. `grow`: payload is
+    /// Reads more bytes from the socket into the read buffer; the number read, 0 on EOF. `grow`: payload is
     /// read through the buffer (a small remainder of a frame, or a caller reading in small pieces),
     /// so data is flowing: an empty small buffer is replaced by a full-size one, which takes the rest
     /// of the frame and the frames behind it in one read.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<bool>> {
-        let full_size = self.limits.read_buffer_size;
+    fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<usize>> {
+        let full_size = self.limits.read_buffer_size();
         if self.rbuf.is_empty() {
             self.rbuf = vec![0; SMALL_READ_BUFFER.min(full_size)].into_boxed_slice();
         } else if grow && self.rpos == self.rend && self.rbuf.len() < full_size {
@@ -361,7 +376,7 @@ where
             self.rend += n;
             self.keep_alive.last_rx = Instant::now();
         }
-        Poll::Ready(Ok(n > 0))
+        Poll::Ready(Ok(n))
     }
 
     /// Called when the socket has nothing to read: runs keep-alive and releases an empty read buffer.
@@ -380,7 +395,7 @@ where
     }
 
     fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
-        let Some(ka) = self.limits.keep_alive else {
+        let Some(ka) = self.limits.keep_alive() else {
             return Poll::Pending;
         };
         let state = &mut self.keep_alive;
@@ -486,9 +501,9 @@ where
                     self.rx_text = header.opcode() == OpCode::Text;
                 }
                 self.message_len = if continuation { self.message_len } else { 0 } + len as u64;
-                if self.message_len > self.limits.max_message_size as u64 {
+                if self.message_len > self.limits.max_message_size() as u64 {
                     return Err(FrameError::MessageTooLarge {
-                        limit: self.limits.max_message_size,
+                        limit: self.limits.max_message_size(),
                     });
                 }
                 self.in_message = !header.is_fin();
@@ -535,6 +550,9 @@ where
                 return Poll::Ready(Err(self.fail_io(e)));
             }
         }
+        // Work done in this call without returning data (see MAX_FRAMES_PER_POLL).
+        let mut frames = 0;
+        let mut bytes = 0;
         loop {
             if self.peer_closed {
                 return Poll::Ready(Ok(0));
@@ -553,7 +571,7 @@ where
                     // beyond this frame (the next frame's header, usually) lands in the read buffer
                     // in the same call, which saves a read per frame on a plain socket.
                     if self.rbuf.is_empty() {
-                        self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size)]
+                        self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size())]
                             .into_boxed_slice();
                     }
                     self.rpos = 0;
@@ -579,10 +597,11 @@ where
                     }
                 } else {
                     match self.poll_fill(cx, true) {
-                        Poll::Ready(Ok(true)) => continue,
-                        Poll::Ready(Ok(false)) => {
+                        Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
                         }
+                        // Payload arrived: the next turn returns it.
+                        Poll::Ready(Ok(_)) => continue,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                         Poll::Pending => {
                             ready!(self.poll_idle(cx))?;
@@ -616,6 +635,11 @@ where
                 return Poll::Ready(Ok(n));
             }
 
+            if frames >= MAX_FRAMES_PER_POLL || bytes >= MAX_BYTES_PER_POLL {
+                // Cooperative yield: come back at once, after the task's other work.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let decoded = self.codec.decode_header(&self.rbuf[self.rpos..self.rend]);
             let complete = match decoded {
                 Ok(Parsing::Done { value, offset }) => match self.on_header(cx, &value, offset) {
@@ -629,11 +653,11 @@ where
                 if std::mem::take(&mut self.empty_frame) {
                     return Poll::Ready(Ok(0));
                 }
+                frames += 1;
                 continue;
             }
             match self.poll_fill(cx, false) {
-                Poll::Ready(Ok(true)) => {}
-                Poll::Ready(Ok(false)) => {
+                Poll::Ready(Ok(0)) => {
                     if self.rpos == self.rend && !self.in_message {
                         // TCP EOF between frames: a clean end of stream.
                         self.peer_closed = true;
@@ -641,6 +665,7 @@ where
                     }
                     return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)));
                 }
+                Poll::Ready(Ok(n)) => bytes += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
                 Poll::Pending => ready!(self.poll_idle(cx))?,
             }
@@ -738,7 +763,7 @@ where
         if let Some(n) = self.try_write_direct(cx, buf) {
             return Poll::Ready(n);
         }
-        let limit = self.limits.write_buffer_size + HEADER_SLOT;
+        let limit = self.limits.write_buffer_size() + HEADER_SLOT;
         loop {
             let pending =
                 self.wbuf.len() - self.wpos + if self.open.is_none() { HEADER_SLOT } else { 0 };
@@ -773,7 +798,7 @@ where
         {
             return None;
         }
-        let payload = &buf[..buf.len().min(self.limits.write_buffer_size)];
+        let payload = &buf[..buf.len().min(self.limits.write_buffer_size())];
         let mut header = Header::new(OpCode::Binary);
         header.set_fin(true).set_payload_len(payload.len());
         let mut head = [0u8; HEADER_SLOT];
@@ -815,8 +840,31 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Closes the connection. Every step (sending the close frame and what was written before it,
+    /// flushing the socket, closing it: for TLS, sending `close_notify`; after a failure, only
+    /// closing the socket) runs under one timer, started by the first call and set to
+    /// `close_timeout`. Once it has fired, every later call fails at once.
     fn poll_close_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timeout = self.limits.close_timeout();
+        if self.close_timed_out {
+            return Poll::Ready(Err(close_timeout_error(timeout)));
+        }
+        if self.close_timer.is_none() {
+            self.close_timer = Some((self.timers)(Instant::now() + timeout));
+        }
+        if let Poll::Ready(result) = self.poll_close_steps(cx) {
+            return Poll::Ready(result);
+        }
+        let timer = self.close_timer.as_mut().expect("started above");
+        ready!(timer.as_mut().poll(cx));
+        tracing::debug!(role = ?self.role, "peer did not complete the close in time");
+        self.close_timed_out = true;
+        Poll::Ready(Err(self.fail_io(close_timeout_error(timeout))))
+    }
+
+    fn poll_close_steps(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.failed.is_some() {
+            // `fail` already tried to send a close frame; only the socket is left to close.
             return Pin::new(&mut self.io).poll_close(cx);
         }
         if !self.close_sent {
@@ -824,29 +872,23 @@ where
             self.queue_control(OpCode::Close, &1000u16.to_be_bytes());
             self.close_sent = true;
         }
-        match self.poll_drain(cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
-            Poll::Pending => {
-                let deadline = self.limits.close_timeout;
-                let timers = self.timers;
-                let timer = self
-                    .close_timer
-                    .get_or_insert_with(|| timers(Instant::now() + deadline));
-                ready!(timer.as_mut().poll(cx));
-                tracing::debug!(role = ?self.role, "peer did not take the close frame in time");
-                let e = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("WebSocket close timed out after {deadline:?}"),
-                );
-                return Poll::Ready(Err(self.fail_io(e)));
-            }
+        if let Err(e) = ready!(self.poll_drain(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
         }
-        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if let Err(e) = ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+            return Poll::Ready(Err(self.fail_io(e)));
+        }
         self.wbuf = Vec::new();
         self.rbuf = Box::default();
         Pin::new(&mut self.io).poll_close(cx)
     }
+}
+
+fn close_timeout_error(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("WebSocket close timed out after {timeout:?}"),
+    )
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Connection<T> {
@@ -1219,7 +1261,7 @@ mod tests {
         let limits = FrameLimits::default();
         for (piece, peak_capacity) in [
             (64 * 1024, SMALL_READ_BUFFER),
-            (100, limits.read_buffer_size),
+            (100, limits.read_buffer_size()),
         ] {
             let mut conn = Connection::new(Cursor::new(wire.clone()), Role::Server, limits, &[]);
             let (mut got, mut buf, mut peak) = (Vec::new(), vec![0; piece], 0);
@@ -1231,6 +1273,164 @@ mod tests {
             }
             assert_eq!(got, payload, "reads of {piece}");
             assert_eq!(peak, peak_capacity, "reads of {piece}");
+        }
+    }
+
+    /// An in-memory socket: reads serve `input` (at most `piece` bytes per read), writes are counted
+    /// and dropped.
+    struct Mem {
+        input: Vec<u8>,
+        pos: usize,
+        piece: usize,
+        written: usize,
+    }
+
+    impl AsyncRead for Mem {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let n = buf.len().min(this.piece).min(this.input.len() - this.pos);
+            buf[..n].copy_from_slice(&this.input[this.pos..this.pos + n]);
+            this.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Mem {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().written += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl futures::task::ArcWake for CountingWaker {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self
+                .0
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A frame as a client (masked, `role` Server reads it) or a server (unmasked) sends it.
+    fn small_frame(sender: Role, first: u8, payload: &[u8]) -> Vec<u8> {
+        assert!(payload.len() < 126);
+        let mut wire = vec![first];
+        match sender {
+            Role::Client => {
+                let mask = [9, 8, 7, 6];
+                wire.push(0x80 | payload.len() as u8);
+                wire.extend_from_slice(&mask);
+                let body = wire.len();
+                wire.extend_from_slice(payload);
+                apply_mask(&mut wire[body..], mask, 0);
+            }
+            Role::Server => {
+                wire.push(payload.len() as u8);
+                wire.extend_from_slice(payload);
+            }
+        }
+        wire
+    }
+
+    #[test]
+    fn one_read_call_yields_after_the_per_poll_bound_and_wakes_its_task() {
+        use std::sync::{atomic::Ordering, Arc};
+        const FLOOD: usize = 10_000;
+        for reader in [Role::Server, Role::Client] {
+            let sender = match reader {
+                Role::Server => Role::Client,
+                Role::Client => Role::Server,
+            };
+            // (what, the flood, the data frame behind it)
+            let floods = [
+                ("empty binary frames", small_frame(sender, 0x82, b""), None),
+                ("empty pings", small_frame(sender, 0x89, b""), None),
+                ("125-byte pings", small_frame(sender, 0x89, &[7; 125]), None),
+                (
+                    "empty continuation frames",
+                    small_frame(sender, 0x00, b""),
+                    Some(small_frame(sender, 0x02, b"")),
+                ),
+            ];
+            for (what, unit, start) in floods {
+                let mut input = start.clone().unwrap_or_default();
+                for _ in 0..FLOOD {
+                    input.extend_from_slice(&unit);
+                }
+                let end = if start.is_some() { 0x80 } else { 0x82 };
+                input.extend_from_slice(&small_frame(sender, end, b"end"));
+                for piece in [usize::MAX, 1000, 3] {
+                    let io = Mem {
+                        input: input.clone(),
+                        pos: 0,
+                        piece,
+                        written: 0,
+                    };
+                    let limits = FrameLimits::default().with_keep_alive(None);
+                    let mut conn = Connection::new(io, reader, limits, &[]);
+                    let counter = Arc::new(CountingWaker(0.into()));
+                    let waker = futures::task::waker(counter.clone());
+                    let mut cx = Context::from_waker(&waker);
+                    let mut buf = [0u8; 16];
+                    let mut got = Vec::new();
+                    let (mut polls, mut pendings) = (0, 0);
+                    while got.len() < 3 {
+                        polls += 1;
+                        match Pin::new(&mut conn).poll_read(&mut cx, &mut buf) {
+                            Poll::Ready(result) => {
+                                let n = result.expect("read");
+                                assert!(n > 0, "{reader:?} reading {what}: EOF");
+                                got.extend_from_slice(&buf[..n]);
+                            }
+                            Poll::Pending => {
+                                pendings += 1;
+                                // Yielding is not waiting: the task must be woken to come back.
+                                assert_eq!(
+                                    counter.0.load(Ordering::Relaxed),
+                                    pendings,
+                                    "{reader:?} reading {what} in pieces of {piece}: Pending without a wake"
+                                );
+                            }
+                        }
+                        assert!(polls <= FLOOD, "{reader:?} reading {what}: no progress");
+                    }
+                    assert_eq!(got, b"end", "{reader:?} reading {what}");
+                    let frames = FLOOD + usize::from(start.is_some());
+                    let per_poll = frames.div_ceil(polls);
+                    if piece == usize::MAX {
+                        eprintln!(
+                            "figure: {reader:?} reading {FLOOD} {what}: {polls} polls, {pendings} \
+                             yields (at most {per_poll} frames per poll)"
+                        );
+                    }
+                    assert!(
+                        pendings >= frames / MAX_FRAMES_PER_POLL,
+                        "{reader:?} reading {what} in pieces of {piece}: only {pendings} yields for \
+                         {frames} frames"
+                    );
+                    assert!(per_poll <= MAX_FRAMES_PER_POLL);
+                    if what.contains("pings") {
+                        assert!(conn.get_ref().written > 0, "pings are answered");
+                    }
+                }
+            }
         }
     }
 

@@ -17,12 +17,14 @@ use soketto::handshake::{self, server::Response, ServerResponse};
 use crate::error::HandshakeError;
 
 /// Performs the server side of the upgrade on `io`: reads the request (at most `max_head` bytes),
-/// checks that it asks for `path`, and answers `101 Switching Protocols`.
+/// checks that it asks for `path`, and answers `101 Switching Protocols`. Returns any bytes received
+/// after the request head (a client may send its first frames, or part of one, right behind the
+/// request): the start of the WebSocket stream, for [`Connection::new`](crate::Connection::new).
 ///
 /// Requests that are not WebSocket upgrades get an HTTP error response before the error is
 /// returned: 404 for another path, 405 for a method other than GET, 426 for a plain HTTP request,
 /// 431 for a head over the limit, 400 for anything else malformed.
-pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<(), HandshakeError>
+pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<Vec<u8>, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
@@ -38,22 +40,34 @@ async fn serve<T>(
     server: &mut handshake::Server<'_, &mut Bounded<'_, T>>,
     max_head: usize,
     path: &str,
-) -> Result<(), HandshakeError>
+) -> Result<Vec<u8>, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let outcome = match server.receive_request().await {
-        Ok(request) => match decode_target(request.path()) {
-            Some(requested) if requested == path => Ok(request.key()),
-            requested => Err(HandshakeError::PathNotFound {
-                requested: requested.unwrap_or_else(|| request.path().to_string()),
-                served: path.to_string(),
-            }),
-        },
+        Ok(request) => {
+            let key = request.key();
+            let routed = match decode_target(request.path()) {
+                Some(requested) if requested == path => Ok(()),
+                requested => Err(HandshakeError::PathNotFound {
+                    requested: requested.unwrap_or_else(|| request.path().to_string()),
+                    served: path.to_string(),
+                }),
+            };
+            // soketto's buffer holds everything read so far: the request head and whatever the
+            // client sent behind it.
+            let buffer = server.take_buffer();
+            let checked = request_head_len(&buffer).and_then(|head_len| {
+                routed?;
+                Ok((key, buffer[head_len..].to_vec()))
+            });
+            server.set_buffer(buffer);
+            checked
+        }
         Err(e) => Err(map_error(e, max_head)),
     };
     match outcome {
-        Ok(key) => {
+        Ok((key, leftover)) => {
             let accept = Response::Accept {
                 key,
                 protocol: None,
@@ -62,7 +76,7 @@ where
                 .send_response(&accept)
                 .await
                 .map_err(|e| map_error(e, max_head))?;
-            Ok(())
+            Ok(leftover)
         }
         Err(error) => {
             if let Some(status_code) = reject_status(&error) {
@@ -72,6 +86,25 @@ where
             }
             Err(error)
         }
+    }
+}
+
+/// Headers parsed at most, as soketto does.
+const MAX_HEADERS: usize = 32;
+
+/// The length of the request head at the start of `buffer`.
+fn request_head_len(buffer: &[u8]) -> Result<usize, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => Ok(len),
+        // soketto parsed the same bytes with the same header limit; neither can happen.
+        Ok(httparse::Status::Partial) => Err(HandshakeError::Protocol(
+            handshake::Error::IncompleteHttpRequest,
+        )),
+        Err(e) => Err(HandshakeError::Protocol(handshake::Error::Http(Box::new(
+            e,
+        )))),
     }
 }
 

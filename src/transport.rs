@@ -369,8 +369,8 @@ async fn accept<P: Provider>(
         }
         None => Socket::Plain(tcp),
     };
-    handshake::accept(&mut stream, config.max_head_size, &path).await?;
-    Ok(Connection::new(stream, Role::Server, config.frame, &[]).with_timers(P::timer))
+    let rest = handshake::accept(&mut stream, config.max_head_size, &path).await?;
+    Ok(Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer))
 }
 
 /// Accept errors in a row: the backoff timer and the rate limit of their reports.

@@ -16,7 +16,6 @@ mod common;
 
 use std::{
     io,
-    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -27,14 +26,13 @@ use std::{
 };
 
 use async_std::net::{TcpListener, TcpStream};
-use common::*;
+use common::{raw::*, *};
 use futures::{
     channel::{mpsc, oneshot},
     future::{poll_fn, Either},
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
 };
 use libp2p::core::{
-    multiaddr::Protocol,
     muxing::{StreamMuxerBox, StreamMuxerExt, SubstreamBox},
     transport::{ListenerId, TransportEvent},
     Multiaddr, Transport as _,
@@ -45,38 +43,8 @@ use libp2p_ws::{
     TlsConfig,
 };
 
-// ----- async-std only, until this file's tests run per runtime: shadows common's generic helpers -
-
-type Rt = common::AsyncStd;
-type Transport = common::Transport<Rt>;
-type Output = common::Output<Rt>;
-
-fn run<F: std::future::Future>(future: F) -> F::Output {
-    common::run::<Rt, F>(future)
-}
-
-async fn within<F: std::future::Future>(limit: Duration, future: F) -> F::Output {
-    common::within::<Rt, F>(limit, future).await
-}
-
-async fn listen(
-    transport: &mut Transport,
-    addr: &str,
-) -> (libp2p::core::transport::ListenerId, Multiaddr) {
-    common::listen::<Rt>(transport, addr).await
-}
-
-fn drive_listener<T>(
-    transport: T,
-    on_incoming: impl FnMut(T::ListenerUpgrade) + Send + 'static,
-) -> futures::channel::oneshot::Sender<()>
-where
-    T: libp2p::core::Transport + Unpin + Send + 'static,
-    T::ListenerUpgrade: Send,
-    T::Error: Send,
-{
-    common::drive_listener::<Rt, T>(transport, on_incoming)
-}
+// Not yet instantiated per runtime: these tests run on async-std.
+async_std_only!();
 
 // ----- test isolation ----------------------------------------------------------------------------
 
@@ -133,314 +101,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-// ----- a listener driven in the background -------------------------------------------------------
-
-/// A bare WebSocket listener polled by a background task; stops when dropped.
-struct Server {
-    addr: Multiaddr,
-    socket: SocketAddr,
-    /// One entry per accepted TCP connection that got a handshake slot.
-    incoming: mpsc::UnboundedReceiver<Instant>,
-    /// The outcome of every inbound handshake, in completion order.
-    conns: mpsc::UnboundedReceiver<Result<Output, Error>>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Server {
-    async fn start(config: Config, listen_addr: &str) -> Server {
-        let mut transport = Transport::new(config);
-        let (_, addr) = listen(&mut transport, listen_addr).await;
-        let socket = socket_addr(&addr);
-        let (incoming_tx, incoming) = mpsc::unbounded();
-        let (conns_tx, conns) = mpsc::unbounded();
-        let stop = drive_listener(transport, move |upgrade| {
-            let _ = incoming_tx.unbounded_send(Instant::now());
-            let conns_tx = conns_tx.clone();
-            async_std::task::spawn(async move {
-                let _ = conns_tx.unbounded_send(upgrade.await);
-            });
-        });
-        Server {
-            addr,
-            socket,
-            incoming,
-            conns,
-            _stop: stop,
-        }
-    }
-
-    async fn plain(config: Config) -> Server {
-        Self::start(config, "/ip4/127.0.0.1/tcp/0/ws").await
-    }
-
-    async fn next(&mut self) -> Result<Output, Error> {
-        self.conns.next().await.expect("listener task alive")
-    }
-
-    async fn next_ok(&mut self) -> Output {
-        self.next().await.expect("inbound upgrade succeeds")
-    }
-}
-
-fn socket_addr(addr: &Multiaddr) -> SocketAddr {
-    let (mut ip, mut port) = (None, None);
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(a.into()),
-            Protocol::Ip6(a) => ip = Some(a.into()),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    SocketAddr::new(ip.expect("ip"), port.expect("port"))
-}
-
-async fn dial(config: Config, addr: Multiaddr) -> Result<Output, Error> {
-    Transport::new(config)
-        .dial(addr, dial_opts())
-        .expect("dial accepted")
-        .await
-}
-
-// ----- raw peers ---------------------------------------------------------------------------------
-
-const UPGRADE_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// A frame header; `len` is what the header declares, whatever follows.
-fn header(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, len: u64) -> Vec<u8> {
-    let mut v = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0x0f)];
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    if len < 126 {
-        v.push(m | len as u8);
-    } else if len <= 0xffff {
-        v.push(m | 126);
-        v.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        v.push(m | 127);
-        v.extend_from_slice(&len.to_be_bytes());
-    }
-    if let Some(k) = mask {
-        v.extend_from_slice(&k);
-    }
-    v
-}
-
-/// A complete frame, masked when `mask` is given.
-fn frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
-    let mut v = header(fin, rsv, opcode, mask, payload.len() as u64);
-    let start = v.len();
-    v.extend_from_slice(payload);
-    if let Some(k) = mask {
-        for (i, b) in v[start..].iter_mut().enumerate() {
-            *b ^= k[i % 4];
-        }
-    }
-    v
-}
-
-fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
-    let mut v = code.to_be_bytes().to_vec();
-    v.extend_from_slice(reason);
-    v
-}
-
-#[derive(Debug)]
-struct RawFrame {
-    fin: bool,
-    opcode: u8,
-    masked: bool,
-    payload: Vec<u8>,
-}
-
-/// A hand-driven TCP peer that speaks raw bytes and frames.
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
-    scratch: Vec<u8>,
-}
-
-impl Raw {
-    fn new(s: TcpStream) -> Raw {
-        Raw {
-            s,
-            buf: Vec::new(),
-            scratch: vec![0; 64 * 1024],
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.s.write_all(bytes).await?;
-        self.s.flush().await
-    }
-
-    async fn read_more(&mut self) -> io::Result<()> {
-        let n = self.s.read(&mut self.scratch).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&self.scratch[..n]);
-        Ok(())
-    }
-
-    async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            self.read_more().await?;
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    async fn read_head(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
-                return Ok(String::from_utf8_lossy(&head).into_owned());
-            }
-            if self.buf.len() > 64 * 1024 {
-                return Err(io::Error::other("head too large"));
-            }
-            self.read_more().await?;
-        }
-    }
-
-    /// Everything until EOF or an error (as a string, lossily).
-    async fn read_to_close(&mut self) -> String {
-        loop {
-            match self.read_more().await {
-                Ok(()) => {}
-                Err(_) => return String::from_utf8_lossy(&self.buf).into_owned(),
-            }
-        }
-    }
-
-    async fn read_header(&mut self) -> io::Result<(bool, u8, Option<[u8; 4]>, u64)> {
-        let b = self.take(2).await?;
-        let (fin, opcode, masked) = (b[0] & 0x80 != 0, b[0] & 0x0f, b[1] & 0x80 != 0);
-        let len = match b[1] & 0x7f {
-            126 => u16::from_be_bytes(self.take(2).await?.try_into().unwrap()) as u64,
-            127 => u64::from_be_bytes(self.take(8).await?.try_into().unwrap()),
-            n => n as u64,
-        };
-        let mask = if masked {
-            Some(self.take(4).await?.try_into().unwrap())
-        } else {
-            None
-        };
-        Ok((fin, opcode, mask, len))
-    }
-
-    async fn read_frame(&mut self) -> io::Result<RawFrame> {
-        let (fin, opcode, mask, len) = self.read_header().await?;
-        assert!(len <= 16 * 1024 * 1024, "frame of {len} bytes");
-        let mut payload = self.take(len as usize).await?;
-        if let Some(k) = mask {
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= k[i % 4];
-            }
-        }
-        Ok(RawFrame {
-            fin,
-            opcode,
-            masked: mask.is_some(),
-            payload,
-        })
-    }
-
-    /// Discards `n` payload bytes.
-    async fn skip(&mut self, mut n: u64) -> io::Result<()> {
-        let from_buf = n.min(self.buf.len() as u64) as usize;
-        self.buf.drain(..from_buf);
-        n -= from_buf as u64;
-        while n > 0 {
-            let want = n.min(self.scratch.len() as u64) as usize;
-            let k = self.s.read(&mut self.scratch[..want]).await?;
-            if k == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            n -= k as u64;
-        }
-        Ok(())
-    }
-
-    /// Reads frames until a close frame; returns its code (`None` for an empty close payload).
-    async fn close_code(&mut self) -> io::Result<Option<u16>> {
-        loop {
-            let f = self.read_frame().await?;
-            if f.opcode == 8 {
-                return Ok((f.payload.len() >= 2)
-                    .then(|| u16::from_be_bytes([f.payload[0], f.payload[1]])));
-            }
-        }
-    }
-
-    /// Resets the connection: SO_LINGER 0, then close (the kernel sends RST).
-    fn reset(self) {
-        use std::os::fd::{AsRawFd, BorrowedFd};
-        // SAFETY: the descriptor belongs to `self.s`, which outlives the borrow.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.s.as_raw_fd()) };
-        socket2::SockRef::from(&fd)
-            .set_linger(Some(Duration::ZERO))
-            .expect("SO_LINGER");
-        drop(self);
-    }
-}
-
-/// A raw client that has completed the upgrade against `socket`.
-async fn raw_client(socket: SocketAddr) -> Raw {
-    let mut raw = Raw::new(TcpStream::connect(socket).await.expect("connect"));
-    raw.send(UPGRADE_REQUEST).await.expect("send request");
-    let head = raw.read_head().await.expect("response head");
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    raw
-}
-
-/// A raw TCP listener and the `/ws` address to dial it.
-async fn raw_listener() -> (TcpListener, Multiaddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    (
-        listener,
-        format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap(),
-    )
-}
-
-/// Accepts one connection on a raw listener and answers its upgrade (with the crate's own
-/// server handshake), leaving a raw server peer.
-async fn raw_accept(listener: &TcpListener) -> Raw {
-    let (mut s, _) = listener.accept().await.expect("accept");
-    libp2p_ws::handshake_io::accept(&mut s, 8192, "/")
-        .await
-        .expect("upgrade");
-    Raw::new(s)
-}
-
-/// Our client connected to a raw server.
-async fn client_and_raw_server(config: Config) -> (Output, Raw) {
-    let (listener, addr) = raw_listener().await;
-    let (raw, conn) = futures::join!(raw_accept(&listener), dial(config, addr));
-    (conn.expect("dial succeeds"), raw)
-}
-
-/// Our server connected to a raw client.
-async fn server_and_raw_client(server: &mut Server) -> (Output, Raw) {
-    let raw = raw_client(server.socket).await;
-    (server.next_ok().await, raw)
-}
-
-/// Reads from `conn` until it fails; a clean EOF fails the test.
-async fn read_until_error(conn: &mut Output) -> io::Error {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match conn.read(&mut buf).await {
-            Ok(0) => panic!("clean EOF where an error was expected"),
-            Ok(_) => continue,
-            Err(e) => return e,
-        }
-    }
 }
 
 /// Counts the bytes read through it.
@@ -1016,8 +676,8 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
 
         // (what, bytes the raw client sends)
         let mut over_message = Vec::new();
-        let chunk = vec![0x5a; limits.max_frame_size];
-        let frames = limits.max_message_size / limits.max_frame_size;
+        let chunk = vec![0x5a; limits.max_frame_size()];
+        let frames = limits.max_message_size() / limits.max_frame_size();
         for i in 0..frames {
             over_message.extend(frame(
                 false,
@@ -1035,7 +695,7 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
             ),
             (
                 "a frame one byte over max_frame_size",
-                header(true, 0, 2, Some(MASK), limits.max_frame_size as u64 + 1),
+                header(true, 0, 2, Some(MASK), limits.max_frame_size() as u64 + 1),
             ),
             (
                 "a message one byte over max_message_size, in max-size frames",
@@ -1418,7 +1078,7 @@ fn writer_is_backpressured_by_a_peer_that_never_reads() {
         assert!(grown < 8 * 1024 * 1024, "RSS grew {grown} bytes");
         // Unsent bytes stay under the write buffer size; the buffer's allocation may reach about four
         // times that (a new frame is opened behind a partly sent one, and the Vec grows by doubling).
-        let write_buffer = Config::default().frame_limits().write_buffer_size;
+        let write_buffer = Config::default().frame_limits().write_buffer_size();
         let peak = peak.load(Ordering::Relaxed);
         assert!(
             peak <= 4 * (write_buffer + 14) + 1024,

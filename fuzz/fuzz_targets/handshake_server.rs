@@ -1,5 +1,6 @@
 //! The server side of the HTTP upgrade (`handshake_io::accept`) reading a request from the fuzz
-//! input; on success, the frame reader (`Role::Server`) reads the rest.
+//! input; on success, the frame reader (`Role::Server`) reads the rest, starting with the bytes read
+//! past the request head (the leftover `accept` returns).
 #![no_main]
 
 #[path = "common.rs"]
@@ -13,11 +14,9 @@ fuzz_target!(|data: &[u8]| {
         let mut io = common::Mem::new(data);
         let max_head = 256 + data.first().map_or(0, |b| usize::from(*b) * 31);
         let max_head = max_head.min(DEFAULT_MAX_HEAD_SIZE);
-        if libp2p_ws::handshake_io::accept(&mut io, max_head, "/")
-            .await
-            .is_ok()
-        {
-            let mut conn = Connection::new(io, Role::Server, FrameLimits::default(), &[]);
+        // Bytes the input has right behind the request head are the start of the frame stream.
+        if let Ok(leftover) = libp2p_ws::handshake_io::accept(&mut io, max_head, "/").await {
+            let mut conn = Connection::new(io, Role::Server, FrameLimits::default(), &leftover);
             let _ = common::drain(&mut conn, data.len().is_multiple_of(2)).await;
         }
     });

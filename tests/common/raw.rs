@@ -1,0 +1,399 @@
+//! Raw peers for the integration tests: a listener driven in the background ([`Server`]), a
+//! hand-driven TCP peer that speaks bytes and frames ([`Raw`]), frame builders, and bounded
+//! table-driven cases ([`case`]).
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use async_std::net::{TcpListener, TcpStream};
+use futures::{
+    channel::{mpsc, oneshot},
+    AsyncReadExt, AsyncWriteExt, StreamExt,
+};
+use libp2p::core::{multiaddr::Protocol, Multiaddr, Transport as _};
+use libp2p_ws::{Config, Error};
+
+use super::dial_opts;
+
+// These raw peers run on async-std (the tests that use them are not yet instantiated per runtime).
+type Rt = super::AsyncStd;
+type Transport = super::Transport<Rt>;
+type Output = super::Output<Rt>;
+
+/// Runs one case of a table-driven test for at most `limit`; a case that takes longer fails the test
+/// with its name.
+pub async fn case<F: Future>(name: &str, limit: Duration, future: F) -> F::Output {
+    async_std::future::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("case {name:?} did not finish within {limit:?}"))
+}
+
+// ----- a listener driven in the background -------------------------------------------------------
+
+/// A bare WebSocket listener polled by a background task; stops when dropped.
+pub struct Server {
+    pub addr: Multiaddr,
+    pub socket: SocketAddr,
+    /// One entry per accepted TCP connection that got a handshake slot.
+    pub incoming: mpsc::UnboundedReceiver<Instant>,
+    /// The outcome of every inbound handshake, in completion order.
+    pub conns: mpsc::UnboundedReceiver<Result<Output, Error>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Server {
+    pub async fn start(config: Config, listen_addr: &str) -> Server {
+        let mut transport = Transport::new(config);
+        let (_, addr) = super::listen::<Rt>(&mut transport, listen_addr).await;
+        let socket = socket_addr(&addr);
+        let (incoming_tx, incoming) = mpsc::unbounded();
+        let (conns_tx, conns) = mpsc::unbounded();
+        let stop = super::drive_listener::<Rt, _>(transport, move |upgrade| {
+            let _ = incoming_tx.unbounded_send(Instant::now());
+            let conns_tx = conns_tx.clone();
+            async_std::task::spawn(async move {
+                let _ = conns_tx.unbounded_send(upgrade.await);
+            });
+        });
+        Server {
+            addr,
+            socket,
+            incoming,
+            conns,
+            _stop: stop,
+        }
+    }
+
+    pub async fn plain(config: Config) -> Server {
+        Self::start(config, "/ip4/127.0.0.1/tcp/0/ws").await
+    }
+
+    pub async fn next(&mut self) -> Result<Output, Error> {
+        self.conns.next().await.expect("listener task alive")
+    }
+
+    pub async fn next_ok(&mut self) -> Output {
+        self.next().await.expect("inbound upgrade succeeds")
+    }
+}
+
+pub fn socket_addr(addr: &Multiaddr) -> SocketAddr {
+    let (mut ip, mut port) = (None, None);
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a.into()),
+            Protocol::Ip6(a) => ip = Some(a.into()),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    SocketAddr::new(ip.expect("ip"), port.expect("port"))
+}
+
+pub async fn dial(config: Config, addr: Multiaddr) -> Result<Output, Error> {
+    Transport::new(config)
+        .dial(addr, dial_opts())
+        .expect("dial accepted")
+        .await
+}
+
+// ----- raw peers ---------------------------------------------------------------------------------
+
+pub const UPGRADE_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A frame header; `len` is what the header declares, whatever follows.
+pub fn header(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, len: u64) -> Vec<u8> {
+    let mut v = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0x0f)];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    if len < 126 {
+        v.push(m | len as u8);
+    } else if len <= 0xffff {
+        v.push(m | 126);
+        v.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        v.push(m | 127);
+        v.extend_from_slice(&len.to_be_bytes());
+    }
+    if let Some(k) = mask {
+        v.extend_from_slice(&k);
+    }
+    v
+}
+
+/// A complete frame, masked when `mask` is given.
+pub fn frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut v = header(fin, rsv, opcode, mask, payload.len() as u64);
+    let start = v.len();
+    v.extend_from_slice(payload);
+    if let Some(k) = mask {
+        for (i, b) in v[start..].iter_mut().enumerate() {
+            *b ^= k[i % 4];
+        }
+    }
+    v
+}
+
+pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut v = code.to_be_bytes().to_vec();
+    v.extend_from_slice(reason);
+    v
+}
+
+#[derive(Debug)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub masked: bool,
+    pub payload: Vec<u8>,
+}
+
+/// A hand-driven TCP peer that speaks raw bytes and frames.
+pub struct Raw {
+    pub s: TcpStream,
+    pub buf: Vec<u8>,
+    pub scratch: Vec<u8>,
+}
+
+impl Raw {
+    pub fn new(s: TcpStream) -> Raw {
+        Raw {
+            s,
+            buf: Vec::new(),
+            scratch: vec![0; 64 * 1024],
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.s.write_all(bytes).await?;
+        self.s.flush().await
+    }
+
+    pub async fn read_more(&mut self) -> io::Result<()> {
+        let n = self.s.read(&mut self.scratch).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&self.scratch[..n]);
+        Ok(())
+    }
+
+    pub async fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.read_more().await?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    pub async fn read_head(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                return Ok(String::from_utf8_lossy(&head).into_owned());
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(io::Error::other("head too large"));
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// Everything until EOF or an error (as a string, lossily).
+    pub async fn read_to_close(&mut self) -> String {
+        loop {
+            match self.read_more().await {
+                Ok(()) => {}
+                Err(_) => return String::from_utf8_lossy(&self.buf).into_owned(),
+            }
+        }
+    }
+
+    pub async fn read_header(&mut self) -> io::Result<(bool, u8, Option<[u8; 4]>, u64)> {
+        let b = self.take(2).await?;
+        let (fin, opcode, masked) = (b[0] & 0x80 != 0, b[0] & 0x0f, b[1] & 0x80 != 0);
+        let len = match b[1] & 0x7f {
+            126 => u16::from_be_bytes(self.take(2).await?.try_into().unwrap()) as u64,
+            127 => u64::from_be_bytes(self.take(8).await?.try_into().unwrap()),
+            n => n as u64,
+        };
+        let mask = if masked {
+            Some(self.take(4).await?.try_into().unwrap())
+        } else {
+            None
+        };
+        Ok((fin, opcode, mask, len))
+    }
+
+    pub async fn read_frame(&mut self) -> io::Result<RawFrame> {
+        let (fin, opcode, mask, len) = self.read_header().await?;
+        assert!(len <= 16 * 1024 * 1024, "frame of {len} bytes");
+        let mut payload = self.take(len as usize).await?;
+        if let Some(k) = mask {
+            for (i, b) in payload.iter_mut().enumerate() {
+                *b ^= k[i % 4];
+            }
+        }
+        Ok(RawFrame {
+            fin,
+            opcode,
+            masked: mask.is_some(),
+            payload,
+        })
+    }
+
+    /// Discards `n` payload bytes.
+    pub async fn skip(&mut self, mut n: u64) -> io::Result<()> {
+        let from_buf = n.min(self.buf.len() as u64) as usize;
+        self.buf.drain(..from_buf);
+        n -= from_buf as u64;
+        while n > 0 {
+            let want = n.min(self.scratch.len() as u64) as usize;
+            let k = self.s.read(&mut self.scratch[..want]).await?;
+            if k == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads frames until a close frame; returns its code (`None` for an empty close payload).
+    pub async fn close_code(&mut self) -> io::Result<Option<u16>> {
+        loop {
+            let f = self.read_frame().await?;
+            if f.opcode == 8 {
+                return Ok((f.payload.len() >= 2)
+                    .then(|| u16::from_be_bytes([f.payload[0], f.payload[1]])));
+            }
+        }
+    }
+
+    /// Resets the connection: SO_LINGER 0, then close (the kernel sends RST).
+    pub fn reset(self) {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the descriptor belongs to `self.s`, which outlives the borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.s.as_raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .set_linger(Some(Duration::ZERO))
+            .expect("SO_LINGER");
+        drop(self);
+    }
+}
+
+/// A raw client that has completed the upgrade against `socket`.
+pub async fn raw_client(socket: SocketAddr) -> Raw {
+    let mut raw = Raw::new(TcpStream::connect(socket).await.expect("connect"));
+    raw.send(UPGRADE_REQUEST).await.expect("send request");
+    let head = raw.read_head().await.expect("response head");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    raw
+}
+
+/// A raw TCP listener and the `/ws` address to dial it.
+pub async fn raw_listener() -> (TcpListener, Multiaddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (
+        listener,
+        format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap(),
+    )
+}
+
+/// Accepts one connection on a raw listener and answers its upgrade (with the crate's own
+/// server handshake), leaving a raw server peer.
+pub async fn raw_accept(listener: &TcpListener) -> Raw {
+    let (mut s, _) = listener.accept().await.expect("accept");
+    let leftover = libp2p_ws::handshake_io::accept(&mut s, 8192, "/")
+        .await
+        .expect("upgrade");
+    let mut raw = Raw::new(s);
+    raw.buf = leftover;
+    raw
+}
+
+/// Accepts one connection on a raw listener and answers its upgrade with the crate's own server
+/// handshake, but passes the 101 response through `edit` first (to add headers, spoil the accept
+/// value, or send frames in the same write). Returns the raw server peer and the bytes sent.
+pub async fn raw_accept_edited(
+    listener: &TcpListener,
+    edit: impl FnOnce(&str) -> Vec<u8>,
+) -> (Raw, Vec<u8>) {
+    let (s, _) = listener.accept().await.expect("accept");
+    let mut capture = Capture { s, out: Vec::new() };
+    let leftover = libp2p_ws::handshake_io::accept(&mut capture, 8192, "/")
+        .await
+        .expect("upgrade");
+    let response = edit(&String::from_utf8(capture.out).expect("ASCII response"));
+    let mut raw = Raw::new(capture.s);
+    raw.buf = leftover;
+    raw.send(&response).await.expect("send response");
+    (raw, response)
+}
+
+/// Reads from the socket, keeps what is written.
+struct Capture {
+    s: TcpStream,
+    out: Vec<u8>,
+}
+
+impl futures::AsyncRead for Capture {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.s).poll_read(cx, buf)
+    }
+}
+
+impl futures::AsyncWrite for Capture {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Our client connected to a raw server.
+pub async fn client_and_raw_server(config: Config) -> (Output, Raw) {
+    let (listener, addr) = raw_listener().await;
+    let (raw, conn) = futures::join!(raw_accept(&listener), dial(config, addr));
+    (conn.expect("dial succeeds"), raw)
+}
+
+/// Our server connected to a raw client.
+pub async fn server_and_raw_client(server: &mut Server) -> (Output, Raw) {
+    let raw = raw_client(server.socket).await;
+    (server.next_ok().await, raw)
+}
+
+/// Reads from `conn` until it fails; a clean EOF fails the test.
+pub async fn read_until_error(conn: &mut Output) -> io::Error {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => panic!("clean EOF where an error was expected"),
+            Ok(_) => continue,
+            Err(e) => return e,
+        }
+    }
+}

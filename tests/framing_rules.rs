@@ -1,0 +1,285 @@
+//! The framing layer's rules over real sockets on 127.0.0.1, against raw peers: one read call does
+//! bounded work however fast a peer streams empty frames or pings (issue 11, item 3). Each test
+//! prints its figures (`--nocapture`); each case of a table runs under a time bound that names it.
+
+mod common;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{raw::*, *};
+use futures::{future::poll_fn, AsyncRead, AsyncWriteExt};
+use libp2p::core::{
+    transport::{ListenerId, TransportEvent},
+    Transport as _,
+};
+use libp2p::identity::Keypair;
+use libp2p_ws::Config;
+
+// Not yet instantiated per runtime: these tests run on async-std.
+async_std_only!();
+
+/// Every case of a table-driven test must finish within this.
+const CASE: Duration = Duration::from_secs(10);
+
+/// Runs `body` on its own thread and waits at most `limit` for it. A poll that never returns cannot
+/// be interrupted by a timer on the same task, so this is how a test fails (naming the case)
+/// instead of hanging when one read call spins.
+fn on_watchdog<T: Send + 'static>(
+    name: &str,
+    limit: Duration,
+    body: impl Future<Output = T> + Send + 'static,
+) -> T {
+    init_logging();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(async_std::task::block_on(body));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "case {name:?} did not finish within {limit:?}: a poll that never returns keeps its \
+             timers from firing"
+        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("case {name:?} panicked (see above)")
+        }
+    }
+}
+
+/// Which side of the connection is ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ours {
+    /// Our listener, a raw client (which masks what it sends).
+    Listener,
+    /// Our dialer, a raw server.
+    Dialer,
+}
+
+impl Ours {
+    /// The mask the raw peer must use.
+    fn mask(self) -> Option<[u8; 4]> {
+        match self {
+            Ours::Listener => Some(MASK),
+            Ours::Dialer => None,
+        }
+    }
+
+    /// Our connection (with `config`) and the raw peer.
+    async fn connect(self, config: Config) -> (Output, Raw) {
+        match self {
+            Ours::Listener => {
+                // The listener stops when `server` is dropped; the connection lives on.
+                let mut server = Server::plain(config).await;
+                server_and_raw_client(&mut server).await
+            }
+            Ours::Dialer => client_and_raw_server(config).await,
+        }
+    }
+}
+
+const BOTH: [Ours; 2] = [Ours::Listener, Ours::Dialer];
+
+/// Writes `unit` (repeated to 64 KiB per write) as fast as the socket takes it, for at most
+/// `for_at_most`, until the connection fails; counts the bytes sent.
+fn flood(raw: &Raw, unit: Vec<u8>, for_at_most: Duration, sent: Arc<AtomicU64>) {
+    let mut s = raw.s.clone();
+    let chunk: Vec<u8> = unit
+        .iter()
+        .copied()
+        .cycle()
+        .take(unit.len() * (65536 / unit.len()))
+        .collect();
+    async_std::task::spawn(async move {
+        let start = Instant::now();
+        while start.elapsed() < for_at_most {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Thread CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+// =================================================================================================
+// Item 3: one read call does bounded work
+// =================================================================================================
+
+#[test]
+fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call() {
+    let wait = Duration::from_millis(500);
+    for ours in BOTH {
+        let mask = ours.mask();
+        // (what, the first frame, the frame repeated)
+        let floods: [(&str, Vec<u8>, Vec<u8>); 3] = [
+            ("empty binary frames", vec![], frame(true, 0, 2, mask, b"")),
+            ("empty pings", vec![], frame(true, 0, 9, mask, b"")),
+            (
+                "empty continuation frames",
+                frame(false, 0, 2, mask, b""),
+                frame(false, 0, 0, mask, b""),
+            ),
+        ];
+        for (what, first, unit) in floods {
+            let name = format!("our {ours:?} reading a flood of {what}");
+            let case_name = name.clone();
+            let unit_len = unit.len() as u64;
+            let (elapsed, polls, longest, cpu, sent, result) =
+                on_watchdog(&name, CASE, async move {
+                    let config = Config::default().with_keep_alive(None);
+                    let (mut conn, mut raw) = ours.connect(config).await;
+                    raw.send(&first).await.unwrap();
+                    let sent = Arc::new(AtomicU64::new(0));
+                    flood(&raw, unit, Duration::from_secs(5), sent.clone());
+                    // Nothing but empty frames arrives: the read must stay pending and let the
+                    // timeout beside it fire.
+                    let mut buf = [0u8; 64];
+                    let (mut polls, mut longest) = (0u32, Duration::ZERO);
+                    let (start, cpu_start) = (Instant::now(), thread_cpu());
+                    let read = poll_fn(|cx| {
+                        polls += 1;
+                        // CPU time, not wall time: a preempted poll is not a long one.
+                        let t = thread_cpu();
+                        let r = Pin::new(&mut conn).poll_read(cx, &mut buf);
+                        longest = longest.max(thread_cpu() - t);
+                        r
+                    });
+                    let result = async_std::future::timeout(wait, read).await;
+                    let (elapsed, cpu) = (start.elapsed(), thread_cpu() - cpu_start);
+                    drop(conn);
+                    drop(raw);
+                    let result = result.map(|r| r.map_err(|e| e.to_string()));
+                    (
+                        elapsed,
+                        polls,
+                        longest,
+                        cpu,
+                        sent.load(Ordering::Relaxed),
+                        result,
+                    )
+                });
+            println!(
+                "figure: {case_name}: the {wait:?} timeout beside the read fired after {elapsed:?}; \
+                 {polls} polls, the longest {longest:?} of CPU; reader thread CPU {cpu:?}; about {} \
+                 frames flooded",
+                sent / unit_len
+            );
+            assert!(result.is_err(), "{case_name}: the read returned {result:?}");
+            assert!(
+                elapsed < wait + Duration::from_secs(1),
+                "{case_name}: the timeout fired late: {elapsed:?}"
+            );
+            assert!(polls > 1, "{case_name}: the read never yielded");
+            assert!(
+                longest < Duration::from_millis(20),
+                "{case_name}: one poll used {longest:?} of CPU"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames() {
+    let timeout = Duration::from_secs(1);
+    for ours in BOTH {
+        let name = format!("our {ours:?} upgrading (noise) against empty frames");
+        let (elapsed, error) = on_watchdog(&name, CASE, async move {
+            let key = Keypair::generate_ed25519();
+            let config = Config::default()
+                .with_upgrade_timeout(timeout)
+                .with_keep_alive(None);
+            let mut transport = libp2p_ws::async_std::upgraded(&key, config).unwrap();
+            let sent = Arc::new(AtomicU64::new(0));
+            match ours {
+                Ours::Dialer => {
+                    let (listener, addr) = raw_listener().await;
+                    let start = Instant::now();
+                    let dial = transport.dial(addr, dial_opts()).unwrap();
+                    let dialing = async_std::task::spawn(dial);
+                    let raw = raw_accept(&listener).await;
+                    flood(
+                        &raw,
+                        frame(true, 0, 2, None, b""),
+                        Duration::from_secs(5),
+                        sent,
+                    );
+                    let result = dialing.await;
+                    drop(raw);
+                    (
+                        start.elapsed(),
+                        result.map(|_| ()).map_err(|e| e.to_string()),
+                    )
+                }
+                Ours::Listener => {
+                    transport
+                        .listen_on(
+                            ListenerId::next(),
+                            "/ip4/127.0.0.1/tcp/0/ws".parse().unwrap(),
+                        )
+                        .unwrap();
+                    let addr = loop {
+                        if let TransportEvent::NewAddress { listen_addr, .. } =
+                            poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await
+                        {
+                            break listen_addr;
+                        }
+                    };
+                    let socket = common::raw::socket_addr(&addr);
+                    let start = Instant::now();
+                    let mut raw =
+                        Raw::new(async_std::net::TcpStream::connect(socket).await.unwrap());
+                    raw.send(UPGRADE_REQUEST).await.unwrap();
+                    let upgrade = loop {
+                        if let TransportEvent::Incoming { upgrade, .. } =
+                            poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await
+                        {
+                            break upgrade;
+                        }
+                    };
+                    let upgrading = async_std::task::spawn(upgrade);
+                    let head = raw.read_head().await.unwrap();
+                    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                    flood(
+                        &raw,
+                        frame(true, 0, 2, Some(MASK), b""),
+                        Duration::from_secs(5),
+                        sent,
+                    );
+                    let result = upgrading.await;
+                    drop(raw);
+                    (
+                        start.elapsed(),
+                        result.map(|_| ()).map_err(|e| e.to_string()),
+                    )
+                }
+            }
+        });
+        println!(
+            "figure: {name}: the {timeout:?} upgrade timeout ended it after {elapsed:?}: {error:?}"
+        );
+        assert!(error.is_err(), "{name}: the upgrade succeeded");
+        assert!(
+            elapsed < timeout + Duration::from_secs(1),
+            "{name}: took {elapsed:?}"
+        );
+    }
+}
