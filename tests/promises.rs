@@ -49,7 +49,7 @@ async fn upgrade_timeout_bounds_a_peer_stalling_inside_noise<R: Runtime>() {
     drop(stop);
     drop(held);
     println!("figure ({}): stalled inside noise, the dial failed after {took:?} (upgrade timeout {limit:?})", R::NAME);
-    let error = result.err().expect("a stalled peer fails the dial");
+    let error = result.expect_err("a stalled peer fails the dial");
     assert!(
         format!("{error:?}").contains("Timeout"),
         "a timeout, not another failure: {error:?}"
