@@ -1,6 +1,7 @@
 //! The framing layer's rules over real sockets on 127.0.0.1, against raw peers: one read call does
-//! bounded work however fast a peer streams empty frames or pings (issue 11, item 3). Each test
-//! prints its figures (`--nocapture`); each case of a table runs under a time bound that names it.
+//! bounded work however fast a peer streams empty frames or pings (issue 11, item 3); control frames
+//! must use the 7-bit length form (item 7). Each test prints its figures (`--nocapture`); each case
+//! of a table runs under a time bound that names it.
 
 mod common;
 
@@ -21,7 +22,7 @@ use libp2p::core::{
     Transport as _,
 };
 use libp2p::identity::Keypair;
-use libp2p_ws::{Config, Output};
+use libp2p_ws::{Config, FrameError, Output};
 
 /// Every case of a table-driven test must finish within this.
 const CASE: Duration = Duration::from_secs(10);
@@ -279,4 +280,71 @@ fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames() {
             "{name}: took {elapsed:?}"
         );
     }
+}
+
+// =================================================================================================
+// Item 7: control frames use the 7-bit length form
+// =================================================================================================
+
+/// A control frame whose (short) length is written in the 16- or 64-bit form.
+fn control_with_long_length(
+    opcode: u8,
+    form: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = vec![0x80 | opcode, if mask.is_some() { 0x80 } else { 0 } | form];
+    match form {
+        126 => v.extend_from_slice(&(payload.len() as u16).to_be_bytes()),
+        _ => v.extend_from_slice(&(payload.len() as u64).to_be_bytes()),
+    }
+    if let Some(k) = mask {
+        v.extend_from_slice(&k);
+    }
+    let body = v.len();
+    v.extend_from_slice(payload);
+    if let Some(k) = mask {
+        for (i, b) in v[body..].iter_mut().enumerate() {
+            *b ^= k[i % 4];
+        }
+    }
+    v
+}
+
+#[test]
+fn control_frames_with_a_16_or_64_bit_length_close_with_1002() {
+    run(async {
+        for ours in BOTH {
+            for (what, opcode, payload) in [
+                ("ping", 9u8, b"ping".to_vec()),
+                ("pong", 10, b"pong".to_vec()),
+                ("close", 8, close_payload(1000, b"bye")),
+            ] {
+                for form in [126u8, 127] {
+                    let name = format!("our {ours:?} <- {what} with a {form}-form length");
+                    case(&name, CASE, async {
+                        let (mut conn, mut raw) = ours.connect(Config::default()).await;
+                        raw.send(&control_with_long_length(
+                            opcode,
+                            form,
+                            ours.mask(),
+                            &payload,
+                        ))
+                        .await
+                        .unwrap();
+                        let error = read_until_error(&mut conn).await;
+                        let code = raw.close_code().await.expect("a close frame");
+                        let typed = FrameError::from_io(&error);
+                        println!("figure: {name}: closed with {code:?}, {typed:?}");
+                        assert_eq!(code, Some(1002), "{name}");
+                        assert!(
+                            matches!(typed, Some(FrameError::Protocol(_))),
+                            "{name}: {error}"
+                        );
+                    })
+                    .await;
+                }
+            }
+        }
+    });
 }
