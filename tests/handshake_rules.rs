@@ -1,10 +1,11 @@
 //! The HTTP upgrade's rules, tested with raw peers over 127.0.0.1: bytes sent right behind the
-//! request or the response are kept (issue 11, item 5), RFC 6455's MUSTs for both sides (item 7),
-//! and a wrong `Sec-WebSocket-Accept` fails the dial. Each test prints its figures (`--nocapture`).
+//! request are kept (issue 11, item 5), RFC 6455's MUSTs for both sides (item 7), and the checks a
+//! reviewer could break without a test noticing (a wrong `Sec-WebSocket-Accept`, a head limit under
+//! 8 KiB). Each test prints its figures (`--nocapture`).
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_std::net::TcpStream;
 use common::{raw::*, *};
@@ -294,5 +295,78 @@ fn listener_answers_400_to_a_bad_key_or_repeated_host_or_key_headers() {
             })
             .await;
         }
+    });
+}
+
+// ----- promised but untested: a head limit under 8 KiB --------------------------------------------
+
+#[test]
+fn a_head_limit_of_1_kib_refuses_a_1_5_kib_head_with_431_and_takes_a_900_byte_head() {
+    run(async {
+        let limit = 1024;
+        let mut server = Server::plain(Config::default().with_max_head_size(limit)).await;
+        let padded = |size: usize| {
+            let bare = request_with("X-Pad: \r\n").len();
+            let request = request_with(&format!("X-Pad: {}\r\n", "p".repeat(size - bare)));
+            assert_eq!(request.len(), size);
+            request
+        };
+        for (name, size, status) in [
+            ("a 900-byte head", 900, "101"),
+            ("a 1024-byte head (exactly the limit)", 1024, "101"),
+            ("a 1025-byte head", 1025, "431"),
+            ("a 1.5 KiB head", 1536, "431"),
+        ] {
+            case(name, CASE, async {
+                let start = Instant::now();
+                let (status_line, raw) = status_of(&server, &padded(size)).await;
+                let outcome = server.next().await;
+                println!(
+                    "figure: limit {limit} bytes, {name}: answered {status_line:?} after {:?}",
+                    start.elapsed()
+                );
+                assert!(
+                    status_line.starts_with(&format!("HTTP/1.1 {status}")),
+                    "{name}: answered {status_line:?}"
+                );
+                if status == "431" {
+                    assert!(
+                        matches!(
+                            outcome,
+                            Err(Error::Handshake(HandshakeError::HeadTooLarge {
+                                limit: 1024
+                            }))
+                        ),
+                        "{name}: {:?}",
+                        outcome.map(|_| ())
+                    );
+                } else {
+                    outcome.expect("upgrade succeeds");
+                }
+                drop(raw);
+            })
+            .await;
+        }
+        // The same limit on the dialing side: a 1.5 KiB response head fails the dial.
+        let (listener, addr) = raw_listener().await;
+        let padding = format!("X-Pad: {}", "p".repeat(1400));
+        let (raw, result) = futures::join!(
+            raw_accept_edited(&listener, |r| r
+                .replace("\r\n\r\n", &format!("\r\n{padding}\r\n\r\n"))
+                .into_bytes()),
+            dial(Config::default().with_max_head_size(limit), addr)
+        );
+        let error = result.expect_err("dial fails");
+        println!(
+            "figure: dialer with limit {limit}, a {}-byte response head: {error}",
+            raw.1.len()
+        );
+        assert!(
+            matches!(
+                error,
+                Error::Handshake(HandshakeError::HeadTooLarge { limit: 1024 })
+            ),
+            "{error:?}"
+        );
     });
 }
