@@ -172,6 +172,30 @@ pub enum HandshakeError {
         /// The path of the listener.
         served: String,
     },
+    /// The server's 101 response selects a WebSocket extension this side did not ask for (it asks
+    /// for none); RFC 6455 section 4.1 requires the client to fail the connection.
+    #[error("the server selected the WebSocket extension {extension:?}, which was not requested")]
+    UnsolicitedExtension {
+        /// The first extension named in the response's `Sec-WebSocket-Extensions` header.
+        extension: String,
+    },
+    /// The server's 101 response selects a subprotocol this side did not ask for (it asks for
+    /// none); RFC 6455 section 4.1 requires the client to fail the connection.
+    #[error("the server selected the WebSocket subprotocol {protocol:?}, which was not requested")]
+    UnsolicitedSubprotocol {
+        /// The value of the response's `Sec-WebSocket-Protocol` header.
+        protocol: String,
+    },
+    /// A request whose `Sec-WebSocket-Key` is not the base64 encoding of 16 bytes (RFC 6455
+    /// section 4.1; answered with 400).
+    #[error("the Sec-WebSocket-Key of the request is not the base64 encoding of 16 bytes (answered 400)")]
+    InvalidKey,
+    /// A request with a header that must appear once, more than once (answered with 400).
+    #[error("the request has more than one {name} header (answered 400)")]
+    DuplicateHeader {
+        /// The header's name.
+        name: &'static str,
+    },
     /// A malformed or non-WebSocket HTTP request or response.
     #[error("invalid WebSocket handshake: {0}")]
     Protocol(#[source] soketto::handshake::Error),

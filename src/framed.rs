@@ -640,7 +640,14 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let decoded = self.codec.decode_header(&self.rbuf[self.rpos..self.rend]);
+            let head = &self.rbuf[self.rpos..self.rend];
+            if head.len() >= 2 && matches!(head[0] & 0x0f, 8..=10) && head[1] & 0x7f >= 126 {
+                // soketto accepts a control frame whose (at most 125-byte) length uses the 16- or
+                // 64-bit form; RFC 6455 section 5.2 requires the minimal encoding.
+                let e = FrameError::Protocol("control frame length not in the 7-bit form");
+                return Poll::Ready(Err(self.fail(cx, e)));
+            }
+            let decoded = self.codec.decode_header(head);
             let complete = match decoded {
                 Ok(Parsing::Done { value, offset }) => match self.on_header(cx, &value, offset) {
                     Ok(complete) => complete,
@@ -1430,6 +1437,41 @@ mod tests {
                         assert!(conn.get_ref().written > 0, "pings are answered");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn control_frames_with_an_extended_length_are_protocol_errors() {
+        use futures::{executor::block_on, AsyncReadExt};
+        for opcode in [0x88u8, 0x89, 0x8a] {
+            for (form, len_bytes) in [(126u8, vec![0, 5]), (127, vec![0, 0, 0, 0, 0, 0, 0, 5])] {
+                let mut input = vec![opcode, 0x80 | form];
+                input.extend_from_slice(&len_bytes);
+                input.extend_from_slice(&[1, 2, 3, 4]);
+                let payload: &[u8] = if opcode == 0x88 {
+                    &[0x03, 0xe8, b'b', b'y', b'e']
+                } else {
+                    b"hello"
+                };
+                let mut masked = payload.to_vec();
+                apply_mask(&mut masked, [1, 2, 3, 4], 0);
+                input.extend_from_slice(&masked);
+                let io = Mem {
+                    input,
+                    pos: 0,
+                    piece: usize::MAX,
+                    written: 0,
+                };
+                let mut conn = Connection::new(io, Role::Server, FrameLimits::default(), &[]);
+                let mut buf = [0u8; 16];
+                let error = block_on(conn.read(&mut buf)).expect_err("protocol error");
+                let frame_error = FrameError::from_io(&error).cloned();
+                assert!(
+                    matches!(frame_error, Some(FrameError::Protocol(_))),
+                    "opcode {opcode:#x}, length form {form}: {error}"
+                );
+                assert_eq!(frame_error.unwrap().close_code(), 1002);
             }
         }
     }

@@ -23,7 +23,9 @@ use crate::error::HandshakeError;
 ///
 /// Requests that are not WebSocket upgrades get an HTTP error response before the error is
 /// returned: 404 for another path, 405 for a method other than GET, 426 for a plain HTTP request,
-/// 431 for a head over the limit, 400 for anything else malformed.
+/// 431 for a head over the limit, 400 for anything else malformed (among others a
+/// `Sec-WebSocket-Key` that is not the base64 encoding of 16 bytes, and more than one `Host` or
+/// `Sec-WebSocket-Key` header).
 pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<Vec<u8>, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -57,7 +59,7 @@ where
             // soketto's buffer holds everything read so far: the request head and whatever the
             // client sent behind it.
             let buffer = server.take_buffer();
-            let checked = request_head_len(&buffer).and_then(|head_len| {
+            let checked = check_request(&buffer).and_then(|head_len| {
                 routed?;
                 Ok((key, buffer[head_len..].to_vec()))
             });
@@ -92,25 +94,73 @@ where
 /// Headers parsed at most, as soketto does.
 const MAX_HEADERS: usize = 32;
 
-/// The length of the request head at the start of `buffer`.
-fn request_head_len(buffer: &[u8]) -> Result<usize, HandshakeError> {
+/// The checks soketto's server leaves out, on a request it accepted: one `Host` header (RFC 9112
+/// section 3.2: a server answers 400 to more), one `Sec-WebSocket-Key` (RFC 6455 section 11.3.1)
+/// that is the base64 encoding of 16 bytes (section 4.1; soketto checks only its length). Returns
+/// the length of the request head.
+fn check_request(buffer: &[u8]) -> Result<usize, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buffer) {
-        Ok(httparse::Status::Complete(len)) => Ok(len),
+    let head_len = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
         // soketto parsed the same bytes with the same header limit; neither can happen.
-        Ok(httparse::Status::Partial) => Err(HandshakeError::Protocol(
-            handshake::Error::IncompleteHttpRequest,
-        )),
-        Err(e) => Err(HandshakeError::Protocol(handshake::Error::Http(Box::new(
-            e,
-        )))),
+        Ok(httparse::Status::Partial) => {
+            return Err(HandshakeError::Protocol(
+                handshake::Error::IncompleteHttpRequest,
+            ))
+        }
+        Err(e) => {
+            return Err(HandshakeError::Protocol(handshake::Error::Http(Box::new(
+                e,
+            ))))
+        }
+    };
+    let named = |name: &'static str| {
+        request
+            .headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+    };
+    for name in ["Host", "Sec-WebSocket-Key"] {
+        if named(name).count() > 1 {
+            return Err(HandshakeError::DuplicateHeader { name });
+        }
     }
+    match named("Sec-WebSocket-Key").next() {
+        Some(key) if is_base64_of_16_bytes(key.value) => Ok(head_len),
+        _ => Err(HandshakeError::InvalidKey),
+    }
+}
+
+/// Whether `key` is the (canonical, padded) base64 encoding of exactly 16 bytes: 22 characters of
+/// the standard alphabet, the last of which carries only 2 bits (its low 4 bits are zero), then `==`.
+fn is_base64_of_16_bytes(key: &[u8]) -> bool {
+    fn value(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let [data @ .., b'=', b'='] = key else {
+        return false;
+    };
+    data.len() == 22
+        && data.iter().all(|&c| value(c).is_some())
+        && value(data[21]).is_some_and(|v| v & 0x0f == 0)
 }
 
 /// Performs the client side of the upgrade on `io`: sends a request for `target` with `Host: host`
 /// and reads the response (at most `max_head` bytes). Returns any bytes received after the response
 /// head: the start of the WebSocket stream.
+///
+/// A 101 response that selects an extension or a subprotocol (this side asks for none) fails with
+/// [`HandshakeError::UnsolicitedExtension`] or [`HandshakeError::UnsolicitedSubprotocol`] (RFC 6455
+/// section 4.1); a wrong `Sec-WebSocket-Accept` with
+/// [`HandshakeError::Protocol`]`(`[`InvalidSecWebSocketAccept`](handshake::Error::InvalidSecWebSocketAccept)`)`.
 pub async fn connect<T>(
     io: &mut T,
     max_head: usize,
@@ -120,14 +170,28 @@ pub async fn connect<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut bounded = Bounded::new(io, max_head);
-    let mut client = handshake::Client::new(&mut bounded, host, target);
-    client.set_buffer(buffers::take());
-    let response = client.handshake().await;
-    let buffer = client.take_buffer();
+    // The bytes read are kept (at most `max_head`) to check the response's headers, which soketto
+    // does not hand out.
+    let mut bounded = Bounded::new(io, max_head).recording();
+    let (response, buffer) = {
+        let mut client = handshake::Client::new(&mut bounded, host, target);
+        client.set_buffer(buffers::take());
+        let response = client.handshake().await;
+        (response, client.take_buffer())
+    };
     let leftover = buffer.to_vec();
     buffers::give(buffer);
-    match response.map_err(|e| map_error(e, max_head))? {
+    let response = response.map_err(|e| map_error(e, max_head));
+    let switched = match &response {
+        Ok(ServerResponse::Accepted { .. }) => true,
+        // soketto fails a 101 with any subprotocol (we offer none) without naming it.
+        Err(HandshakeError::Protocol(handshake::Error::UnsolicitedProtocol)) => true,
+        _ => false,
+    };
+    if switched {
+        check_unsolicited(bounded.recorded())?;
+    }
+    match response? {
         ServerResponse::Accepted { .. } => Ok(leftover),
         ServerResponse::Redirect {
             status_code,
@@ -140,6 +204,52 @@ where
             status: status_code,
         }),
     }
+}
+
+/// Longest extension or subprotocol name kept in an error (the rest is cut off).
+const MAX_NAME_IN_ERROR: usize = 100;
+
+/// Fails a 101 response (`head`, as read) that selects an extension or a subprotocol: we offer
+/// none, and RFC 6455 section 4.1 says the client MUST fail the connection then.
+fn check_unsolicited(head: &[u8]) -> Result<(), HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    if !matches!(response.parse(head), Ok(httparse::Status::Complete(_))) {
+        // soketto parsed the same bytes; cannot happen.
+        return Ok(());
+    }
+    let named = |name: &'static str| {
+        response
+            .headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+    };
+    for header in named("Sec-WebSocket-Extensions") {
+        let value = String::from_utf8_lossy(header.value);
+        let first = value
+            .split(',')
+            .map(|ext| ext.split(';').next().unwrap_or_default().trim())
+            .find(|name| !name.is_empty());
+        if let Some(name) = first {
+            return Err(HandshakeError::UnsolicitedExtension {
+                extension: truncated(name),
+            });
+        }
+    }
+    if let Some(header) = named("Sec-WebSocket-Protocol").next() {
+        return Err(HandshakeError::UnsolicitedSubprotocol {
+            protocol: truncated(String::from_utf8_lossy(header.value).trim()),
+        });
+    }
+    Ok(())
+}
+
+fn truncated(name: &str) -> String {
+    let mut end = name.len().min(MAX_NAME_IN_ERROR);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
 }
 
 /// Reuse of soketto's handshake buffers. soketto reads the HTTP head into a buffer that it grows and
@@ -187,6 +297,7 @@ fn reject_status(error: &HandshakeError) -> Option<u16> {
     Some(match error {
         HandshakeError::PathNotFound { .. } => 404,
         HandshakeError::HeadTooLarge { .. } => 431,
+        HandshakeError::InvalidKey | HandshakeError::DuplicateHeader { .. } => 400,
         HandshakeError::Protocol(E::InvalidRequestMethod) => 405,
         HandshakeError::Protocol(E::HeaderNotFound(_) | E::UnexpectedHeader(_)) => 426,
         HandshakeError::Protocol(E::UnsupportedHttpVersion) => 505,
@@ -244,10 +355,12 @@ impl HeadLimitReached {
     }
 }
 
-/// A socket whose reads fail once `remaining` bytes have been read.
+/// A socket whose reads fail once `remaining` bytes have been read; optionally keeps a copy of
+/// what was read (so at most the limit).
 struct Bounded<'a, T> {
     io: &'a mut T,
     remaining: usize,
+    record: Option<Vec<u8>>,
 }
 
 impl<'a, T> Bounded<'a, T> {
@@ -255,7 +368,19 @@ impl<'a, T> Bounded<'a, T> {
         Bounded {
             io,
             remaining: limit,
+            record: None,
         }
+    }
+
+    /// Keeps a copy of every byte read.
+    fn recording(mut self) -> Self {
+        self.record = Some(Vec::new());
+        self
+    }
+
+    /// The bytes read so far, if recording.
+    fn recorded(&self) -> &[u8] {
+        self.record.as_deref().unwrap_or_default()
     }
 }
 
@@ -275,6 +400,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Bounded<'_, T> {
         let max = buf.len().min(this.remaining);
         let n = futures::ready!(Pin::new(&mut *this.io).poll_read(cx, &mut buf[..max]))?;
         this.remaining -= n;
+        if let Some(record) = &mut this.record {
+            record.extend_from_slice(&buf[..n]);
+        }
         Poll::Ready(Ok(n))
     }
 }
@@ -345,6 +473,94 @@ mod tests {
         ));
         let other = handshake::Error::Http(Box::new(httparse::Error::HeaderName));
         assert!(matches!(map_error(other, 77), HandshakeError::Protocol(_)));
+    }
+
+    #[test]
+    fn keys_must_be_the_base64_of_16_bytes() {
+        for (key, valid) in [
+            (&b"dGhlIHNhbXBsZSBub25jZQ=="[..], true), // RFC 6455's example
+            (b"AAAAAAAAAAAAAAAAAAAAAA==", true),
+            (b"/////////////////////w==", true),
+            (b"dGhlIHNhbXBsZSBub25jZR==", false), // trailing bits set: not canonical
+            (b"dGhlIHNhbXBsZSBub25jZQ=", false),
+            (b"dGhlIHNhbXBsZSBub25jZQ", false),
+            (b"!!!!!!!!!!!!!!!!!!!!!!==", false), // 24 bytes, not base64
+            (b"dGhlIHNhbXBsZSBub25jZQ-=", false),
+            (b"dGhlIHNhbXBsZSBub25jZSBvbmU=", false), // base64 of 20 bytes
+            (b"dGhlIHNhbXBsZSBub25jZSB=", false),     // base64 of 17 bytes + junk
+            (b"dGhlIHNhbXBsZSBu b25jZQ==", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                is_base64_of_16_bytes(key),
+                valid,
+                "{:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    const REQUEST: &str = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn requests_with_two_hosts_or_keys_or_a_bad_key_are_refused_with_400() {
+        let with = |extra: &str| REQUEST.replace("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"));
+        assert_eq!(check_request(REQUEST.as_bytes()).unwrap(), REQUEST.len());
+        let mut trailing = REQUEST.as_bytes().to_vec();
+        trailing.extend_from_slice(&[0x89, 0x80, 1, 2, 3, 4]);
+        assert_eq!(check_request(&trailing).unwrap(), REQUEST.len());
+        let cases = [
+            (with("Host: b"), "two Host headers"),
+            (with("hOsT: a"), "two Host headers, same value"),
+            (
+                with("Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA=="),
+                "two keys",
+            ),
+            (
+                REQUEST.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!=="),
+                "key not base64",
+            ),
+        ];
+        for (request, what) in cases {
+            let error = check_request(request.as_bytes()).expect_err(what);
+            assert_eq!(reject_status(&error), Some(400), "{what}: {error}");
+        }
+        assert!(matches!(
+            check_request(with("Host: b").as_bytes()),
+            Err(HandshakeError::DuplicateHeader { name: "Host" })
+        ));
+    }
+
+    #[test]
+    fn responses_selecting_an_extension_or_subprotocol_are_refused_by_name() {
+        let ok =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        assert!(check_unsolicited(ok.as_bytes()).is_ok());
+        let with = |extra: &str| ok.replace("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"));
+        assert!(check_unsolicited(with("Sec-WebSocket-Extensions: ").as_bytes()).is_ok());
+        match check_unsolicited(
+            with("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits, x-other")
+                .as_bytes(),
+        ) {
+            Err(HandshakeError::UnsolicitedExtension { extension }) => {
+                assert_eq!(extension, "permessage-deflate")
+            }
+            other => panic!("{other:?}"),
+        }
+        match check_unsolicited(with("sec-websocket-protocol: chat").as_bytes()) {
+            Err(HandshakeError::UnsolicitedSubprotocol { protocol }) => {
+                assert_eq!(protocol, "chat")
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = "x".repeat(1000);
+        match check_unsolicited(with(&format!("Sec-WebSocket-Protocol: {long}")).as_bytes()) {
+            Err(HandshakeError::UnsolicitedSubprotocol { protocol }) => {
+                assert_eq!(protocol.len(), MAX_NAME_IN_ERROR)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! The framing layer's rules over real sockets on 127.0.0.1, against raw peers: one read call does
-//! bounded work however fast a peer streams empty frames or pings (issue 11, item 3). Each test
-//! prints its figures (`--nocapture`); each case of a table runs under a time bound that names it.
+//! bounded work however fast a peer streams empty frames or pings (issue 11, item 3); control frames
+//! must use the 7-bit length form (item 7); and the limits a reviewer could loosen without a test
+//! noticing: messages and frames exactly at and one byte over their limits, a TCP end of stream
+//! inside a frame, the keep-alive deadline. Each test prints its figures (`--nocapture`); each case
+//! of a table runs under a time bound that names it.
 
 mod common;
 
 use std::{
     future::Future,
+    io,
+    net::Shutdown,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -15,13 +20,13 @@ use std::{
 };
 
 use common::{raw::*, *};
-use futures::{future::poll_fn, AsyncRead, AsyncWriteExt};
+use futures::{future::poll_fn, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use libp2p::core::{
     transport::{ListenerId, TransportEvent},
     Transport as _,
 };
 use libp2p::identity::Keypair;
-use libp2p_ws::Config;
+use libp2p_ws::{Config, FrameError, KeepAlive};
 
 // Not yet instantiated per runtime: these tests run on async-std.
 async_std_only!();
@@ -282,4 +287,285 @@ fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames() {
             "{name}: took {elapsed:?}"
         );
     }
+}
+
+// =================================================================================================
+// Item 7: control frames use the 7-bit length form
+// =================================================================================================
+
+/// A control frame whose (short) length is written in the 16- or 64-bit form.
+fn control_with_long_length(
+    opcode: u8,
+    form: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = vec![0x80 | opcode, if mask.is_some() { 0x80 } else { 0 } | form];
+    match form {
+        126 => v.extend_from_slice(&(payload.len() as u16).to_be_bytes()),
+        _ => v.extend_from_slice(&(payload.len() as u64).to_be_bytes()),
+    }
+    if let Some(k) = mask {
+        v.extend_from_slice(&k);
+    }
+    let body = v.len();
+    v.extend_from_slice(payload);
+    if let Some(k) = mask {
+        for (i, b) in v[body..].iter_mut().enumerate() {
+            *b ^= k[i % 4];
+        }
+    }
+    v
+}
+
+#[test]
+fn control_frames_with_a_16_or_64_bit_length_close_with_1002() {
+    run(async {
+        for ours in BOTH {
+            for (what, opcode, payload) in [
+                ("ping", 9u8, b"ping".to_vec()),
+                ("pong", 10, b"pong".to_vec()),
+                ("close", 8, close_payload(1000, b"bye")),
+            ] {
+                for form in [126u8, 127] {
+                    let name = format!("our {ours:?} <- {what} with a {form}-form length");
+                    case(&name, CASE, async {
+                        let (mut conn, mut raw) = ours.connect(Config::default()).await;
+                        raw.send(&control_with_long_length(
+                            opcode,
+                            form,
+                            ours.mask(),
+                            &payload,
+                        ))
+                        .await
+                        .unwrap();
+                        let error = read_until_error(&mut conn).await;
+                        let code = raw.close_code().await.expect("a close frame");
+                        let typed = FrameError::from_io(&error);
+                        println!("figure: {name}: closed with {code:?}, {typed:?}");
+                        assert_eq!(code, Some(1002), "{name}");
+                        assert!(
+                            matches!(typed, Some(FrameError::Protocol(_))),
+                            "{name}: {error}"
+                        );
+                    })
+                    .await;
+                }
+            }
+        }
+    });
+}
+
+// =================================================================================================
+// Promised but untested: sizes at and one byte over the limits
+// =================================================================================================
+
+#[test]
+fn frames_and_messages_at_their_limit_pass_and_one_byte_over_closes_with_1009() {
+    const FRAME: usize = 1000;
+    const MESSAGE: usize = 2500;
+    run(async {
+        let config = Config::default()
+            .with_max_frame_size(FRAME)
+            .with_max_message_size(MESSAGE);
+        for ours in BOTH {
+            let m = ours.mask();
+            let data = |n: usize| pattern(n as u64, n);
+            // (what, the frames, Ok(bytes read) or Err(close code))
+            let cases: Vec<(&str, Vec<u8>, Result<usize, u16>)> = vec![
+                (
+                    "a frame of exactly max_frame_size",
+                    frame(true, 0, 2, m, &data(FRAME)),
+                    Ok(FRAME),
+                ),
+                (
+                    "a frame one byte over max_frame_size",
+                    frame(true, 0, 2, m, &data(FRAME + 1)),
+                    Err(1009),
+                ),
+                (
+                    "a message of exactly max_message_size (3 frames)",
+                    [
+                        frame(false, 0, 2, m, &data(FRAME)),
+                        frame(false, 0, 0, m, &data(FRAME)),
+                        frame(true, 0, 0, m, &data(MESSAGE - 2 * FRAME)),
+                    ]
+                    .concat(),
+                    Ok(MESSAGE),
+                ),
+                (
+                    "a message one byte over max_message_size (3 frames)",
+                    [
+                        frame(false, 0, 2, m, &data(FRAME)),
+                        frame(false, 0, 0, m, &data(FRAME)),
+                        frame(true, 0, 0, m, &data(MESSAGE - 2 * FRAME + 1)),
+                    ]
+                    .concat(),
+                    Err(1009),
+                ),
+            ];
+            for (what, bytes, expected) in cases {
+                let name = format!("our {ours:?} <- {what}");
+                case(&name, CASE, async {
+                    let (mut conn, mut raw) = ours.connect(config.clone()).await;
+                    raw.send(&bytes).await.unwrap();
+                    match expected {
+                        Ok(len) => {
+                            let mut got = vec![0u8; len];
+                            conn.read_exact(&mut got).await.expect("read at the limit");
+                            println!("figure: {name}: read all {len} bytes");
+                            // The connection is still usable: a clean close follows.
+                            raw.send(&frame(true, 0, 8, m, &close_payload(1000, b"")))
+                                .await
+                                .unwrap();
+                            let mut rest = [0u8; 1];
+                            assert_eq!(conn.read(&mut rest).await.unwrap(), 0, "{name}");
+                        }
+                        Err(code) => {
+                            let error = read_until_error(&mut conn).await;
+                            let got = raw.close_code().await.expect("a close frame");
+                            let typed = FrameError::from_io(&error).cloned();
+                            println!("figure: {name}: closed with {got:?}, {typed:?}");
+                            assert_eq!(got, Some(code), "{name}");
+                            assert!(
+                                matches!(
+                                    typed,
+                                    Some(
+                                        FrameError::FrameTooLarge { .. }
+                                            | FrameError::MessageTooLarge { .. }
+                                    )
+                                ),
+                                "{name}: {error}"
+                            );
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+    });
+}
+
+// =================================================================================================
+// Promised but untested: a TCP end of stream inside a frame is an error
+// =================================================================================================
+
+/// Reads until the first error or end of stream; returns the bytes read and how it ended.
+async fn read_to_end_or_error(conn: &mut Output, piece: usize) -> (usize, io::Result<()>) {
+    let mut buf = vec![0u8; piece];
+    let mut total = 0;
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => return (total, Ok(())),
+            Ok(n) => total += n,
+            Err(e) => return (total, Err(e)),
+        }
+    }
+}
+
+#[test]
+fn a_tcp_end_of_stream_inside_a_frame_is_an_error_never_a_clean_end() {
+    run(async {
+        for ours in BOTH {
+            let m = ours.mask();
+            let whole = frame(true, 0, 2, m, &pattern(1, 10_000));
+            let header_len = whole.len() - 10_000;
+            // (what, bytes before the TCP FIN, a clean end expected)
+            let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+                (
+                    "FIN inside a 10,000-byte payload",
+                    whole[..header_len + 4000].to_vec(),
+                    false,
+                ),
+                (
+                    "FIN after the first header byte",
+                    whole[..1].to_vec(),
+                    false,
+                ),
+                ("FIN inside the extended length", whole[..3].to_vec(), false),
+                (
+                    "FIN inside a ping's payload",
+                    frame(true, 0, 9, m, b"0123456789")[..8].to_vec(),
+                    false,
+                ),
+                (
+                    "FIN between the frames of a fragmented message",
+                    frame(false, 0, 2, m, b"first part"),
+                    false,
+                ),
+                ("FIN after a whole frame (control)", whole.clone(), true),
+            ];
+            for (what, bytes, clean) in cases {
+                // Small reads go through the read buffer, large ones straight into the caller's
+                // buffer: both paths must see the truncation.
+                for piece in [100, 64 * 1024] {
+                    let name = format!("our {ours:?}, reads of {piece}: {what}");
+                    case(&name, CASE, async {
+                        let (mut conn, mut raw) = ours.connect(Config::default()).await;
+                        raw.send(&bytes).await.unwrap();
+                        raw.s.shutdown(Shutdown::Write).unwrap();
+                        let (read, outcome) = read_to_end_or_error(&mut conn, piece).await;
+                        println!("figure: {name}: {read} bytes, then {outcome:?}");
+                        if clean {
+                            outcome.expect("a clean end of stream");
+                            assert_eq!(read, 10_000, "{name}");
+                        } else {
+                            let error = outcome.expect_err("an error, not a clean end of stream");
+                            assert_eq!(
+                                FrameError::from_io(&error),
+                                Some(&FrameError::UnexpectedEof),
+                                "{name}: {error}"
+                            );
+                            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{name}");
+                        }
+                    })
+                    .await;
+                }
+            }
+        }
+    });
+}
+
+// =================================================================================================
+// Promised but untested: the keep-alive deadline within 25%
+// =================================================================================================
+
+#[test]
+fn keep_alive_fails_a_silent_peer_within_25_percent_of_its_deadline() {
+    let keep_alive = KeepAlive {
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_millis(500),
+    };
+    let deadline = keep_alive.interval + keep_alive.timeout;
+    let (low, high) = (deadline.mul_f64(0.75), deadline.mul_f64(1.25));
+    run(async {
+        for ours in BOTH {
+            let name = format!("our {ours:?}, silent peer");
+            case(&name, CASE, async {
+                let config = Config::default().with_keep_alive(Some(keep_alive));
+                let (mut conn, mut raw) = ours.connect(config).await;
+                let start = Instant::now();
+                let error = read_until_error(&mut conn).await;
+                let elapsed = start.elapsed();
+                let ping = raw.read_frame().await.expect("a ping");
+                println!(
+                    "figure: {name}: keep-alive {keep_alive:?} failed the connection after {elapsed:?} \
+                     (deadline {deadline:?}, allowed {low:?}..{high:?}): {error}"
+                );
+                assert_eq!(ping.opcode, 9, "{name}: a ping first");
+                assert!(
+                    matches!(
+                        FrameError::from_io(&error),
+                        Some(FrameError::KeepAliveTimeout(_))
+                    ),
+                    "{name}: {error}"
+                );
+                assert!(
+                    elapsed >= low && elapsed <= high,
+                    "{name}: failed after {elapsed:?}, outside {low:?}..{high:?}"
+                );
+            })
+            .await;
+        }
+    });
 }
