@@ -1,5 +1,9 @@
 //! Typed errors, one enum per layer; converted at the edges.
 //!
+//! Each error's `Display` says what failed at its own layer and leaves the cause to
+//! [`std::error::Error::source`] (the Rust API guidelines' rule), so a chain printed with
+//! anyhow's `{:#}` or eyre shows every message once.
+//!
 //! - [`Error`]: what the transport's `listen_on` and `dial` (and the futures they return) fail with.
 //! - [`TlsError`]: TLS configuration and TLS handshakes.
 //! - [`HandshakeError`]: the HTTP upgrade, on either side.
@@ -7,7 +11,23 @@
 //!   [`std::io::Error`] (the connection is an `AsyncRead + AsyncWrite`); get it back with
 //!   [`FrameError::from_io`].
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{fmt, io, net::SocketAddr, time::Duration};
+
+/// Displays an error with its chain of causes, `: `-separated (for logs, where no `{:#}` of
+/// anyhow is at hand).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
 
 use libp2p_core::Multiaddr;
 
@@ -16,7 +36,7 @@ use libp2p_core::Multiaddr;
 #[non_exhaustive]
 pub enum Error {
     /// Binding a listening socket failed.
-    #[error("failed to listen on {addr}: {source}")]
+    #[error("failed to listen on {addr}")]
     Bind {
         /// The socket address we tried to bind.
         addr: SocketAddr,
@@ -24,7 +44,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Every TCP connection attempt failed; the error of the last attempt.
-    #[error("failed to connect to {addr}: {source}")]
+    #[error("failed to connect to {addr}")]
     Connect {
         /// The last socket address tried.
         addr: SocketAddr,
@@ -32,7 +52,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Resolving a DNS name failed or returned no usable address.
-    #[error("failed to resolve {name}: {source}")]
+    #[error("failed to resolve {name}")]
     Dns {
         /// The name from the address.
         name: String,
@@ -54,7 +74,7 @@ pub enum Error {
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
     /// Accepting a TCP connection failed.
-    #[error("failed to accept a connection: {0}")]
+    #[error("failed to accept a connection")]
     Accept(#[source] io::Error),
     /// Plain `/ws` on an address that is not loopback.
     #[error(
@@ -87,7 +107,7 @@ pub enum Error {
     )]
     Evicted,
     /// The noise keypair could not be used.
-    #[error("noise setup failed: {0}")]
+    #[error("noise setup failed")]
     Noise(#[from] libp2p_noise::Error),
 }
 
@@ -120,7 +140,7 @@ pub enum TlsError {
         server_name: String,
     },
     /// Another TLS handshake failure.
-    #[error("TLS handshake with {server_name} failed: {source}")]
+    #[error("TLS handshake with {server_name} failed")]
     Handshake {
         /// The server name (dialing) or `"client"` (listening).
         server_name: String,
@@ -134,7 +154,7 @@ pub enum TlsError {
     #[error("TLS: {0}")]
     Certificate(String),
     /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("rustls refused the TLS configuration")]
     Config(#[from] futures_rustls::rustls::Error),
 }
 
@@ -197,10 +217,10 @@ pub enum HandshakeError {
         name: &'static str,
     },
     /// A malformed or non-WebSocket HTTP request or response.
-    #[error("invalid WebSocket handshake: {0}")]
+    #[error("invalid WebSocket handshake")]
     Protocol(#[source] soketto::handshake::Error),
     /// The connection failed during the handshake.
-    #[error("i/o error during the WebSocket handshake: {0}")]
+    #[error("i/o error during the WebSocket handshake")]
     Io(#[from] io::Error),
 }
 

@@ -27,7 +27,7 @@ use crate::{
     addr::{DnsFamily, Host, Security, WsAddr},
     admission::{Admission, Ticket},
     config::Config,
-    error::{Error, TlsError},
+    error::{Chain, Error, TlsError},
     framed::{Connection, Role},
     handshake,
     provider::{self, IfEvent, Provider, Timer},
@@ -548,7 +548,7 @@ impl<P: Provider> Listener<P> {
                 after: timeout,
             }));
             if let Err(error) = &result {
-                tracing::debug!(%remote, %error, "inbound WebSocket handshake failed");
+                tracing::debug!(%remote, error = %Chain(error), "inbound WebSocket handshake failed");
             }
             result
         };

@@ -9,10 +9,14 @@ use std::{
     task::{ready, Context, Poll},
 };
 
+use either::Either;
 use futures::FutureExt;
 use libp2p_core::{
     muxing::StreamMuxerBox,
-    transport::{Boxed, DialOpts, ListenerId, Transport as _, TransportError, TransportEvent},
+    transport::{
+        timeout::TransportTimeoutError, Boxed, DialOpts, ListenerId, Transport as _,
+        TransportError, TransportEvent,
+    },
     upgrade::Version,
     Multiaddr,
 };
@@ -41,6 +45,23 @@ pub fn upgraded<P: Provider>(
         .authenticate(noise)
         .multiplex(libp2p_yamux::Config::default())
         .timeout(timeout)
+        // Unwrap the builder's layers, so that our own errors reach the swarm as themselves (each
+        // layer of rust-libp2p's wrappers both prints and sources its inner error: a chain
+        // printed with `{:#}` showed our message three times).
+        .map_err(move |error| match error {
+            TransportTimeoutError::Timeout => io::Error::new(
+                io::ErrorKind::TimedOut,
+                Error::Timeout {
+                    stage: "upgrading (WebSocket, noise and yamux)",
+                    after: timeout,
+                },
+            ),
+            TransportTimeoutError::TimerError(error) => error,
+            TransportTimeoutError::Other(Either::Left(Either::Left(error))) => {
+                io::Error::other(error)
+            }
+            TransportTimeoutError::Other(error) => io::Error::other(error),
+        })
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
     Ok(Admitted { inner, handoff }.boxed())

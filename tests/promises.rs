@@ -217,7 +217,38 @@ async fn native_roots_case<R: Runtime>(certificate: ServerCertificate) {
     drop(stop);
 }
 
+/// A real failure rendered as anyhow renders a chain (`{:#}`): each message once. `listen_on` a port
+/// in use on the upgraded stack (what `Swarm::new` and `SwarmBuilder` get): rust-libp2p's
+/// `TransportError::Other` (empty), our `Error::Bind` (what failed), then the OS error (why).
+/// (`SwarmBuilder::build` wraps every transport in its own `TransportTimeout`, whose error both
+/// prints and sources its inner one: through a tokio swarm the message shows twice; that layer is
+/// rust-libp2p's.)
+async fn an_error_chain_shows_each_message_once<R: Runtime>() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut transport = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        Config::default(),
+    );
+    let error = transport
+        .listen_on(
+            ListenerId::next(),
+            format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap(),
+        )
+        .expect_err("the port is taken");
+    let rendered = format!("{:#}", anyhow::Error::new(error));
+    println!("figure ({}): {rendered}", R::NAME);
+    let ours = format!("failed to listen on 127.0.0.1:{port}");
+    assert_eq!(rendered.matches(&ours).count(), 1, "{rendered}");
+    assert_eq!(
+        rendered.matches("Address already in use").count(),
+        1,
+        "{rendered}"
+    );
+}
+
 runtime_tests!(
+    an_error_chain_shows_each_message_once,
     upgrade_timeout_bounds_a_peer_stalling_inside_noise,
     nodelay_is_set_on_both_sides,
     a_wildcard_listener_reports_addresses_coming_and_going,
