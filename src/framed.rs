@@ -44,6 +44,7 @@ use crate::{
 
 /// Which end of the WebSocket this is: clients mask what they send, servers must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Role {
     /// The side that sent the HTTP upgrade request (the dialer).
     Client,
@@ -132,6 +133,7 @@ pub struct Connection<T> {
 
 /// A piece of an incoming WebSocket data message, from [`Connection::poll_read_message`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MessageChunk {
     /// Payload bytes written to the buffer (0 for an empty frame).
     pub len: usize,

@@ -47,6 +47,7 @@ const MAX_ACCEPTS_PER_POLL: usize = 64;
 /// The socket under an upgraded connection: plain TCP or TLS over TCP. `S` is the runtime's TCP
 /// stream ([`Provider::Stream`]).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Socket<S> {
     /// Plain TCP (`/ws`).
     Plain(S),

@@ -79,6 +79,7 @@ pub trait Provider: Clone + Debug + Send + Sync + Unpin + 'static {
 
 /// A change of the machine's interface addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IfEvent {
     /// An address appeared.
     Up(IpAddr),
