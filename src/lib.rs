@@ -13,6 +13,30 @@
 //! - [`Config`] holds every limit, timeout and policy with documented defaults; [`TlsConfig`] the
 //!   certificates.
 //!
+//! # Layers
+//!
+//! ```text
+//! Multiaddr --addr (pure)--> DNS, TCP connect / accept (the runtime provider)
+//!   --> TLS (futures-rustls; /tls/ws, /wss) --> HTTP upgrade (soketto, bounded reads)
+//!   --> Connection: WebSocket binary frames as a byte stream
+//!   --> multistream-select --> noise --> multistream-select --> yamux   (`upgraded`, `constructor`)
+//! ```
+//!
+//! Listeners only accept sockets and report addresses; every per-connection step runs inside the
+//! connection's own future, bounded by the handshake timeout (and, for the complete stack, the
+//! upgrade timeout), and counted by the listener's admission limits until it is done.
+//!
+//! # Cancel safety
+//!
+//! - Dropping a dial or inbound-upgrade future at any point closes its socket and frees its
+//!   admission slot; nothing keeps running in the background.
+//! - [`Connection`] follows the `AsyncRead`/`AsyncWrite` contract: a `poll_read` or `poll_write`
+//!   that returns `Pending` has consumed nothing, so cancelling a `read` or `write` future loses no
+//!   data. Bytes accepted by `poll_write` are buffered and sent by a later `poll_flush` or
+//!   `poll_close`; dropping the connection without either discards them.
+//! - `close` may be polled again after a cancelled attempt: it resumes where it stopped, and its
+//!   timeout (`Config::with_close_timeout`) counts from the first call.
+//!
 //! # Addresses
 //!
 //! `/ip4|ip6|dns|dns4|dns6/<host>[/tcp/<port>]/{ws | wss | tls/ws | tls/sni/<name>/ws}[/http-path/<p>][/p2p/<id>]`.
