@@ -282,6 +282,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The fuzz target's properties (fuzz/fuzz_targets/classify.rs): fed one byte at a time,
+        /// the classifier decides within MAX_PREFIX bytes and never changes its mind.
+        #[test]
+        fn decides_early_and_never_changes_its_mind(
+            start in proptest::prop_oneof![
+                proptest::strategy::Just(MULTISTREAM_HEADER.to_vec()),
+                proptest::strategy::Just(b"GET ".to_vec()),
+                proptest::strategy::Just(vec![0x16, 0x03]),
+                proptest::strategy::Just(Vec::new()),
+            ],
+            cut in 0usize..24,
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let mut data = start[..cut.min(start.len())].to_vec();
+            data.extend_from_slice(&tail);
+            let mut decided = None;
+            for n in 0..=data.len() {
+                let verdict = classify(&data[..n]);
+                match decided {
+                    None if verdict == Verdict::NeedMore => proptest::prop_assert!(n < MAX_PREFIX),
+                    None => decided = Some(verdict),
+                    Some(first) => proptest::prop_assert_eq!(first, verdict),
+                }
+            }
+        }
+    }
+
     #[test]
     fn door_signs_name_a_form_the_port_serves() {
         let all = Served::default()
