@@ -704,8 +704,8 @@ async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Verdict, Prefix)
 
 /// Closes a connection this port does not serve: sends `sign` (see
 /// [`door_sign`](classify::door_sign)) and a FIN at once, then reads and drops what the client
-/// sent (at most [`MAX_DRAIN`] bytes, until it closes), so that the close does not reset the
-/// connection before the client read the sign. The caller bounds it with the handshake timeout.
+/// sent that has already arrived (at most [`MAX_DRAIN`] bytes, without waiting), so that the close
+/// does not reset the connection before the client read the sign.
 async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
     if !sign.is_empty() && io.write_all(sign).await.is_err() {
         return;
@@ -713,12 +713,21 @@ async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
     if io.close().await.is_err() || P::shutdown_write(io).is_err() {
         return;
     }
+    // Only what has arrived already: waiting for the client to close would hold the connection
+    // (and its admission ticket) until the timeout.
     let mut drained = 0;
     let mut scratch = [0u8; 2048];
     while drained < MAX_DRAIN {
-        match io.read(&mut scratch).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => drained += n,
+        let read = futures::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *io).poll_read(cx, &mut scratch) {
+                Poll::Ready(Ok(n)) if n > 0 => Some(n),
+                _ => None,
+            })
+        })
+        .await;
+        match read {
+            Some(n) => drained += n,
+            None => return,
         }
     }
 }
