@@ -145,11 +145,12 @@ async fn server<P: Provider>(runtime: Runtime, port: u16, config: Config) {
             TransportEvent::Incoming { upgrade, .. } => {
                 runtime.spawn(async move {
                     match upgrade.await {
-                        Ok(mut conn) => {
+                        Ok(libp2p_ws::Output::WebSocket(mut conn)) => {
                             if let Err(e) = echo(&mut conn).await {
                                 log_error("server", &e);
                             }
                         }
+                        Ok(_) => eprintln!("server: not a WebSocket connection"),
                         Err(e) => eprintln!("server: upgrade failed: {e}"),
                     }
                 });

@@ -12,7 +12,14 @@
 //! cargo run --example ping -- --dial /ip4/127.0.0.1/tcp/4001/ws/p2p/12D3... --count 3
 //! cargo run --example ping -- --listen /ip4/0.0.0.0/tcp/443/tls/ws --cert chain.pem --key key.pem
 //! cargo run --example ping -- --dial /dns/example.com/wss --ca ca.pem --count 3
+//! # one port for plain TCP, /ws and /tls/ws (one socket; each connection goes by its first bytes)
+//! cargo run --example ping -- --listen /ip4/0.0.0.0/tcp/4001 --listen /ip4/0.0.0.0/tcp/4001/tls/ws \
+//!     --cert chain.pem --key key.pem
+//! cargo run --example ping -- --dial /ip4/127.0.0.1/tcp/4001/p2p/12D3... --count 3
 //! ```
+//!
+//! Several `--listen` addresses on the same port share one socket; `/tcp/0` addresses are never
+//! shared (each gets a port of its own).
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 

@@ -19,6 +19,10 @@
 //! The canonical form printed by [`WsAddr::to_multiaddr`] always names the TCP port, writes TLS as
 //! `/tls/ws` (or `/tls/sni/<host>/ws`) and the path as `/http-path/<percent-encoded>` (omitted when it is
 //! `/`). Listen addresses are reported in that form, so another node can dial them as printed.
+//!
+//! The transport also serves plain libp2p TCP (`<host>/tcp/<port>[/p2p/<peer-id>]`, the port
+//! required): [`Addr`] is either kind, parsed by [`Addr::parse`] and [`Addr::parse_listen`], and
+//! [`Kind`] names the three forms one TCP port can serve (`/tcp`, `/ws`, `/tls/ws`).
 
 use std::{fmt, net::IpAddr};
 
@@ -120,7 +124,8 @@ pub enum AddrError {
     /// The address does not start with `/ip4`, `/ip6`, `/dns`, `/dns4` or `/dns6`.
     #[error("a WebSocket address starts with /ip4, /ip6, /dns, /dns4 or /dns6")]
     UnsupportedHost,
-    /// No `/ws`, `/wss` or `/tls/ws` where one was expected (for example `/quic-v1`, `/udp`).
+    /// No `/ws`, `/wss` or `/tls/ws` where one was expected (for example `/quic-v1`, `/udp`); from
+    /// [`Addr::parse`]: neither `<host>/tcp/<port>` nor a WebSocket address.
     #[error("not a WebSocket address: expected /ws, /wss, /tls/ws or /tls/sni/<host>/ws after the host and port")]
     NotWebSocket,
     /// `/tls` (and `/sni`) not followed by `/ws`.
@@ -284,18 +289,7 @@ impl WsAddr {
     /// The canonical multiaddress of this address (see the module docs).
     pub fn to_multiaddr(&self) -> Multiaddr {
         let mut addr = Multiaddr::empty();
-        addr.push(match &self.host {
-            Host::Ip(IpAddr::V4(ip)) => Protocol::Ip4(*ip),
-            Host::Ip(IpAddr::V6(ip)) => Protocol::Ip6(*ip),
-            Host::Dns { name, family } => {
-                let name = name.clone().into();
-                match family {
-                    DnsFamily::Any => Protocol::Dns(name),
-                    DnsFamily::V4 => Protocol::Dns4(name),
-                    DnsFamily::V6 => Protocol::Dns6(name),
-                }
-            }
-        });
+        addr.push(host_protocol(&self.host));
         addr.push(Protocol::Tcp(self.port));
         if let Security::Tls { sni } = &self.security {
             addr.push(Protocol::Tls);
@@ -318,6 +312,199 @@ impl WsAddr {
 impl fmt::Display for WsAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.to_multiaddr().fmt(f)
+    }
+}
+
+/// The three forms one TCP port can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Plain libp2p over TCP (`/tcp/<port>`): multistream-select right on the socket.
+    Tcp,
+    /// Plain WebSocket (`/tcp/<port>/ws`).
+    Ws,
+    /// WebSocket over TLS (`/tcp/<port>/tls/ws`, `/wss`, `/tls/sni/<name>/ws`).
+    TlsWs,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Tcp => "/tcp",
+            Kind::Ws => "/ws",
+            Kind::TlsWs => "/tls/ws",
+        })
+    }
+}
+
+/// A plain TCP address: `<host>/tcp/<port>[/p2p/<peer-id>]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TcpAddr {
+    /// IP address or DNS name.
+    pub host: Host,
+    /// TCP port (always named in the address).
+    pub port: u16,
+    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
+    pub peer_id: Option<PeerId>,
+}
+
+impl TcpAddr {
+    /// The canonical multiaddress: `<host>/tcp/<port>[/p2p/<peer-id>]`.
+    pub fn to_multiaddr(&self) -> Multiaddr {
+        let mut addr = Multiaddr::empty();
+        addr.push(host_protocol(&self.host));
+        addr.push(Protocol::Tcp(self.port));
+        if let Some(peer_id) = self.peer_id {
+            addr.push(Protocol::P2p(peer_id));
+        }
+        addr
+    }
+
+    /// This address with the given IP and port in place of its own.
+    pub fn with_ip(&self, ip: IpAddr, port: u16) -> Multiaddr {
+        TcpAddr {
+            host: Host::Ip(ip),
+            port,
+            ..self.clone()
+        }
+        .to_multiaddr()
+    }
+}
+
+impl fmt::Display for TcpAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_multiaddr().fmt(f)
+    }
+}
+
+/// Any address this transport serves: plain TCP or WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Addr {
+    /// `<host>/tcp/<port>[/p2p/<peer-id>]`.
+    Tcp(TcpAddr),
+    /// A WebSocket address (see [`WsAddr`]).
+    Ws(WsAddr),
+}
+
+impl Addr {
+    /// Parses a multiaddress to dial: a plain TCP address (`<host>/tcp/<port>`, optionally with
+    /// `/p2p/<peer-id>`) or a WebSocket address ([`WsAddr::parse`]).
+    pub fn parse(addr: &Multiaddr) -> Result<Self, AddrError> {
+        match WsAddr::parse(addr) {
+            Ok(ws) => Ok(Addr::Ws(ws)),
+            Err(AddrError::NotWebSocket) => parse_tcp(addr).map(Addr::Tcp),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Parses a multiaddress to listen on: as [`Addr::parse`], without a `/p2p` suffix.
+    pub fn parse_listen(addr: &Multiaddr) -> Result<Self, AddrError> {
+        let parsed = Self::parse(addr)?;
+        if parsed.peer_id().is_some() {
+            return Err(AddrError::PeerIdInListenAddress);
+        }
+        Ok(parsed)
+    }
+
+    /// Which of the three forms this is.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Addr::Tcp(_) => Kind::Tcp,
+            Addr::Ws(ws) if ws.is_secure() => Kind::TlsWs,
+            Addr::Ws(_) => Kind::Ws,
+        }
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        match self {
+            Addr::Tcp(tcp) => &tcp.host,
+            Addr::Ws(ws) => &ws.host,
+        }
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Addr::Tcp(tcp) => tcp.port,
+            Addr::Ws(ws) => ws.port,
+        }
+    }
+
+    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        match self {
+            Addr::Tcp(tcp) => tcp.peer_id,
+            Addr::Ws(ws) => ws.peer_id,
+        }
+    }
+
+    /// The canonical multiaddress of this address with the given IP and port in place of its own.
+    pub fn with_ip(&self, ip: IpAddr, port: u16) -> Multiaddr {
+        match self {
+            Addr::Tcp(tcp) => tcp.with_ip(ip, port),
+            Addr::Ws(ws) => ws.with_ip(ip, port),
+        }
+    }
+
+    /// The canonical multiaddress.
+    pub fn to_multiaddr(&self) -> Multiaddr {
+        match self {
+            Addr::Tcp(tcp) => tcp.to_multiaddr(),
+            Addr::Ws(ws) => ws.to_multiaddr(),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.to_multiaddr().fmt(f)
+    }
+}
+
+/// `<host>/tcp/<port>[/p2p/<peer-id>]` and nothing else.
+fn parse_tcp(addr: &Multiaddr) -> Result<TcpAddr, AddrError> {
+    let mut iter = addr.iter();
+    let host = match iter.next() {
+        Some(Protocol::Ip4(ip)) => Host::Ip(ip.into()),
+        Some(Protocol::Ip6(ip)) => Host::Ip(ip.into()),
+        Some(Protocol::Dns(name)) => dns(name, DnsFamily::Any),
+        Some(Protocol::Dns4(name)) => dns(name, DnsFamily::V4),
+        Some(Protocol::Dns6(name)) => dns(name, DnsFamily::V6),
+        _ => return Err(AddrError::UnsupportedHost),
+    };
+    let port = match iter.next() {
+        Some(Protocol::Tcp(port)) => port,
+        _ => return Err(AddrError::NotWebSocket),
+    };
+    let peer_id = match iter.next() {
+        None => None,
+        Some(Protocol::P2p(id)) => Some(id),
+        Some(other) => return Err(AddrError::Trailing(other.tag().to_string())),
+    };
+    if let Some(other) = iter.next() {
+        return Err(AddrError::Trailing(other.tag().to_string()));
+    }
+    Ok(TcpAddr {
+        host,
+        port,
+        peer_id,
+    })
+}
+
+fn host_protocol(host: &Host) -> Protocol<'static> {
+    match host {
+        Host::Ip(IpAddr::V4(ip)) => Protocol::Ip4(*ip),
+        Host::Ip(IpAddr::V6(ip)) => Protocol::Ip6(*ip),
+        Host::Dns { name, family } => {
+            let name = name.clone().into();
+            match family {
+                DnsFamily::Any => Protocol::Dns(name),
+                DnsFamily::V4 => Protocol::Dns4(name),
+                DnsFamily::V6 => Protocol::Dns6(name),
+            }
+        }
     }
 }
 
@@ -560,6 +747,117 @@ mod tests {
         assert_eq!(a.request_target(), "/a%20b%3Fc");
     }
 
+    fn parse_any(s: &str) -> Result<Addr, AddrError> {
+        Addr::parse(&s.parse::<Multiaddr>().expect("test address parses"))
+    }
+
+    #[test]
+    fn plain_tcp_addresses() {
+        let id = PeerId::random();
+        let cases: Vec<(String, Host, u16, Option<PeerId>)> = vec![
+            (
+                "/ip4/192.0.2.0/tcp/4001".into(),
+                ip4("192.0.2.0"),
+                4001,
+                None,
+            ),
+            ("/ip4/0.0.0.0/tcp/0".into(), ip4("0.0.0.0"), 0, None),
+            (
+                "/ip6/::1/tcp/4001".into(),
+                Host::Ip(Ipv6Addr::LOCALHOST.into()),
+                4001,
+                None,
+            ),
+            (
+                "/dns4/example.com/tcp/1".into(),
+                Host::Dns {
+                    name: "example.com".into(),
+                    family: DnsFamily::V4,
+                },
+                1,
+                None,
+            ),
+            (
+                format!("/ip4/1.2.3.4/tcp/5/p2p/{id}"),
+                ip4("1.2.3.4"),
+                5,
+                Some(id),
+            ),
+        ];
+        for (input, host, port, peer_id) in cases {
+            let parsed = parse_any(&input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(parsed.kind(), Kind::Tcp, "{input}");
+            assert_eq!(
+                parsed,
+                Addr::Tcp(TcpAddr {
+                    host,
+                    port,
+                    peer_id
+                }),
+                "{input}"
+            );
+            assert_eq!(
+                parsed.to_multiaddr().to_string(),
+                input,
+                "canonical {input}"
+            );
+        }
+        assert_eq!(parse_any("/ip4/1.2.3.4/tcp/5/ws").unwrap().kind(), Kind::Ws);
+        assert_eq!(
+            parse_any("/ip4/1.2.3.4/tcp/5/tls/ws").unwrap().kind(),
+            Kind::TlsWs
+        );
+        assert_eq!(parse_any("/ip4/1.2.3.4/wss").unwrap().kind(), Kind::TlsWs);
+        let listen = parse_any("/ip4/0.0.0.0/tcp/0").unwrap();
+        assert_eq!(
+            listen
+                .with_ip(Ipv4Addr::new(10, 0, 0, 1).into(), 4001)
+                .to_string(),
+            "/ip4/10.0.0.1/tcp/4001"
+        );
+        let listen: Multiaddr = format!("/ip4/1.2.3.4/tcp/1/p2p/{id}").parse().unwrap();
+        assert_eq!(
+            Addr::parse_listen(&listen),
+            Err(AddrError::PeerIdInListenAddress)
+        );
+        assert_eq!(Kind::Tcp.to_string(), "/tcp");
+        assert_eq!(Kind::TlsWs.to_string(), "/tls/ws");
+    }
+
+    #[test]
+    fn not_served_by_either_kind() {
+        let cases = [
+            ("/ip4/1.2.3.4", AddrError::NotWebSocket),
+            ("/ip4/1.2.3.4/udp/1", AddrError::NotWebSocket),
+            ("/ip4/1.2.3.4/udp/1/quic-v1", AddrError::NotWebSocket),
+            ("/dnsaddr/example.com/tcp/1", AddrError::UnsupportedHost),
+            ("/unix/%2Ftmp%2Fsock", AddrError::UnsupportedHost),
+            ("/ip4/1.2.3.4/tcp/1/tls", AddrError::TlsWithoutWs),
+            (
+                "/ip4/1.2.3.4/tcp/1/p2p-circuit",
+                AddrError::Trailing("p2p-circuit".into()),
+            ),
+            (
+                "/ip4/1.2.3.4/tcp/1/tcp/2",
+                AddrError::Trailing("tcp".into()),
+            ),
+            (
+                "/ip4/1.2.3.4/tcp/1/http",
+                AddrError::Trailing("http".into()),
+            ),
+        ];
+        for (input, err) in cases {
+            assert_eq!(parse_any(input), Err(err), "{input}");
+        }
+        let id = PeerId::random();
+        let relayed = format!("/ip4/1.2.3.4/tcp/1/p2p/{id}/p2p-circuit");
+        assert!(matches!(parse_any(&relayed), Err(AddrError::Trailing(_))));
+        assert_eq!(
+            Addr::parse(&Multiaddr::empty()),
+            Err(AddrError::UnsupportedHost)
+        );
+    }
+
     mod prop {
         use super::*;
         use proptest::prelude::*;
@@ -608,9 +906,19 @@ mod tests {
             }
 
             #[test]
+            fn tcp_parse_print_parse(host in host(), port in any::<u16>(), with_peer in any::<bool>()) {
+                let addr = TcpAddr { host, port, peer_id: with_peer.then(PeerId::random) };
+                let printed = addr.to_multiaddr();
+                prop_assert_eq!(Addr::parse(&printed).expect("canonical form parses"), Addr::Tcp(addr.clone()));
+                let text: Multiaddr = printed.to_string().parse().expect("text form parses");
+                prop_assert_eq!(Addr::parse(&text).expect("text form parses"), Addr::Tcp(addr));
+            }
+
+            #[test]
             fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
                 if let Ok(addr) = Multiaddr::try_from(bytes) {
                     let _ = WsAddr::parse(&addr);
+                    let _ = Addr::parse(&addr);
                 }
             }
         }

@@ -156,6 +156,23 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Runs `future` as one phase of the handshake under this ticket, keeping the ticket for the
+    /// next phase: it ends with `Err(Aborted)` if the ticket is evicted meanwhile (or was before).
+    pub(crate) async fn phase<F: Future>(&mut self, future: F) -> Result<F::Output, Aborted> {
+        let registration = self.registration.take().ok_or(Aborted)?;
+        let output = Abortable::new(future, registration).await?;
+        // A fresh registration for the next phase, unless this ticket was evicted just now.
+        let (abort, registration) = AbortHandle::new_pair();
+        match self.admission.lock().entries.get_mut(&self.id) {
+            Some(entry) => entry.abort = abort,
+            None => return Err(Aborted),
+        }
+        self.registration = Some(registration);
+        Ok(output)
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.lock().remove(self.id);
@@ -180,6 +197,24 @@ mod tests {
             .admit(ip(3))
             .expect("another address still gets in");
         assert_eq!(admission.pending(), 3);
+    }
+
+    #[test]
+    fn a_ticket_spans_phases_and_eviction_reaches_the_later_one() {
+        let admission = Admission::new(2, 2);
+        let mut ticket = admission.admit(ip(2)).unwrap();
+        let _other = admission.admit(ip(2)).unwrap();
+        let first = futures::executor::block_on(ticket.phase(futures::future::ready(1)));
+        assert_eq!(first, Ok(1), "the first phase runs");
+        assert_eq!(admission.pending(), 2, "the ticket is still held");
+        // Full: a newcomer evicts the oldest of 127.0.0.2, which is `ticket`, now in its second phase.
+        let _newcomer = admission.admit(ip(3)).expect("room is made");
+        let second = futures::executor::block_on(ticket.guard(futures::future::ready(2)));
+        assert_eq!(
+            second,
+            Err(Aborted),
+            "the re-armed registration was aborted"
+        );
     }
 
     #[test]

@@ -200,6 +200,7 @@ pub struct Config {
     pub(crate) frame: FrameLimits,
     pub(crate) nodelay: bool,
     pub(crate) allow_insecure_listen: bool,
+    pub(crate) port_sharing: bool,
     pub(crate) tls: TlsConfig,
 }
 
@@ -214,6 +215,7 @@ impl Default for Config {
             frame: FrameLimits::default(),
             nodelay: true,
             allow_insecure_listen: false,
+            port_sharing: true,
             tls: TlsConfig::default(),
         }
     }
@@ -332,6 +334,16 @@ impl Config {
     /// front of this node, or on a private test network. Default: `false`.
     pub fn with_insecure_listen(mut self, allow: bool) -> Self {
         self.allow_insecure_listen = allow;
+        self
+    }
+
+    /// Whether listeners of different kinds (`/tcp`, `/ws`, `/tls/ws`) on the same IP address and
+    /// port share one socket, each connection going to the listener of the form its first bytes
+    /// speak (see [`Transport`](crate::Transport)). Off, each `listen_on` binds its own socket
+    /// and a second bind of a port fails with [`Error::Bind`](crate::Error::Bind) (address in
+    /// use). A port named as `0` is never shared either way. Default: `true`.
+    pub fn with_port_sharing(mut self, share: bool) -> Self {
+        self.port_sharing = share;
         self
     }
 

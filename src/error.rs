@@ -106,6 +106,21 @@ pub enum Error {
         "pending handshake evicted to admit a connection from another address (listener full)"
     )]
     Evicted,
+    /// An inbound connection spoke a form (its first bytes) that no listener on this port serves;
+    /// it was closed at once, after a sign of a form the port does serve where there is one (an
+    /// HTTP 400 to a ClientHello on a port with `/ws`, a TLS alert to HTTP on a port with
+    /// `/tls/ws`, multistream-select's `na` to HTTP on a `/tcp`-only port).
+    #[error("the client spoke {spoke}, which no listener on this port serves; closed")]
+    NotServed {
+        /// What the client spoke.
+        spoke: crate::classify::Class,
+    },
+    /// An inbound connection on a shared port whose first bytes are neither multistream-select,
+    /// HTTP nor TLS; closed.
+    #[error(
+        "the first bytes of the connection are neither multistream-select, HTTP nor TLS; closed"
+    )]
+    Unrecognized,
     /// The noise keypair could not be used.
     #[error("noise setup failed")]
     Noise(#[from] libp2p_noise::Error),
@@ -146,6 +161,20 @@ pub enum TlsError {
         server_name: String,
         /// The underlying error.
         source: io::Error,
+    },
+    /// The server answered the ClientHello in plain text (for example an HTTP 400): the port does
+    /// not speak TLS.
+    #[error("TLS: the server {server_name} does not speak TLS on this port (it answered in plain text); dial /ws")]
+    NotTls {
+        /// The name the handshake was for.
+        server_name: String,
+    },
+    /// The server closed the connection on the ClientHello without answering: the port does not
+    /// seem to speak TLS (a `/tcp`-only port of this transport does this).
+    #[error("TLS: the server {server_name} closed the connection on the ClientHello without answering; the port does not seem to speak TLS: dial /ws or /tcp")]
+    ClosedOnHello {
+        /// The name the handshake was for.
+        server_name: String,
     },
     /// The name to verify is neither a DNS name nor an IP address.
     #[error("TLS: {0:?} is not a valid server name")]
@@ -216,6 +245,13 @@ pub enum HandshakeError {
         /// The header's name.
         name: &'static str,
     },
+    /// The server answered the HTTP upgrade request with a TLS record: the port speaks TLS.
+    #[error("the server answered with TLS; dial /tls/ws")]
+    AnsweredWithTls,
+    /// The server answered the HTTP upgrade request with multistream-select's header: the port
+    /// speaks libp2p over plain TCP.
+    #[error("the server answered with multistream-select (libp2p over plain TCP); dial /tcp")]
+    AnsweredWithMultistream,
     /// A malformed or non-WebSocket HTTP request or response.
     #[error("invalid WebSocket handshake")]
     Protocol(#[source] soketto::handshake::Error),

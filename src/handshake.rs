@@ -181,7 +181,14 @@ where
     };
     let leftover = buffer.to_vec();
     buffers::give(buffer);
-    let response = response.map_err(|e| map_error(e, max_head));
+    let response = response.map_err(
+        |e| match crate::classify::answer_class(bounded.recorded()) {
+            // A port of another form answered: say which, not "invalid HTTP version".
+            Some(crate::classify::Class::Tls) => HandshakeError::AnsweredWithTls,
+            Some(crate::classify::Class::Tcp) => HandshakeError::AnsweredWithMultistream,
+            _ => map_error(e, max_head),
+        },
+    );
     let switched = match &response {
         Ok(ServerResponse::Accepted { .. }) => true,
         // soketto fails a 101 with any subprotocol (we offer none) without naming it.

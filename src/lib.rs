@@ -106,6 +106,7 @@ compile_error!(
 
 pub mod addr;
 mod admission;
+pub mod classify;
 mod config;
 mod error;
 mod framed;
@@ -115,7 +116,7 @@ pub mod tls;
 mod transport;
 mod upgrade;
 
-pub use addr::{AddrError, WsAddr};
+pub use addr::{Addr, AddrError, Kind, TcpAddr, WsAddr};
 pub use config::{
     Config, FrameLimits, KeepAlive, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
@@ -127,7 +128,7 @@ pub use error::{Error, FrameError, HandshakeError, TlsError};
 pub use framed::{apply_mask, Connection, MessageChunk, Role};
 pub use tls::{ServerCertificate, TlsConfig};
 pub use transport::{
-    Dial, ListenerUpgrade, Output, Socket, Transport, ACCEPT_ERROR_BACKOFF,
+    Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport, ACCEPT_ERROR_BACKOFF,
     ACCEPT_ERROR_REPORT_INTERVAL,
 };
 pub use upgrade::BoxError;

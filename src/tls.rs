@@ -349,6 +349,12 @@ pub(crate) fn classify_client_error(server_name: &str, error: io::Error) -> TlsE
                 source: error,
             },
         },
+        Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) => {
+            TlsError::NotTls { server_name }
+        }
+        None if error.kind() == io::ErrorKind::UnexpectedEof => {
+            TlsError::ClosedOnHello { server_name }
+        }
         _ => TlsError::Handshake {
             server_name,
             source: error,

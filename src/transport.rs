@@ -1,33 +1,43 @@
-//! The [`libp2p_core::Transport`] implementation: listeners, dial futures, events.
+//! The [`libp2p_core::Transport`] implementation: listening sockets (each shared by the listeners
+//! of one port), dial futures, events.
 //!
-//! `poll` only accepts sockets and reports addresses. TLS and the HTTP upgrade run inside the
-//! per-connection futures ([`ListenerUpgrade`] and [`Dial`]), each bounded by the handshake timeout.
+//! `poll` accepts sockets and reports addresses. A socket that serves one kind reports each
+//! accepted connection at once; its upgrade future classifies the first bytes (closing a wrong
+//! door at once), then runs TLS and the HTTP upgrade (or nothing, for `/tcp`). A socket shared by
+//! several kinds classifies each connection first (inside `poll`, bounded by the handshake
+//! timeout and the pending-handshake limit) and reports it to the listener of its kind.
 
 use std::{
     collections::VecDeque,
     io,
     marker::PhantomData,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
 use futures::{
-    future::BoxFuture, stream::SelectAll, AsyncRead, AsyncWrite, FutureExt, Stream, StreamExt,
+    future::BoxFuture,
+    stream::{FuturesUnordered, SelectAll},
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, Stream, StreamExt,
 };
 use futures_rustls::{rustls::ClientConfig, TlsAcceptor, TlsConnector};
 use libp2p_core::{
-    multiaddr::Multiaddr,
+    multiaddr::{Multiaddr, Protocol},
     transport::{DialOpts, ListenerId, TransportError, TransportEvent},
 };
 
 use crate::{
-    addr::{DnsFamily, Host, Security, WsAddr},
+    addr::{Addr, DnsFamily, Host, Kind, Security, TcpAddr, WsAddr},
     admission::{Admission, Ticket},
+    classify::{self, Class, Served, Verdict, MAX_PREFIX},
     config::Config,
-    error::{Chain, Error, TlsError},
+    error::{Chain, Error, HandshakeError, TlsError},
     framed::{Connection, Role},
     handshake,
     provider::{self, IfEvent, Provider, Timer},
@@ -43,6 +53,13 @@ pub const ACCEPT_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most sockets one poll of a listener accepts before it yields to the executor.
 const MAX_ACCEPTS_PER_POLL: usize = 64;
+
+/// Most classified connections one poll of a shared socket takes before it yields.
+const MAX_SORTED_PER_POLL: usize = 64;
+
+/// Most bytes read (and dropped) from a connection that is refused, after the sign was sent, so
+/// that closing it does not reset the connection before the dialer read the sign.
+const MAX_DRAIN: usize = 64 * 1024;
 
 /// The socket under an upgraded connection: plain TCP or TLS over TCP. `S` is the runtime's TCP
 /// stream ([`Provider::Stream`]).
@@ -65,20 +82,283 @@ impl<S> Socket<S> {
     }
 }
 
-/// What the transport yields: an upgraded WebSocket connection used as a byte stream.
-pub type Output<S> = Connection<Socket<S>>;
+/// The bytes a listener read from a connection to classify it, not yet handed on.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Prefix {
+    buf: [u8; MAX_PREFIX],
+    start: u8,
+    end: u8,
+}
 
-/// The future that upgrades an accepted socket (TLS, then the HTTP upgrade).
+impl Prefix {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.start as usize..self.end as usize]
+    }
+
+    fn read(&mut self, out: &mut [u8]) -> usize {
+        let rest = self.bytes();
+        let n = rest.len().min(out.len());
+        out[..n].copy_from_slice(&rest[..n]);
+        self.start += n as u8;
+        n
+    }
+}
+
+/// A plain TCP connection (`/tcp`): the runtime's TCP stream, after the few bytes a listener read
+/// to classify it (which it hands on first, so none are lost).
+pub struct TcpConnection<S> {
+    io: S,
+    prefix: Prefix,
+}
+
+impl<S> TcpConnection<S> {
+    /// A connection with nothing read ahead.
+    pub fn new(io: S) -> Self {
+        TcpConnection {
+            io,
+            prefix: Prefix::default(),
+        }
+    }
+
+    fn with_prefix(io: S, prefix: Prefix) -> Self {
+        TcpConnection { io, prefix }
+    }
+
+    /// The TCP stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// How many bytes read ahead (to classify the connection) are still to be handed out.
+    pub fn read_ahead(&self) -> usize {
+        self.prefix.bytes().len()
+    }
+}
+
+impl<S> std::fmt::Debug for TcpConnection<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConnection")
+            .field("read_ahead", &self.read_ahead())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TcpConnection<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.prefix.start < this.prefix.end && !buf.is_empty() {
+            return Poll::Ready(Ok(this.prefix.read(buf)));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.prefix.start < this.prefix.end {
+            if let Some(buf) = bufs.iter_mut().find(|b| !b.is_empty()) {
+                return Poll::Ready(Ok(this.prefix.read(buf)));
+            }
+        }
+        Pin::new(&mut this.io).poll_read_vectored(cx, bufs)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TcpConnection<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_close(cx)
+    }
+}
+
+/// What the transport yields: a WebSocket connection used as a byte stream (`/ws`, `/tls/ws`) or a
+/// plain TCP connection (`/tcp`). Either is an `AsyncRead + AsyncWrite` byte stream.
+#[derive(Debug)]
+#[non_exhaustive]
+// One per connection, moved once: the WebSocket variant stays inline so that its reads and writes
+// take no extra indirection.
+#[allow(clippy::large_enum_variant)]
+pub enum Output<S> {
+    /// A WebSocket connection (`/ws`, `/tls/ws`).
+    WebSocket(Connection<Socket<S>>),
+    /// A plain TCP connection (`/tcp`).
+    Tcp(TcpConnection<S>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Output<S> {
+    /// Which of the three forms the connection speaks.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Output::WebSocket(c) => match c.get_ref() {
+                Socket::Plain(_) => Kind::Ws,
+                Socket::Tls(_) => Kind::TlsWs,
+            },
+            Output::Tcp(_) => Kind::Tcp,
+        }
+    }
+
+    /// The TCP stream under the connection.
+    pub fn tcp(&self) -> &S {
+        match self {
+            Output::WebSocket(c) => c.get_ref().tcp(),
+            Output::Tcp(c) => c.get_ref(),
+        }
+    }
+
+    /// The WebSocket connection, if it is one.
+    pub fn websocket(&self) -> Option<&Connection<Socket<S>>> {
+        match self {
+            Output::WebSocket(c) => Some(c),
+            Output::Tcp(_) => None,
+        }
+    }
+
+    /// The WebSocket connection, mutably, if it is one.
+    pub fn websocket_mut(&mut self) -> Option<&mut Connection<Socket<S>>> {
+        match self {
+            Output::WebSocket(c) => Some(c),
+            Output::Tcp(_) => None,
+        }
+    }
+
+    /// The WebSocket connection, if it is one.
+    pub fn into_websocket(self) -> Option<Connection<Socket<S>>> {
+        match self {
+            Output::WebSocket(c) => Some(c),
+            Output::Tcp(_) => None,
+        }
+    }
+
+    /// The plain TCP connection, if it is one.
+    pub fn into_tcp(self) -> Option<TcpConnection<S>> {
+        match self {
+            Output::Tcp(c) => Some(c),
+            Output::WebSocket(_) => None,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Output<S> {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Output::WebSocket(c) => Pin::new(c).poll_read(cx, buf),
+            Output::Tcp(c) => Pin::new(c).poll_read(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Output::WebSocket(c) => Pin::new(c).poll_read_vectored(cx, bufs),
+            Output::Tcp(c) => Pin::new(c).poll_read_vectored(cx, bufs),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Output<S> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Output::WebSocket(c) => Pin::new(c).poll_write(cx, buf),
+            Output::Tcp(c) => Pin::new(c).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Output::WebSocket(c) => Pin::new(c).poll_write_vectored(cx, bufs),
+            Output::Tcp(c) => Pin::new(c).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Output::WebSocket(c) => Pin::new(c).poll_flush(cx),
+            Output::Tcp(c) => Pin::new(c).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Output::WebSocket(c) => Pin::new(c).poll_close(cx),
+            Output::Tcp(c) => Pin::new(c).poll_close(cx),
+        }
+    }
+}
+
+/// The future that upgrades an accepted socket (classification, then TLS and the HTTP upgrade for
+/// WebSocket listeners).
 pub type ListenerUpgrade<S> = BoxFuture<'static, Result<Output<S>, Error>>;
 
-/// The future that dials (DNS, TCP, TLS, then the HTTP upgrade). It does nothing until polled.
+/// The future that dials (DNS, TCP, then TLS and the HTTP upgrade for WebSocket addresses). It
+/// does nothing until polled.
 pub type Dial<S> = BoxFuture<'static, Result<Output<S>, Error>>;
 
-/// The WebSocket transport on the runtime `P` (without noise and yamux; see
-/// `libp2p_ws::async_std::upgraded` and `libp2p_ws::tokio::upgraded` for the complete stack).
+/// The transport on the runtime `P`: WebSocket (`/ws`, `/tls/ws`) and plain TCP (`/tcp`), without
+/// noise and yamux (see `libp2p_ws::async_std::upgraded` and `libp2p_ws::tokio::upgraded` for the
+/// complete stack).
+///
+/// # One port for `/tcp`, `/ws` and `/tls/ws`
+///
+/// Listening on the same IP address and port for several kinds (for example
+/// `/ip4/0.0.0.0/tcp/4001`, then `/ip4/0.0.0.0/tcp/4001/ws` and `/ip4/0.0.0.0/tcp/4001/tls/ws`)
+/// shares one socket: each `listen_on` keeps its own [`ListenerId`], events and addresses, and
+/// each accepted connection goes to the listener of the form its first bytes speak
+/// (multistream-select: `/tcp`; an HTTP request: `/ws`; a TLS ClientHello: `/tls/ws`; see
+/// [`classify`](crate::classify)). Removing a listener keeps the others serving; the socket closes
+/// with the last. A port named as `0` is never shared (two `/tcp/0` listeners are two sockets),
+/// but listening on the port a `/tcp/0` listener got shares it. The same kind twice on one port
+/// is refused by the operating system (the address is in use), as is any second bind of a port
+/// when [`Config::with_port_sharing`] turns sharing off.
 pub struct Transport<P: Provider> {
     shared: Arc<Shared>,
-    listeners: SelectAll<Listener<P>>,
+    listeners: SelectAll<Port<P>>,
 }
 
 struct Shared {
@@ -106,7 +386,7 @@ impl<P: Provider> std::fmt::Debug for Transport<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("config", &self.shared.config)
-            .field("listeners", &self.listeners.len())
+            .field("sockets", &self.listeners.len())
             .finish()
     }
 }
@@ -137,11 +417,11 @@ impl<P: Provider> Transport<P> {
         self.shared.handoff.get_or_init(Handoff::default).clone()
     }
 
-    fn bind_addresses(&self, spec: &WsAddr) -> Result<Vec<SocketAddr>, Error> {
-        match &spec.host {
-            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, spec.port)]),
+    fn bind_addresses(&self, spec: &Addr) -> Result<Vec<SocketAddr>, Error> {
+        match spec.host() {
+            Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, spec.port())]),
             Host::Dns { name, family } => {
-                usable_addresses(name, *family, resolve_blocking(name, spec.port))
+                usable_addresses(name, *family, resolve_blocking(name, spec.port()))
             }
         }
     }
@@ -168,24 +448,54 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
     type Dial = Dial<P::Stream>;
 
     fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<Error>> {
-        let spec = WsAddr::parse_listen(&addr).map_err(|error| {
-            tracing::debug!(%addr, %error, "not a WebSocket listen address");
+        let spec = Addr::parse_listen(&addr).map_err(|error| {
+            tracing::debug!(%addr, %error, "not a TCP or WebSocket listen address");
             TransportError::MultiaddrNotSupported(addr.clone())
         })?;
         let config = &self.shared.config;
-        let tls = match spec.security {
-            Security::Plain => None,
-            Security::Tls { .. } => match config.tls.server_config() {
-                Some(server) => Some(TlsAcceptor::from(server)),
-                None => return Err(TransportError::Other(Error::NoServerCertificate { addr })),
+        let serve = match &spec {
+            Addr::Tcp(_) => Serve::Tcp,
+            Addr::Ws(ws) => Serve::Ws {
+                tls: match ws.security {
+                    Security::Plain => None,
+                    Security::Tls { .. } => match config.tls.server_config() {
+                        Some(server) => Some(TlsAcceptor::from(server)),
+                        None => {
+                            return Err(TransportError::Other(Error::NoServerCertificate { addr }))
+                        }
+                    },
+                },
+                path: ws.path.clone(),
             },
         };
         let candidates = self.bind_addresses(&spec).map_err(TransportError::Other)?;
-        if tls.is_none()
+        if spec.kind() == Kind::Ws
             && !config.allow_insecure_listen
             && !candidates.iter().all(|a| a.ip().is_loopback())
         {
             return Err(TransportError::Other(Error::InsecureListen { addr }));
+        }
+        let kind = spec.kind();
+        let member = Member {
+            id,
+            addr: spec,
+            serve,
+        };
+        if config.port_sharing {
+            for candidate in &candidates {
+                if candidate.port() == 0 {
+                    continue;
+                }
+                if let Some(port) = self
+                    .listeners
+                    .iter_mut()
+                    .find(|port| port.can_share(*candidate, kind))
+                {
+                    tracing::debug!(%addr, local = %port.local, "listening on a shared port");
+                    port.add(member);
+                    return Ok(());
+                }
+            }
         }
         let mut last_error = None;
         for candidate in candidates {
@@ -193,10 +503,10 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
                 .and_then(|(std, local)| P::new_listener(std).map(|listener| (listener, local)));
             match bound {
                 Ok((incoming, local)) => {
-                    let listener =
-                        Listener::new(id, spec, local, incoming, tls, self.shared.clone());
+                    let mut port = Port::new(local, incoming, self.shared.clone());
                     tracing::debug!(%addr, %local, "listening");
-                    self.listeners.push(listener);
+                    port.add(member);
+                    self.listeners.push(port);
                     return Ok(());
                 }
                 Err(source) => {
@@ -213,13 +523,7 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
     }
 
     fn remove_listener(&mut self, id: ListenerId) -> bool {
-        match self.listeners.iter_mut().find(|l| l.id == id && !l.closed) {
-            Some(listener) => {
-                listener.close(Ok(()));
-                true
-            }
-            None => false,
-        }
+        self.listeners.iter_mut().any(|port| port.remove(id))
     }
 
     fn dial(
@@ -227,22 +531,32 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         addr: Multiaddr,
         _opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Error>> {
-        let target = WsAddr::parse(&addr).map_err(|error| {
-            tracing::debug!(%addr, %error, "not a WebSocket address");
+        let target = Addr::parse(&addr).map_err(|error| {
+            tracing::debug!(%addr, %error, "not a TCP or WebSocket address");
             TransportError::MultiaddrNotSupported(addr.clone())
         })?;
-        if let Host::Ip(ip) = target.host {
-            if ip.is_unspecified() || target.port == 0 {
+        if let Host::Ip(ip) = target.host() {
+            if ip.is_unspecified() || target.port() == 0 {
                 return Err(TransportError::MultiaddrNotSupported(addr));
             }
         }
         let shared = self.shared.clone();
         Ok(async move {
             let timeout = shared.config.handshake_timeout;
-            match provider::timeout::<P, _>(timeout, dial::<P>(shared, target)).await {
+            let (stage, dial) = match target {
+                Addr::Ws(target) => (
+                    "dialing (DNS, TCP, TLS and WebSocket upgrade)",
+                    dial_ws::<P>(shared, target).boxed(),
+                ),
+                Addr::Tcp(target) => (
+                    "dialing (DNS and TCP)",
+                    dial_tcp::<P>(shared, target).boxed(),
+                ),
+            };
+            match provider::timeout::<P, _>(timeout, dial).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
-                    stage: "dialing (DNS, TCP, TLS and WebSocket upgrade)",
+                    stage,
                     after: timeout,
                 }),
             }
@@ -285,25 +599,23 @@ fn usable_addresses(
     Ok(usable)
 }
 
-async fn dial<P: Provider>(
-    shared: Arc<Shared>,
-    target: WsAddr,
-) -> Result<Output<P::Stream>, Error> {
-    let config = &shared.config;
-    let candidates = match &target.host {
-        Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
+/// Resolves `host` (if a name) and connects to the first address that answers; sets
+/// `TCP_NODELAY` as configured.
+async fn connect<P: Provider>(config: &Config, host: &Host, port: u16) -> Result<P::Stream, Error> {
+    let candidates = match host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
         Host::Dns { name, family } => {
-            usable_addresses(name, *family, P::resolve(name.clone(), target.port).await)?
+            usable_addresses(name, *family, P::resolve(name.clone(), port).await)?
         }
     };
-
-    let mut tcp = None;
     let mut last_error = None;
     for candidate in candidates {
         match P::connect(candidate).await {
             Ok(stream) => {
-                tcp = Some(stream);
-                break;
+                if let Err(e) = P::set_nodelay(&stream, config.nodelay) {
+                    tracing::debug!(%e, "could not set TCP_NODELAY");
+                }
+                return Ok(stream);
             }
             Err(source) => {
                 tracing::debug!(addr = %candidate, %source, "connect failed");
@@ -314,16 +626,29 @@ async fn dial<P: Provider>(
             }
         }
     }
-    let Some(tcp) = tcp else {
-        return Err(last_error.unwrap_or(Error::Dns {
-            name: target.server_name(),
-            source: io::ErrorKind::NotFound.into(),
-        }));
-    };
-    if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
-        tracing::debug!(%e, "could not set TCP_NODELAY");
-    }
+    Err(last_error.unwrap_or_else(|| Error::Dns {
+        name: match host {
+            Host::Dns { name, .. } => name.clone(),
+            Host::Ip(ip) => ip.to_string(),
+        },
+        source: io::ErrorKind::NotFound.into(),
+    }))
+}
 
+async fn dial_tcp<P: Provider>(
+    shared: Arc<Shared>,
+    target: TcpAddr,
+) -> Result<Output<P::Stream>, Error> {
+    let tcp = connect::<P>(&shared.config, &target.host, target.port).await?;
+    Ok(Output::Tcp(TcpConnection::new(tcp)))
+}
+
+async fn dial_ws<P: Provider>(
+    shared: Arc<Shared>,
+    target: WsAddr,
+) -> Result<Output<P::Stream>, Error> {
+    let config = &shared.config;
+    let tcp = connect::<P>(config, &target.host, target.port).await?;
     let mut stream = if target.is_secure() {
         let name = target.server_name();
         let server_name = tls::server_name(&name)?;
@@ -344,34 +669,143 @@ async fn dial<P: Provider>(
         &target.request_target(),
     )
     .await?;
-    Ok(Connection::new(stream, Role::Client, config.frame, &leftover).with_timers(P::timer))
+    Ok(Output::WebSocket(
+        Connection::new(stream, Role::Client, config.frame, &leftover).with_timers(P::timer),
+    ))
 }
 
+/// How a listener serves the connections of its kind.
+#[derive(Clone)]
+enum Serve {
+    /// `/tcp`: the stream as it is.
+    Tcp,
+    /// `/ws` or `/tls/ws`: TLS if `tls`, then the HTTP upgrade for `path`.
+    Ws {
+        tls: Option<TlsAcceptor>,
+        path: String,
+    },
+}
+
+/// Reads the first bytes of a connection, at most [`MAX_PREFIX`], until [`classify`] decides.
+async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Verdict, Prefix)> {
+    let mut prefix = Prefix::default();
+    loop {
+        match classify::classify(prefix.bytes()) {
+            Verdict::NeedMore if usize::from(prefix.end) < MAX_PREFIX => {}
+            Verdict::NeedMore => return Ok((Verdict::Unknown, prefix)),
+            verdict => return Ok((verdict, prefix)),
+        }
+        let n = io.read(&mut prefix.buf[usize::from(prefix.end)..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        prefix.end += n as u8;
+    }
+}
+
+/// Closes a connection this port does not serve: sends `sign` (see
+/// [`door_sign`](classify::door_sign)) and a FIN at once, then reads and drops what the client
+/// sent that has already arrived (at most [`MAX_DRAIN`] bytes, without waiting), so that the close
+/// does not reset the connection before the client read the sign.
+async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
+    if !sign.is_empty() && io.write_all(sign).await.is_err() {
+        return;
+    }
+    if io.close().await.is_err() || P::shutdown_write(io).is_err() {
+        return;
+    }
+    // Only what has arrived already: waiting for the client to close would hold the connection
+    // (and its admission ticket) until the timeout.
+    let mut drained = 0;
+    let mut scratch = [0u8; 2048];
+    while drained < MAX_DRAIN {
+        let read = futures::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *io).poll_read(cx, &mut scratch) {
+                Poll::Ready(Ok(n)) if n > 0 => Some(n),
+                _ => None,
+            })
+        })
+        .await;
+        match read {
+            Some(n) => drained += n,
+            None => return,
+        }
+    }
+}
+
+fn sniff_error(error: io::Error) -> Error {
+    Error::Handshake(HandshakeError::Io(error))
+}
+
+/// The upgrade of a connection on a socket that serves one kind: classifies it (closing a wrong
+/// door at once), then serves it.
+async fn accept_single<P: Provider>(
+    shared: Arc<Shared>,
+    mut tcp: P::Stream,
+    kind: Kind,
+    serve: Serve,
+) -> Result<Output<P::Stream>, Error> {
+    let (verdict, prefix) = sniff(&mut tcp).await.map_err(sniff_error)?;
+    if let Verdict::Known(class) = verdict {
+        if class.kind() != kind {
+            let sign = classify::door_sign(class, Served::default().with(kind));
+            refuse::<P>(&mut tcp, sign).await;
+            return Err(Error::NotServed { spoke: class });
+        }
+    }
+    // Unrecognised bytes go to the listener's own handler, which answers as it always did (an
+    // HTTP 400, a TLS alert, a failed multistream-select negotiation).
+    accept::<P>(shared, tcp, prefix, serve).await
+}
+
+/// Serves a classified connection (the bytes read to classify it in `prefix`).
 async fn accept<P: Provider>(
     shared: Arc<Shared>,
     tcp: P::Stream,
-    tls: Option<TlsAcceptor>,
-    path: String,
+    prefix: Prefix,
+    serve: Serve,
 ) -> Result<Output<P::Stream>, Error> {
     let config = &shared.config;
     if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
         tracing::debug!(%e, "could not set TCP_NODELAY");
     }
-    let mut stream = match tls {
-        Some(acceptor) => {
+    let path = match serve {
+        Serve::Tcp => return Ok(Output::Tcp(TcpConnection::with_prefix(tcp, prefix))),
+        Serve::Ws {
+            tls: Some(acceptor),
+            path,
+        } => {
+            // The read-ahead is the start of the ClientHello: rustls takes it before the rest.
             let tls = acceptor
-                .accept(tcp)
+                .accept_with(tcp, |session| {
+                    let mut rest = prefix.bytes();
+                    while !rest.is_empty() {
+                        if !matches!(session.read_tls(&mut rest), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                })
                 .await
                 .map_err(|source| TlsError::Handshake {
                     server_name: "client".into(),
                     source,
                 })?;
-            Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)))
+            let mut stream = Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)));
+            let rest = handshake::accept(&mut stream, config.max_head_size, &path).await?;
+            return Ok(Output::WebSocket(
+                Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
+            ));
         }
-        None => Socket::Plain(tcp),
+        Serve::Ws { tls: None, path } => path,
     };
-    let rest = handshake::accept(&mut stream, config.max_head_size, &path).await?;
-    Ok(Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer))
+    let mut stream = Socket::Plain(tcp);
+    let mut ahead = TcpConnection::with_prefix(&mut stream, prefix);
+    let mut rest = handshake::accept(&mut ahead, config.max_head_size, &path).await?;
+    // The handshake reads the read-ahead first; any of it left follows what it read.
+    rest.extend_from_slice(ahead.prefix.bytes());
+    Ok(Output::WebSocket(
+        Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
+    ))
 }
 
 /// Accept errors in a row: the backoff timer and the rate limit of their reports.
@@ -415,167 +849,344 @@ impl AcceptErrors {
     }
 }
 
-/// One listening socket and the addresses it reports.
-struct Listener<P: Provider> {
+type Event<S> = TransportEvent<ListenerUpgrade<S>, Error>;
+
+/// One `listen_on` on a socket: its id, its address (and so its kind) and how it serves.
+struct Member {
     id: ListenerId,
-    spec: WsAddr,
+    addr: Addr,
+    serve: Serve,
+}
+
+/// A connection on a shared socket, classified and admitted, waiting to be reported.
+struct Sorted<S> {
+    tcp: S,
+    prefix: Prefix,
+    class: Class,
+    remote: SocketAddr,
+    ticket: Ticket,
+    deadline: Instant,
+}
+
+/// One listening socket and the listeners (`listen_on`s) it serves, one per kind.
+struct Port<P: Provider> {
     local: SocketAddr,
     incoming: Option<P::Listener>,
+    members: Vec<Member>,
+    /// The kinds of `members`, for the classifying futures.
+    served: Arc<AtomicU8>,
     /// Started on the first poll (inside the runtime) when listening on an unspecified address.
     if_watcher: Option<P::IfWatcher>,
     watch_interfaces: bool,
+    /// The interface addresses reported so far (for listeners that join later).
+    known_ips: Vec<IpAddr>,
     accept_errors: AcceptErrors,
-    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     admission: Admission,
-    events: VecDeque<TransportEvent<ListenerUpgrade<P::Stream>, Error>>,
+    /// Connections being classified (only while the socket serves more than one kind).
+    sorting: FuturesUnordered<BoxFuture<'static, Option<Sorted<P::Stream>>>>,
+    events: VecDeque<Event<P::Stream>>,
     closed: bool,
     waker: Option<Waker>,
     _provider: PhantomData<P>,
 }
 
-impl<P: Provider> Listener<P> {
-    fn new(
-        id: ListenerId,
-        spec: WsAddr,
-        local: SocketAddr,
-        incoming: P::Listener,
-        tls: Option<TlsAcceptor>,
-        shared: Arc<Shared>,
-    ) -> Self {
+impl<P: Provider> Port<P> {
+    fn new(local: SocketAddr, incoming: P::Listener, shared: Arc<Shared>) -> Self {
         let admission = Admission::new(
             shared.config.max_pending_handshakes,
             shared.config.max_pending_handshakes_per_ip,
         );
-        let mut listener = Listener {
-            id,
-            spec,
+        Port {
             local,
             incoming: Some(incoming),
+            members: Vec::new(),
+            served: Arc::default(),
             if_watcher: None,
             watch_interfaces: local.ip().is_unspecified(),
+            known_ips: Vec::new(),
             accept_errors: AcceptErrors::default(),
-            tls,
             shared,
             admission,
+            sorting: FuturesUnordered::new(),
             events: VecDeque::new(),
             closed: false,
             waker: None,
             _provider: PhantomData,
-        };
-        if !listener.watch_interfaces {
-            let listen_addr = listener.spec.with_ip(local.ip(), local.port());
-            listener.events.push_back(TransportEvent::NewAddress {
-                listener_id: id,
-                listen_addr,
-            });
         }
-        listener
     }
 
-    fn close(&mut self, reason: Result<(), Error>) {
-        if self.closed {
-            return;
+    fn served(&self) -> Served {
+        self.members
+            .iter()
+            .fold(Served::default(), |s, m| s.with(m.addr.kind()))
+    }
+
+    /// Whether a listener of `kind` on `addr` can join this socket.
+    fn can_share(&self, addr: SocketAddr, kind: Kind) -> bool {
+        !self.closed
+            && self.local.ip() == addr.ip()
+            && self.local.port() == addr.port()
+            && !self.served().has(kind)
+    }
+
+    /// Adds a listener: reports its addresses (now, or as the interfaces are seen).
+    fn add(&mut self, member: Member) {
+        let port = self.local.port();
+        if !self.local.ip().is_unspecified() {
+            self.events.push_back(TransportEvent::NewAddress {
+                listener_id: member.id,
+                listen_addr: member.addr.with_ip(self.local.ip(), port),
+            });
         }
-        self.closed = true;
-        self.incoming = None;
-        self.if_watcher = None;
-        self.watch_interfaces = false;
+        for ip in &self.known_ips {
+            self.events.push_back(TransportEvent::NewAddress {
+                listener_id: member.id,
+                listen_addr: member.addr.with_ip(*ip, port),
+            });
+        }
+        self.members.push(member);
+        self.served.store(self.served().bits(), Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// Removes listener `id`, if it is here; the socket closes with its last listener.
+    fn remove(&mut self, id: ListenerId) -> bool {
+        let Some(at) = self.members.iter().position(|m| m.id == id) else {
+            return false;
+        };
+        self.members.remove(at);
+        self.served.store(self.served().bits(), Ordering::Relaxed);
         self.events.push_back(TransportEvent::ListenerClosed {
-            listener_id: self.id,
-            reason,
+            listener_id: id,
+            reason: Ok(()),
         });
+        if self.members.is_empty() {
+            self.closed = true;
+            self.incoming = None;
+            self.if_watcher = None;
+            self.watch_interfaces = false;
+            self.sorting = FuturesUnordered::new();
+        }
+        self.wake();
+        true
+    }
+
+    fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
         }
     }
 
-    fn address_event(
-        &self,
-        event: IfEvent,
-    ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
+    /// Queues an interface change for every listener.
+    fn on_if_event(&mut self, event: IfEvent) {
         let (IfEvent::Up(ip) | IfEvent::Down(ip)) = event;
         if ip.is_ipv4() != self.local.is_ipv4() {
-            return None;
+            return;
         }
-        let listen_addr = self.spec.with_ip(ip, self.local.port());
-        Some(match event {
-            IfEvent::Up(_) => TransportEvent::NewAddress {
-                listener_id: self.id,
-                listen_addr,
-            },
-            IfEvent::Down(_) => TransportEvent::AddressExpired {
-                listener_id: self.id,
-                listen_addr,
-            },
-        })
+        let port = self.local.port();
+        let up = matches!(event, IfEvent::Up(_));
+        if up {
+            if !self.known_ips.contains(&ip) {
+                self.known_ips.push(ip);
+            }
+        } else {
+            self.known_ips.retain(|known| *known != ip);
+        }
+        for member in &self.members {
+            let listen_addr = member.addr.with_ip(ip, port);
+            self.events.push_back(if up {
+                TransportEvent::NewAddress {
+                    listener_id: member.id,
+                    listen_addr,
+                }
+            } else {
+                TransportEvent::AddressExpired {
+                    listener_id: member.id,
+                    listen_addr,
+                }
+            });
+        }
     }
 
-    fn on_accept(
-        &mut self,
-        tcp: P::Stream,
-        remote: SocketAddr,
-    ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
-        let ticket = match self.admission.admit(remote.ip()) {
+    /// Queues a listener error for every listener.
+    fn on_error(&mut self, error: impl Fn() -> Error) {
+        for member in &self.members {
+            self.events.push_back(TransportEvent::ListenerError {
+                listener_id: member.id,
+                error: error(),
+            });
+        }
+    }
+
+    fn on_accept(&mut self, tcp: P::Stream, remote: SocketAddr) -> Option<Event<P::Stream>> {
+        let mut ticket = match self.admission.admit(remote.ip()) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 tracing::debug!(%remote, ?refusal, "too many pending handshakes; closing the new socket");
                 return None;
             }
         };
-        let local = P::local_addr(&tcp).unwrap_or(self.local);
-        let local_addr = self.spec.with_ip(local.ip(), local.port());
-        let send_back_addr = WsAddr {
-            host: Host::Ip(remote.ip()),
-            port: remote.port(),
-            security: match self.spec.security {
-                Security::Plain => Security::Plain,
-                Security::Tls { .. } => Security::Tls { sni: None },
-            },
-            path: "/".into(),
-            peer_id: None,
+        let timeout = self.shared.config.handshake_timeout;
+        let deadline = Instant::now() + timeout;
+        if let [member] = self.members.as_slice() {
+            let (kind, serve) = (member.addr.kind(), member.serve.clone());
+            let shared = self.shared.clone();
+            let upgrade = async move {
+                let result = provider::timeout::<P, _>(
+                    timeout,
+                    accept_single::<P>(shared, tcp, kind, serve),
+                )
+                .await;
+                result.unwrap_or(Err(Error::Timeout {
+                    stage: "accepting (TLS and WebSocket upgrade)",
+                    after: timeout,
+                }))
+            };
+            return Some(self.incoming_event(0, upgrade.boxed(), remote, ticket));
         }
-        .to_multiaddr();
-        let handoff = self.shared.handoff.get().cloned();
-        let shared = self.shared.clone();
-        let tls = self.tls.clone();
-        let path = self.spec.path.clone();
-        let upgrade = async move {
-            let timeout = shared.config.handshake_timeout;
-            let result =
-                provider::timeout::<P, _>(timeout, accept::<P>(shared, tcp, tls, path)).await;
-            let result = result.unwrap_or(Err(Error::Timeout {
-                stage: "accepting (TLS and WebSocket upgrade)",
-                after: timeout,
-            }));
-            if let Err(error) = &result {
-                tracing::debug!(%remote, error = %Chain(error), "inbound WebSocket handshake failed");
+        // Shared: classify first, then report to the listener of the connection's kind.
+        let served = self.served.clone();
+        self.sorting.push(
+            async move {
+                let mut tcp = tcp;
+                let sort = async {
+                    let (verdict, prefix) = match sniff(&mut tcp).await {
+                        Ok(sniffed) => sniffed,
+                        Err(error) => {
+                            tracing::debug!(%remote, %error, "connection closed before it could be classified");
+                            return None;
+                        }
+                    };
+                    let served = Served::from_bits(served.load(Ordering::Relaxed));
+                    match verdict {
+                        Verdict::Known(class) if served.has(class.kind()) => Some((class, prefix)),
+                        Verdict::Known(class) => {
+                            let error = Error::NotServed { spoke: class };
+                            tracing::debug!(%remote, %error, "closing");
+                            refuse::<P>(&mut tcp, classify::door_sign(class, served)).await;
+                            None
+                        }
+                        _ => {
+                            tracing::debug!(%remote, error = %Error::Unrecognized, "closing");
+                            refuse::<P>(&mut tcp, &[]).await;
+                            None
+                        }
+                    }
+                };
+                match ticket.phase(provider::timeout::<P, _>(timeout, sort)).await {
+                    Ok(Some(Some((class, prefix)))) => Some(Sorted {
+                        tcp,
+                        prefix,
+                        class,
+                        remote,
+                        ticket,
+                        deadline,
+                    }),
+                    Ok(None) => {
+                        tracing::debug!(%remote, ?timeout, "no classifiable bytes within the handshake timeout; closing");
+                        None
+                    }
+                    Ok(Some(None)) => None,
+                    Err(_) => {
+                        tracing::debug!(%remote, "evicted while being classified");
+                        None
+                    }
+                }
             }
-            result
+            .boxed(),
+        );
+        None
+    }
+
+    /// The `Incoming` event of member `at` for a connection, with its admission ticket.
+    fn incoming_event(
+        &self,
+        at: usize,
+        upgrade: ListenerUpgrade<P::Stream>,
+        remote: SocketAddr,
+        ticket: Ticket,
+    ) -> Event<P::Stream> {
+        let member = &self.members[at];
+        let local_addr = member.addr.with_ip(self.local.ip(), self.local.port());
+        let send_back_addr = match &member.addr {
+            Addr::Tcp(_) => Multiaddr::empty()
+                .with(remote.ip().into())
+                .with(Protocol::Tcp(remote.port())),
+            Addr::Ws(ws) => WsAddr {
+                host: Host::Ip(remote.ip()),
+                port: remote.port(),
+                security: match ws.security {
+                    Security::Plain => Security::Plain,
+                    Security::Tls { .. } => Security::Tls { sni: None },
+                },
+                path: "/".into(),
+                peer_id: None,
+            }
+            .to_multiaddr(),
         };
-        let upgrade = match handoff {
+        let upgrade = upgrade
+            .inspect(move |result| {
+                if let Err(error) = result {
+                    tracing::debug!(%remote, error = %Chain(error), "inbound handshake failed");
+                }
+            })
+            .boxed();
+        let upgrade = match self.shared.handoff.get() {
             Some(handoff) => {
                 *handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
-                upgrade.boxed()
+                upgrade
             }
             None => ticket
                 .guard(upgrade)
                 .map(|result| result.unwrap_or(Err(Error::Evicted)))
                 .boxed(),
         };
-        Some(TransportEvent::Incoming {
-            listener_id: self.id,
+        TransportEvent::Incoming {
+            listener_id: member.id,
             upgrade,
             local_addr,
             send_back_addr,
-        })
+        }
     }
 
-    fn on_accept_error(
-        &mut self,
-        error: io::Error,
-    ) -> Option<TransportEvent<ListenerUpgrade<P::Stream>, Error>> {
-        let suppressed = self.accept_errors.on_error(Instant::now(), P::timer)?;
+    /// The `Incoming` event for a classified connection, if its kind still has a listener.
+    fn on_sorted(&mut self, sorted: Sorted<P::Stream>) -> Option<Event<P::Stream>> {
+        let Some(at) = self
+            .members
+            .iter()
+            .position(|m| m.addr.kind() == sorted.class.kind())
+        else {
+            tracing::debug!(remote = %sorted.remote, class = %sorted.class, "its listener was removed meanwhile; closing");
+            return None;
+        };
+        let serve = self.members[at].serve.clone();
+        let shared = self.shared.clone();
+        let Sorted {
+            tcp,
+            prefix,
+            remote,
+            ticket,
+            deadline,
+            ..
+        } = sorted;
+        let timeout = self.shared.config.handshake_timeout;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let upgrade = async move {
+            let result =
+                provider::timeout::<P, _>(left, accept::<P>(shared, tcp, prefix, serve)).await;
+            result.unwrap_or(Err(Error::Timeout {
+                stage: "accepting (classification, TLS and WebSocket upgrade)",
+                after: timeout,
+            }))
+        };
+        Some(self.incoming_event(at, upgrade.boxed(), remote, ticket))
+    }
+
+    fn on_accept_error(&mut self, error: io::Error) {
+        let Some(suppressed) = self.accept_errors.on_error(Instant::now(), P::timer) else {
+            return;
+        };
         tracing::warn!(
             local = %self.local,
             %error,
@@ -583,15 +1194,14 @@ impl<P: Provider> Listener<P> {
             pause = ?ACCEPT_ERROR_BACKOFF,
             "accepting a connection failed; pausing the listener"
         );
-        Some(TransportEvent::ListenerError {
-            listener_id: self.id,
-            error: Error::Accept(error),
-        })
+        let kind = error.kind();
+        let text = error.to_string();
+        self.on_error(|| Error::Accept(io::Error::new(kind, text.clone())));
     }
 }
 
-impl<P: Provider> Stream for Listener<P> {
-    type Item = TransportEvent<ListenerUpgrade<P::Stream>, Error>;
+impl<P: Provider> Stream for Port<P> {
+    type Item = Event<P::Stream>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -608,28 +1218,44 @@ impl<P: Provider> Stream for Listener<P> {
             match P::if_watcher() {
                 Ok(watcher) => this.if_watcher = Some(watcher),
                 Err(error) => {
-                    return Poll::Ready(Some(TransportEvent::ListenerError {
-                        listener_id: this.id,
-                        error: Error::Accept(error),
-                    }))
+                    let kind = error.kind();
+                    let text = error.to_string();
+                    this.on_error(|| Error::Accept(io::Error::new(kind, text.clone())));
                 }
             }
         }
         while let Some(watcher) = this.if_watcher.as_mut() {
             match watcher.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    if let Some(event) = this.address_event(event) {
-                        return Poll::Ready(Some(event));
-                    }
-                }
+                Poll::Ready(Some(Ok(event))) => this.on_if_event(event),
                 Poll::Ready(Some(Err(error))) => {
-                    return Poll::Ready(Some(TransportEvent::ListenerError {
-                        listener_id: this.id,
-                        error: Error::Accept(error),
-                    }))
+                    let kind = error.kind();
+                    let text = error.to_string();
+                    this.on_error(|| Error::Accept(io::Error::new(kind, text.clone())));
                 }
                 Poll::Ready(None) => this.if_watcher = None,
                 Poll::Pending => break,
+            }
+            if let Some(event) = this.events.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+        }
+
+        // Classified connections of a shared socket, bounded per poll.
+        let mut sorted = 0;
+        while !this.sorting.is_empty() {
+            if sorted == MAX_SORTED_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            sorted += 1;
+            match this.sorting.poll_next_unpin(cx) {
+                Poll::Ready(Some(Some(connection))) => {
+                    if let Some(event) = this.on_sorted(connection) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                Poll::Ready(Some(None)) => {}
+                Poll::Ready(None) | Poll::Pending => break,
             }
         }
 
@@ -650,9 +1276,16 @@ impl<P: Provider> Stream for Listener<P> {
                     if let Some(event) = this.on_accept(tcp, remote) {
                         return Poll::Ready(Some(event));
                     }
+                    // A connection to classify: poll it once now, so it registers its waker.
+                    if let Poll::Ready(Some(Some(connection))) = this.sorting.poll_next_unpin(cx) {
+                        if let Some(event) = this.on_sorted(connection) {
+                            return Poll::Ready(Some(event));
+                        }
+                    }
                 }
                 Poll::Ready(Err(error)) => {
-                    if let Some(event) = this.on_accept_error(error) {
+                    this.on_accept_error(error);
+                    if let Some(event) = this.events.pop_front() {
                         return Poll::Ready(Some(event));
                     }
                 }

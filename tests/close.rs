@@ -147,9 +147,13 @@ fn close_gives_up_at_close_timeout_when_the_peer_stops_reading() {
                 if let Path::AfterFailure = path {
                     // The peer sends a text message that is not UTF-8: reading it fails our side
                     // (which queues a close frame behind the stalled data).
-                    poll_fn(|cx| peer.poll_send_message(cx, true, b"caf\xe9"))
-                        .await
-                        .unwrap();
+                    poll_fn(|cx| {
+                        peer.websocket_mut()
+                            .expect("a WebSocket connection")
+                            .poll_send_message(cx, true, b"caf\xe9")
+                    })
+                    .await
+                    .unwrap();
                     peer.flush().await.unwrap();
                     let mut buf = [0u8; 16];
                     let error = ours.read(&mut buf).await.expect_err("invalid UTF-8");

@@ -316,7 +316,51 @@ fn keep_alive_detects_a_paused_listener_process<R: Runtime>() {
     );
 }
 
+fn port_of(addr: &str) -> &str {
+    addr.split('/').nth(4).expect("a port")
+}
+
+fn several_listen_addresses_share_one_port<R: Runtime>() {
+    // A port that was free a moment ago (the OS hands out ephemeral ports in turn).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listener = Node::start::<R>(&[
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}/ws"),
+    ]);
+    let addrs = [listening_addr(&listener), listening_addr(&listener)];
+    println!("{}: one node, one port: {addrs:?}", R::NAME);
+    assert!(
+        addrs.iter().all(|a| port_of(a) == port.to_string()),
+        "{addrs:?}"
+    );
+    assert!(addrs.iter().any(|a| a.contains("/ws/p2p/")), "{addrs:?}");
+    assert!(addrs.iter().any(|a| !a.contains("/ws/")), "{addrs:?}");
+    for addr in &addrs {
+        let (ok, lines, stderr) = Node::start::<R>(&["--dial", addr, "--count", "1"]).finish();
+        assert!(ok, "dialing {addr} failed: {stderr}");
+        assert_pings(&lines, 1);
+    }
+
+    // Port 0 twice: two sockets, as asked.
+    let listener = Node::start::<R>(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+    ]);
+    let addrs = [listening_addr(&listener), listening_addr(&listener)];
+    println!("{}: two port-0 listen addresses: {addrs:?}", R::NAME);
+    assert_ne!(port_of(&addrs[0]), port_of(&addrs[1]), "{addrs:?}");
+}
+
 ping_tests!(
+    several_listen_addresses_share_one_port,
     demo_pings_over_ws_and_wss,
     a_second_process_pings_a_listener,
     every_address_form_works_on_the_command_line,

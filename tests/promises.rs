@@ -64,7 +64,7 @@ async fn nodelay_is_set_on_both_sides<R: Runtime>() {
         let (server, client) =
             connected_pair::<R>(config.clone(), config, "/ip4/127.0.0.1/tcp/0/ws").await;
         for (side, conn) in [("listener", &server), ("dialer", &client)] {
-            let set = <R::Provider as Provider>::nodelay(conn.get_ref().tcp()).expect("getsockopt");
+            let set = <R::Provider as Provider>::nodelay(conn.tcp()).expect("getsockopt");
             assert_eq!(set, nodelay, "{side} with with_nodelay({nodelay})");
         }
     }

@@ -90,6 +90,11 @@ impl super::Provider for AsyncStd {
         stream.set_nodelay(nodelay)
     }
 
+    fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
+        // async-io's `poll_close` only flushes.
+        stream.shutdown(std::net::Shutdown::Write)
+    }
+
     fn nodelay(stream: &TcpStream) -> io::Result<bool> {
         stream.nodelay()
     }

@@ -60,6 +60,13 @@ pub trait Provider: Clone + Debug + Send + Sync + Unpin + 'static {
     /// Sets `TCP_NODELAY`.
     fn set_nodelay(stream: &Self::Stream, nodelay: bool) -> io::Result<()>;
 
+    /// Closes the write half of `stream` now (sends a FIN), for runtimes whose `poll_close` does
+    /// not. The default does nothing (tokio's `poll_close` shuts the write half down itself).
+    fn shutdown_write(stream: &Self::Stream) -> io::Result<()> {
+        let _ = stream;
+        Ok(())
+    }
+
     /// Whether `TCP_NODELAY` is set.
     fn nodelay(stream: &Self::Stream) -> io::Result<bool>;
 

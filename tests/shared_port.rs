@@ -1,0 +1,690 @@
+//! One TCP port for `/tcp`, `/ws` and `/tls/ws` over real sockets on 127.0.0.1 (and ::1): our
+//! dialer and rust-libp2p's (`libp2p-tcp`, `libp2p-websocket`) on a shared port, listeners removed
+//! one by one, a slow first byte, garbage, wrong-door errors, the read-ahead handed on, and the
+//! `Config::with_port_sharing` switch. Each test prints its figures.
+
+mod common;
+
+use std::{
+    pin::Pin,
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use futures::{
+    channel::{mpsc, oneshot},
+    future::poll_fn,
+    AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt,
+};
+use libp2p::{
+    core::{
+        transport::{ListenerId, TransportError, TransportEvent},
+        Transport as _,
+    },
+    Multiaddr,
+};
+use libp2p_ws::{
+    tls::dev::TestCa, Config, Error, HandshakeError, Kind, ServerCertificate, TlsConfig, TlsError,
+};
+
+fn server_config(ca: &TestCa) -> Config {
+    let (chain, key) = ca.issue(&["localhost", "127.0.0.1", "::1"]).expect("issue");
+    let certificate = ServerCertificate::from_der(chain, key).expect("usable certificate");
+    Config::default().with_tls(
+        TlsConfig::new()
+            .with_server_certificate(&certificate)
+            .add_root_der(ca.certificate()),
+    )
+}
+
+fn client_config(ca: &TestCa) -> Config {
+    Config::default().with_tls(TlsConfig::new().add_root_der(ca.certificate()))
+}
+
+fn port_of(addr: &Multiaddr) -> u16 {
+    addr.iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port")
+}
+
+/// What the background listener reports.
+#[derive(Debug)]
+enum Seen {
+    Address(ListenerId, Multiaddr),
+    Closed(ListenerId),
+    Connection(ListenerId, Result<Kind, String>),
+}
+
+enum Command {
+    Listen(ListenerId, Multiaddr, oneshot::Sender<Result<(), String>>),
+    Remove(ListenerId, oneshot::Sender<bool>),
+}
+
+/// A bare transport polled by a background task: listens and stops listening on command, and
+/// reports addresses, closed listeners and each inbound connection's upgrade result (by kind).
+struct Node {
+    commands: mpsc::UnboundedSender<Command>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Node {
+    fn start<R: Runtime>(config: Config) -> Node {
+        let mut transport = Transport::<R>::new(config);
+        let (commands, mut commands_rx) = mpsc::unbounded::<Command>();
+        let (seen_tx, seen) = mpsc::unbounded();
+        let (stop, mut stop_rx) = oneshot::channel::<()>();
+        R::spawn_detached(async move {
+            poll_fn(|cx| loop {
+                if stop_rx.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                if let Poll::Ready(Some(command)) = commands_rx.poll_next_unpin(cx) {
+                    match command {
+                        Command::Listen(id, addr, reply) => {
+                            let result = transport.listen_on(id, addr).map_err(|e| match e {
+                                TransportError::MultiaddrNotSupported(a) => {
+                                    format!("not supported: {a}")
+                                }
+                                TransportError::Other(e) => e.to_string(),
+                            });
+                            let _ = reply.send(result);
+                        }
+                        Command::Remove(id, reply) => {
+                            let _ = reply.send(transport.remove_listener(id));
+                        }
+                    }
+                    continue;
+                }
+                let event = match Pin::new(&mut transport).poll(cx) {
+                    Poll::Ready(event) => event,
+                    Poll::Pending => return Poll::Pending,
+                };
+                let seen = match event {
+                    TransportEvent::NewAddress {
+                        listener_id,
+                        listen_addr,
+                    } => Seen::Address(listener_id, listen_addr),
+                    TransportEvent::AddressExpired { .. } => continue,
+                    TransportEvent::ListenerClosed { listener_id, .. } => Seen::Closed(listener_id),
+                    TransportEvent::Incoming {
+                        listener_id,
+                        upgrade,
+                        ..
+                    } => {
+                        let seen_tx = seen_tx.clone();
+                        R::spawn_detached(async move {
+                            let result = upgrade.await.map(|c| c.kind()).map_err(|e| e.to_string());
+                            let _ = seen_tx.unbounded_send(Seen::Connection(listener_id, result));
+                        });
+                        continue;
+                    }
+                    TransportEvent::ListenerError { .. } => continue,
+                };
+                let _ = seen_tx.unbounded_send(seen);
+            })
+            .await
+        });
+        Node {
+            commands,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    async fn next(&mut self) -> Seen {
+        self.seen.next().await.expect("listener task alive")
+    }
+
+    async fn listen(&mut self, addr: &str) -> Result<(ListenerId, Multiaddr), String> {
+        let id = ListenerId::next();
+        let (reply, result) = oneshot::channel();
+        self.commands
+            .unbounded_send(Command::Listen(id, addr.parse().unwrap(), reply))
+            .unwrap();
+        result.await.unwrap()?;
+        loop {
+            match self.next().await {
+                Seen::Address(got, addr) if got == id => return Ok((id, addr)),
+                other => println!("  (meanwhile: {other:?})"),
+            }
+        }
+    }
+
+    async fn remove(&mut self, id: ListenerId) {
+        let (reply, result) = oneshot::channel();
+        self.commands
+            .unbounded_send(Command::Remove(id, reply))
+            .unwrap();
+        assert!(result.await.unwrap(), "listener {id:?} was there");
+        loop {
+            match self.next().await {
+                Seen::Closed(got) if got == id => return,
+                other => println!("  (meanwhile: {other:?})"),
+            }
+        }
+    }
+
+    /// The next inbound connection's listener and upgrade result.
+    async fn connection(&mut self) -> (ListenerId, Result<Kind, String>) {
+        loop {
+            match self.next().await {
+                Seen::Connection(id, result) => return (id, result),
+                other => println!("  (meanwhile: {other:?})"),
+            }
+        }
+    }
+}
+
+async fn dial<R: Runtime>(config: Config, addr: &Multiaddr) -> Result<Output<R>, Error> {
+    Transport::<R>::new(config)
+        .dial(addr.clone(), dial_opts())
+        .expect("dial accepted")
+        .await
+}
+
+async fn send_multistream_header<S: futures::AsyncWrite + Unpin>(conn: &mut S) {
+    conn.write_all(b"\x13/multistream/1.0.0\n").await.unwrap();
+    conn.flush().await.unwrap();
+}
+
+/// Listens on `/tcp`, `/ws` and `/tls/ws` of one port of `ip` (the first on port 0, the others on
+/// the port it got), returning the three listeners and addresses.
+async fn listen_three(node: &mut Node, ip: &str) -> [(ListenerId, Multiaddr); 3] {
+    let tcp = node
+        .listen(&format!("{ip}/tcp/0"))
+        .await
+        .expect("listen /tcp");
+    let port = port_of(&tcp.1);
+    let ws = node
+        .listen(&format!("{ip}/tcp/{port}/ws"))
+        .await
+        .expect("listen /ws");
+    let tls = node
+        .listen(&format!("{ip}/tcp/{port}/tls/ws"))
+        .await
+        .expect("listen /tls/ws");
+    [tcp, ws, tls]
+}
+
+async fn three_kinds_share_one_port_and_each_reaches_its_listener<R: Runtime>() {
+    let ca = TestCa::new("shared port CA").unwrap();
+    for ip in ["/ip4/127.0.0.1", "/ip6/::1"] {
+        let mut node = Node::start::<R>(server_config(&ca));
+        let listeners = listen_three(&mut node, ip).await;
+        let port = port_of(&listeners[0].1);
+        for ((id, addr), (kind, suffix)) in listeners.iter().zip([
+            (Kind::Tcp, format!("/tcp/{port}")),
+            (Kind::Ws, format!("/tcp/{port}/ws")),
+            (Kind::TlsWs, format!("/tcp/{port}/tls/ws")),
+        ]) {
+            assert_eq!(
+                addr.to_string(),
+                format!("{ip}{suffix}"),
+                "reported address"
+            );
+            let start = Instant::now();
+            let mut conn = dial::<R>(client_config(&ca), addr)
+                .await
+                .unwrap_or_else(|e| panic!("dial {addr}: {e}"));
+            if kind == Kind::Tcp {
+                // A /tcp dial is only TCP: the listener sorts it by what the dialer sends first.
+                send_multistream_header(&mut conn).await;
+            }
+            let (got, result) = node.connection().await;
+            println!(
+                "{} {addr}: our dialer reached listener {got:?} as {:?} in {:?}",
+                R::NAME,
+                result,
+                start.elapsed()
+            );
+            assert_eq!(got, *id, "{addr} goes to its own listener");
+            assert_eq!(result, Ok(kind), "{addr}");
+            assert_eq!(conn.kind(), kind);
+            conn.close().await.ok();
+        }
+    }
+}
+
+async fn bytes_read_to_classify_are_handed_on<R: Runtime>() {
+    let ca = TestCa::new("shared port CA").unwrap();
+    let mut listener = Transport::<R>::new(server_config(&ca));
+    let (_, tcp_addr) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0").await;
+    let port = port_of(&tcp_addr);
+    let (_, _) = listen::<R>(&mut listener, &format!("/ip4/127.0.0.1/tcp/{port}/ws")).await;
+    // A /tcp client sends the multistream header and more in one write, then the rest later.
+    let mut client = dial::<R>(Config::default(), &tcp_addr)
+        .await
+        .expect("dial /tcp");
+    let first = b"\x13/multistream/1.0.0\n\x07/noise\nhello";
+    client.write_all(first).await.unwrap();
+    client.flush().await.unwrap();
+    let upgrade = loop {
+        if let TransportEvent::Incoming { upgrade, .. } = next_event::<R>(&mut listener).await {
+            break upgrade;
+        }
+    };
+    let mut server = upgrade.await.expect("server side");
+    assert_eq!(server.kind(), Kind::Tcp);
+    client.write_all(b", world").await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = vec![0u8; first.len() + 7];
+    server.read_exact(&mut got).await.unwrap();
+    println!(
+        "{} /tcp server read {} bytes, the first 20 of them read ahead",
+        R::NAME,
+        got.len()
+    );
+    assert_eq!(&got[..first.len()], first, "nothing lost or reordered");
+    assert_eq!(&got[first.len()..], b", world");
+    // And back.
+    server.write_all(b"pong").await.unwrap();
+    server.flush().await.unwrap();
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"pong");
+}
+
+async fn full_stack_pings_on_each_kind_of_one_port<R: Runtime>() {
+    let ca = TestCa::new("shared port CA").unwrap();
+    let mut listener = ping_swarm::<R>(server_config(&ca));
+    listener
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let tcp = first_listen_addr(&mut listener).await;
+    let port = port_of(&tcp);
+    for suffix in ["ws", "tls/ws"] {
+        listener
+            .listen_on(
+                format!("/ip4/127.0.0.1/tcp/{port}/{suffix}")
+                    .parse()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+    let mut addrs = vec![tcp];
+    while addrs.len() < 3 {
+        addrs.push(first_listen_addr(&mut listener).await);
+    }
+    for addr in addrs {
+        let mut dialer = ping_swarm::<R>(client_config(&ca));
+        let start = Instant::now();
+        let peer = ping_once(&mut listener, &mut dialer, addr.clone())
+            .await
+            .unwrap_or_else(|e| panic!("ping over {addr}: {e}"));
+        assert_eq!(peer, *listener.local_peer_id());
+        println!(
+            "{} ping (noise + yamux) over {addr} in {:?}",
+            R::NAME,
+            start.elapsed()
+        );
+    }
+}
+
+/// Dials `addr` with rust-libp2p 0.57's own transports (libp2p-tcp, and libp2p-websocket over it,
+/// trusting `ca`) on a tokio runtime of its own thread, and pings once.
+fn rust_libp2p_ping(addr: Multiaddr, ca: &TestCa) -> oneshot::Receiver<Result<Duration, String>> {
+    use libp2p::{
+        core::{muxing::StreamMuxerBox, upgrade},
+        noise, ping, swarm, tcp, websocket, yamux, Swarm,
+    };
+    let (tx, rx) = oneshot::channel();
+    let root = ca.certificate().to_vec();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(async move {
+            let keypair = libp2p::identity::Keypair::generate_ed25519();
+            let mut tls = websocket::tls::Config::builder();
+            tls.add_trust(&websocket::tls::Certificate::new(root))
+                .map_err(|e| e.to_string())?;
+            let mut ws = websocket::Config::new(tcp::tokio::Transport::new(tcp::Config::default()));
+            ws.set_tls_config(tls.finish());
+            let transport = ws
+                .or_transport(tcp::tokio::Transport::new(tcp::Config::default()))
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(&keypair).unwrap())
+                .multiplex(yamux::Config::default())
+                .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+                .boxed();
+            let behaviour =
+                ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(200)));
+            let config = swarm::Config::with_tokio_executor();
+            let mut swarm = Swarm::new(transport, behaviour, keypair.public().to_peer_id(), config);
+            let start = Instant::now();
+            swarm.dial(addr).map_err(|e| e.to_string())?;
+            let wait = async {
+                loop {
+                    match swarm.select_next_some().await {
+                        swarm::SwarmEvent::Behaviour(ping::Event { result: Ok(_), .. }) => {
+                            return Ok(start.elapsed())
+                        }
+                        swarm::SwarmEvent::Behaviour(ping::Event { result: Err(e), .. }) => {
+                            return Err(e.to_string())
+                        }
+                        swarm::SwarmEvent::OutgoingConnectionError { error, .. } => {
+                            return Err(error.to_string())
+                        }
+                        _ => {}
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .map_err(|_| "timed out".to_string())?
+        });
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+async fn rust_libp2p_tcp_and_websocket_dial_each_kind_of_one_port<R: Runtime>() {
+    let ca = TestCa::new("shared port CA").unwrap();
+    let mut listener = ping_swarm::<R>(server_config(&ca));
+    listener
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let tcp = first_listen_addr(&mut listener).await;
+    let port = port_of(&tcp);
+    for suffix in ["ws", "tls/ws"] {
+        listener
+            .listen_on(
+                format!("/ip4/127.0.0.1/tcp/{port}/{suffix}")
+                    .parse()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+    let mut addrs = vec![tcp];
+    while addrs.len() < 3 {
+        addrs.push(first_listen_addr(&mut listener).await);
+    }
+    for addr in addrs {
+        let mut result = rust_libp2p_ping(addr.clone(), &ca);
+        let outcome = loop {
+            futures::select! {
+                _ = listener.select_next_some() => {}
+                outcome = result => break outcome.expect("dialer thread"),
+            }
+        };
+        let took = outcome.unwrap_or_else(|e| panic!("rust-libp2p over {addr}: {e}"));
+        println!(
+            "{}: rust-libp2p (libp2p-tcp / libp2p-websocket) pinged over {addr} in {took:?}",
+            R::NAME
+        );
+    }
+}
+
+async fn listeners_are_removed_one_by_one<R: Runtime>() {
+    let ca = TestCa::new("shared port CA").unwrap();
+    let mut node = Node::start::<R>(server_config(&ca));
+    let [tcp, ws, tls] = listen_three(&mut node, "/ip4/127.0.0.1").await;
+    let client = client_config(&ca);
+
+    node.remove(ws.0).await;
+    let start = Instant::now();
+    let error = dial::<R>(client.clone(), &ws.1)
+        .await
+        .expect_err("/ws is gone");
+    println!(
+        "{} /ws removed: dial fails in {:?}: {error}",
+        R::NAME,
+        start.elapsed()
+    );
+    assert!(
+        matches!(error, Error::Handshake(HandshakeError::AnsweredWithTls)),
+        "the port still speaks TLS and says so: {error}"
+    );
+    for (id, addr, kind) in [(tcp.0, &tcp.1, Kind::Tcp), (tls.0, &tls.1, Kind::TlsWs)] {
+        let mut conn = dial::<R>(client.clone(), addr).await.expect("still served");
+        if kind == Kind::Tcp {
+            send_multistream_header(&mut conn).await;
+        }
+        assert_eq!(node.connection().await, (id, Ok(kind)), "{addr}");
+    }
+
+    node.remove(tcp.0).await;
+    let start = Instant::now();
+    let result = dial::<R>(client.clone(), &tcp.1).await;
+    // The dial itself is only TCP; the closed connection shows on the first read.
+    let closed = match result {
+        Ok(mut conn) => {
+            conn.write_all(b"\x13/multistream/1.0.0\n").await.ok();
+            let mut buf = [0u8; 1];
+            matches!(conn.read(&mut buf).await, Ok(0) | Err(_))
+        }
+        Err(_) => true,
+    };
+    println!(
+        "{} /tcp removed: connection closed after {:?}",
+        R::NAME,
+        start.elapsed()
+    );
+    assert!(closed, "a /tcp connection is closed once /tcp is removed");
+    // The port now serves one kind, so the refused connection was reported to it, and failed.
+    let (id, result) = node.connection().await;
+    assert_eq!(id, tls.0);
+    assert!(result.is_err(), "{result:?}");
+    let _conn = dial::<R>(client.clone(), &tls.1)
+        .await
+        .expect("/tls/ws still served");
+    assert_eq!(node.connection().await, (tls.0, Ok(Kind::TlsWs)));
+
+    node.remove(tls.0).await;
+    let start = Instant::now();
+    let error = dial::<R>(client, &tls.1).await.expect_err("socket closed");
+    println!(
+        "{} last listener removed: {error} after {:?}",
+        R::NAME,
+        start.elapsed()
+    );
+    assert!(matches!(error, Error::Connect { .. }), "{error}");
+}
+
+/// A raw TCP client: connects to `addr`, sends `bytes`, and measures how long until the server
+/// closes the connection (what it answered before that is returned).
+async fn raw_until_closed<R: Runtime>(addr: &Multiaddr, bytes: &[u8]) -> (Duration, Vec<u8>) {
+    let mut conn = dial::<R>(Config::default(), &tcp_form(addr))
+        .await
+        .expect("TCP connect");
+    let start = Instant::now();
+    if !bytes.is_empty() {
+        conn.write_all(bytes).await.unwrap();
+        conn.flush().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return (start.elapsed(), answer),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// `addr` without its WebSocket part: the plain TCP address of the same port.
+fn tcp_form(addr: &Multiaddr) -> Multiaddr {
+    addr.iter().take(2).collect()
+}
+
+async fn a_slow_first_byte_times_out_and_garbage_closes<R: Runtime>() {
+    let timeout = Duration::from_millis(500);
+    let config = Config::default().with_handshake_timeout(timeout);
+    let mut node = Node::start::<R>(config);
+    let tcp = node.listen("/ip4/127.0.0.1/tcp/0").await.unwrap();
+    let port = port_of(&tcp.1);
+    let ws = node
+        .listen(&format!("/ip4/127.0.0.1/tcp/{port}/ws"))
+        .await
+        .unwrap();
+
+    let (took, answer) = raw_until_closed::<R>(&ws.1, b"").await;
+    println!(
+        "{} shared port, nothing sent: closed after {took:?} (handshake timeout {timeout:?})",
+        R::NAME
+    );
+    assert!(
+        took >= timeout - Duration::from_millis(50) && took < timeout * 4,
+        "{took:?}"
+    );
+    assert!(answer.is_empty());
+
+    let (took, _) = raw_until_closed::<R>(&ws.1, b"\x13/multi").await;
+    println!(
+        "{} shared port, half a multistream header: closed after {took:?}",
+        R::NAME
+    );
+    assert!(
+        took >= timeout - Duration::from_millis(50) && took < timeout * 4,
+        "{took:?}"
+    );
+
+    for garbage in [
+        &b"\x00\x01\x02garbage"[..],
+        b"\x16\x05",
+        b"get / HTTP/1.1\r\n",
+        b"\x13/multistream/9",
+    ] {
+        let (took, answer) = raw_until_closed::<R>(&ws.1, garbage).await;
+        println!(
+            "{} shared port, garbage {garbage:?}: closed after {took:?}",
+            R::NAME
+        );
+        assert!(
+            took < timeout / 2,
+            "garbage is closed at once, not at the timeout: {took:?}"
+        );
+        assert!(answer.is_empty(), "{answer:?}");
+    }
+
+    // A plain HTTP request on a port that serves /ws still gets its 4xx.
+    let (took, answer) =
+        raw_until_closed::<R>(&ws.1, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let head = String::from_utf8_lossy(&answer);
+    println!(
+        "{} shared port, plain HTTP GET: {:?} after {took:?}",
+        R::NAME,
+        head.lines().next()
+    );
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+    assert!(matches!(node.connection().await, (id, Err(_)) if id == ws.0));
+}
+
+async fn wrong_doors_answer_at_once_and_say_what_to_dial<R: Runtime>() {
+    let ca = TestCa::new("shared port CA").unwrap();
+    let client = client_config(&ca);
+    // Each case: what the port serves, what is dialed, what the error must say.
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &["ws"],
+            "tls/ws",
+            "does not speak TLS on this port (it answered in plain text); dial /ws",
+        ),
+        (
+            &["tls/ws"],
+            "ws",
+            "the server answered with TLS; dial /tls/ws",
+        ),
+        (&[""], "ws", "dial /tcp"),
+        (
+            &[""],
+            "tls/ws",
+            "does not seem to speak TLS: dial /ws or /tcp",
+        ),
+        (&["", "ws"], "tls/ws", "dial /ws"),
+        (
+            &["", "tls/ws"],
+            "ws",
+            "the server answered with TLS; dial /tls/ws",
+        ),
+    ];
+    for (served, dialed, says) in cases {
+        let mut node = Node::start::<R>(server_config(&ca));
+        let mut port = 0;
+        for kind in served {
+            let suffix = if kind.is_empty() {
+                String::new()
+            } else {
+                format!("/{kind}")
+            };
+            let (_, addr) = node
+                .listen(&format!("/ip4/127.0.0.1/tcp/{port}{suffix}"))
+                .await
+                .unwrap();
+            port = port_of(&addr);
+        }
+        let target: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}/{dialed}")
+            .parse()
+            .unwrap();
+        let start = Instant::now();
+        let error = dial::<R>(client.clone(), &target)
+            .await
+            .expect_err("wrong door");
+        let took = start.elapsed();
+        println!(
+            "{} port serving {served:?}, dialed /{dialed}: {took:?}: {error}",
+            R::NAME
+        );
+        assert!(error.to_string().contains(says), "{error}");
+        assert!(
+            matches!(
+                error,
+                Error::Handshake(
+                    HandshakeError::AnsweredWithTls | HandshakeError::AnsweredWithMultistream
+                ) | Error::Tls(TlsError::NotTls { .. } | TlsError::ClosedOnHello { .. })
+            ),
+            "typed: {error:?}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "at once, not after the 10 s timeout: {took:?}"
+        );
+        if served.len() == 1 {
+            // A port of one kind reports the connection to its listener; the upgrade fails.
+            let (_, result) = node.connection().await;
+            println!("  listener side: {result:?}");
+            assert!(result.is_err());
+        }
+    }
+}
+
+async fn sharing_can_be_turned_off_and_port_zero_is_never_shared<R: Runtime>() {
+    let mut node = Node::start::<R>(Config::default().with_port_sharing(false));
+    let (_, tcp) = node.listen("/ip4/127.0.0.1/tcp/0").await.unwrap();
+    let port = port_of(&tcp);
+    let error = node
+        .listen(&format!("/ip4/127.0.0.1/tcp/{port}/ws"))
+        .await
+        .expect_err("second bind of the port");
+    println!("{} sharing off, /ws on the /tcp port: {error}", R::NAME);
+    assert!(error.contains("failed to listen on"), "{error}");
+
+    let mut node = Node::start::<R>(Config::default());
+    let (_, a) = node.listen("/ip4/127.0.0.1/tcp/0").await.unwrap();
+    let (_, b) = node.listen("/ip4/127.0.0.1/tcp/0/ws").await.unwrap();
+    println!("{} two port-0 listeners: {a} and {b}", R::NAME);
+    assert_ne!(port_of(&a), port_of(&b), "two port-0 binds are two sockets");
+    // The same kind twice on one port is still refused.
+    let error = node
+        .listen(&format!("/ip4/127.0.0.1/tcp/{}", port_of(&a)))
+        .await
+        .expect_err("/tcp twice");
+    assert!(error.contains("failed to listen on"), "{error}");
+}
+
+runtime_tests!(
+    three_kinds_share_one_port_and_each_reaches_its_listener,
+    bytes_read_to_classify_are_handed_on,
+    full_stack_pings_on_each_kind_of_one_port,
+    rust_libp2p_tcp_and_websocket_dial_each_kind_of_one_port,
+    listeners_are_removed_one_by_one,
+    a_slow_first_byte_times_out_and_garbage_closes,
+    wrong_doors_answer_at_once_and_say_what_to_dial,
+    sharing_can_be_turned_off_and_port_zero_is_never_shared,
+);
