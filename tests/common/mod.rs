@@ -127,22 +127,34 @@ impl Runtime for Tokio {
 }
 
 /// Instantiates each named test body (`async fn name<R: Runtime>()`) once per runtime, as the
-/// tests `name::async_std` and `name::tokio`, each bounded by [`WAIT`].
+/// tests `name::async_std` and `name::tokio`, each bounded by [`WAIT`] (through [`run`]).
+///
+/// `runtime_tests!(with runner: name, ...)` runs each instance through `runner::<R, _>(future)`
+/// instead, a function of the invoking file with [`run`]'s signature (for tests that take a lock
+/// first, or bound their own time).
 #[macro_export]
 macro_rules! runtime_tests {
-    ($($name:ident),* $(,)?) => {$(
+    (@runner [$($runner:tt)*] $(,)?) => {};
+    (@runner [$($runner:tt)*] $name:ident $(, $rest:ident)* $(,)?) => {
         mod $name {
             #[test]
             fn async_std() {
-                $crate::common::run::<$crate::common::AsyncStd, _>(super::$name::<$crate::common::AsyncStd>())
+                $($runner)*::<$crate::common::AsyncStd, _>(super::$name::<$crate::common::AsyncStd>())
             }
 
             #[test]
             fn tokio() {
-                $crate::common::run::<$crate::common::Tokio, _>(super::$name::<$crate::common::Tokio>())
+                $($runner)*::<$crate::common::Tokio, _>(super::$name::<$crate::common::Tokio>())
             }
         }
-    )*};
+        $crate::runtime_tests!(@runner [$($runner)*] $($rest),*);
+    };
+    (with $runner:ident: $($name:ident),* $(,)?) => {
+        $crate::runtime_tests!(@runner [super::$runner] $($name),*);
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::runtime_tests!(@runner [$crate::common::run] $($name),*);
+    };
 }
 
 /// Defines, in a test file whose tests are not yet instantiated per runtime, async-std versions of
