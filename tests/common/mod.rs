@@ -157,54 +157,6 @@ macro_rules! runtime_tests {
     };
 }
 
-/// Defines, in a test file whose tests are not yet instantiated per runtime, async-std versions of
-/// the harness's runtime-generic helpers (local items shadow the `common::*` glob).
-#[macro_export]
-macro_rules! async_std_only {
-    () => {
-        #[allow(dead_code)]
-        type Rt = common::AsyncStd;
-        #[allow(dead_code)]
-        type Transport = common::Transport<Rt>;
-        #[allow(dead_code)]
-        type Output = common::Output<Rt>;
-
-        #[allow(dead_code)]
-        fn run<F: std::future::Future>(future: F) -> F::Output {
-            common::run::<Rt, F>(future)
-        }
-
-        #[allow(dead_code)]
-        async fn within<F: std::future::Future>(
-            limit: std::time::Duration,
-            future: F,
-        ) -> F::Output {
-            common::within::<Rt, F>(limit, future).await
-        }
-
-        #[allow(dead_code)]
-        async fn listen(
-            transport: &mut Transport,
-            addr: &str,
-        ) -> (libp2p::core::transport::ListenerId, libp2p::Multiaddr) {
-            common::listen::<Rt>(transport, addr).await
-        }
-
-        #[allow(dead_code)]
-        fn drive_listener<T>(
-            transport: T,
-            on_incoming: impl FnMut(T::ListenerUpgrade) + Send + 'static,
-        ) -> futures::channel::oneshot::Sender<()>
-        where
-            T: libp2p::core::Transport + Unpin + Send + 'static,
-            T::ListenerUpgrade: Send,
-            T::Error: Send,
-        {
-            common::drive_listener::<Rt, T>(transport, on_incoming)
-        }
-    };
-}
-
 /// The bare transport on runtime `R`.
 pub type Transport<R> = libp2p_ws::Transport<<R as Runtime>::Provider>;
 /// An upgraded connection on runtime `R`.
