@@ -3,7 +3,7 @@
 //! must use the 7-bit length form (item 7); and the limits a reviewer could loosen without a test
 //! noticing: messages and frames exactly at and one byte over their limits, a TCP end of stream
 //! inside a frame, the keep-alive deadline. Each test prints its figures (`--nocapture`); each case
-//! of a table runs under a time bound that names it.
+//! of a table runs under a time bound that names it. Each test runs on both runtimes.
 
 mod common;
 
@@ -28,33 +28,31 @@ use libp2p::core::{
 use libp2p::identity::Keypair;
 use libp2p_ws::{Config, FrameError, KeepAlive};
 
-// Not yet instantiated per runtime: these tests run on async-std.
-async_std_only!();
-
 /// Every case of a table-driven test must finish within this.
 const CASE: Duration = Duration::from_secs(10);
 
-/// Runs `body` on its own thread and waits at most `limit` for it. A poll that never returns cannot
-/// be interrupted by a timer on the same task, so this is how a test fails (naming the case)
-/// instead of hanging when one read call spins.
-fn on_watchdog<T: Send + 'static>(
+/// Runs `body` on runtime `R` on a thread of its own, and waits at most `limit` for it (on the
+/// calling test's thread and timer). A poll that never returns cannot be interrupted by a timer on
+/// the same task, so this is how a test fails (naming the case) instead of hanging when one read
+/// call spins.
+async fn on_watchdog<R: Runtime, T: Send + 'static>(
     name: &str,
     limit: Duration,
     body: impl Future<Output = T> + Send + 'static,
 ) -> T {
-    init_logging();
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = futures::channel::oneshot::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(async_std::task::block_on(body));
+        let _ = tx.send(R::block_on(body));
     });
-    match rx.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
-            "case {name:?} did not finish within {limit:?}: a poll that never returns keeps its \
-             timers from firing"
+    match timeout::<R, _>(limit, rx).await {
+        Some(Ok(value)) => value,
+        None => panic!(
+            "case {name:?} did not finish within {limit:?} on {}: a poll that never returns keeps \
+             its timers from firing",
+            R::NAME
         ),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            panic!("case {name:?} panicked (see above)")
+        Some(Err(futures::channel::oneshot::Canceled)) => {
+            panic!("case {name:?} panicked on {} (see above)", R::NAME)
         }
     }
 }
@@ -77,15 +75,15 @@ impl Ours {
         }
     }
 
-    /// Our connection (with `config`) and the raw peer.
-    async fn connect(self, config: Config) -> (Output, Raw) {
+    /// Our connection (with `config`, on runtime `R`) and the raw peer.
+    async fn connect<R: Runtime>(self, config: Config) -> (Output<R>, Raw) {
         match self {
             Ours::Listener => {
                 // The listener stops when `server` is dropped; the connection lives on.
-                let mut server = Server::plain(config).await;
+                let mut server = Server::<R>::plain(config).await;
                 server_and_raw_client(&mut server).await
             }
-            Ours::Dialer => client_and_raw_server(config).await,
+            Ours::Dialer => client_and_raw_server::<R>(config).await,
         }
     }
 }
@@ -93,7 +91,8 @@ impl Ours {
 const BOTH: [Ours; 2] = [Ours::Listener, Ours::Dialer];
 
 /// Writes `unit` (repeated to 64 KiB per write) as fast as the socket takes it, for at most
-/// `for_at_most`, until the connection fails; counts the bytes sent.
+/// `for_at_most`, until the connection fails; counts the bytes sent. The raw peer floods from a
+/// thread of its own, in parallel with our side whichever runtime that is on.
 fn flood(raw: &Raw, unit: Vec<u8>, for_at_most: Duration, sent: Arc<AtomicU64>) {
     let mut s = raw.s.clone();
     let chunk: Vec<u8> = unit
@@ -102,14 +101,16 @@ fn flood(raw: &Raw, unit: Vec<u8>, for_at_most: Duration, sent: Arc<AtomicU64>) 
         .cycle()
         .take(unit.len() * (65536 / unit.len()))
         .collect();
-    async_std::task::spawn(async move {
-        let start = Instant::now();
-        while start.elapsed() < for_at_most {
-            if s.write_all(&chunk).await.is_err() {
-                break;
+    std::thread::spawn(move || {
+        async_std::task::block_on(async move {
+            let start = Instant::now();
+            while start.elapsed() < for_at_most {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
-            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        }
+        })
     });
 }
 
@@ -129,8 +130,7 @@ fn thread_cpu() -> Duration {
 // Item 3: one read call does bounded work
 // =================================================================================================
 
-#[test]
-fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call() {
+async fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call<R: Runtime>() {
     let wait = Duration::from_millis(500);
     for ours in BOTH {
         let mask = ours.mask();
@@ -149,9 +149,9 @@ fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call() {
             let case_name = name.clone();
             let unit_len = unit.len() as u64;
             let (elapsed, polls, longest, cpu, sent, result) =
-                on_watchdog(&name, CASE, async move {
+                on_watchdog::<R, _>(&name, CASE, async move {
                     let config = Config::default().with_keep_alive(None);
-                    let (mut conn, mut raw) = ours.connect(config).await;
+                    let (mut conn, mut raw) = ours.connect::<R>(config).await;
                     raw.send(&first).await.unwrap();
                     let sent = Arc::new(AtomicU64::new(0));
                     flood(&raw, unit, Duration::from_secs(5), sent.clone());
@@ -168,7 +168,7 @@ fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call() {
                         longest = longest.max(thread_cpu() - t);
                         r
                     });
-                    let result = async_std::future::timeout(wait, read).await;
+                    let result = timeout::<R, _>(wait, read).await;
                     let (elapsed, cpu) = (start.elapsed(), thread_cpu() - cpu_start);
                     drop(conn);
                     drop(raw);
@@ -181,14 +181,19 @@ fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call() {
                         sent.load(Ordering::Relaxed),
                         result,
                     )
-                });
+                })
+                .await;
             println!(
-                "figure: {case_name}: the {wait:?} timeout beside the read fired after {elapsed:?}; \
-                 {polls} polls, the longest {longest:?} of CPU; reader thread CPU {cpu:?}; about {} \
-                 frames flooded",
+                "figure ({}): {case_name}: the {wait:?} timeout beside the read fired after \
+                 {elapsed:?}; {polls} polls, the longest {longest:?} of CPU; reader thread CPU \
+                 {cpu:?}; about {} frames flooded",
+                R::NAME,
                 sent / unit_len
             );
-            assert!(result.is_err(), "{case_name}: the read returned {result:?}");
+            assert!(
+                result.is_none(),
+                "{case_name}: the read returned {result:?}"
+            );
             assert!(
                 elapsed < wait + Duration::from_secs(1),
                 "{case_name}: the timeout fired late: {elapsed:?}"
@@ -202,24 +207,23 @@ fn a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call() {
     }
 }
 
-#[test]
-fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames() {
+async fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames<R: Runtime>() {
     let timeout = Duration::from_secs(1);
     for ours in BOTH {
         let name = format!("our {ours:?} upgrading (noise) against empty frames");
-        let (elapsed, error) = on_watchdog(&name, CASE, async move {
+        let (elapsed, error) = on_watchdog::<R, _>(&name, CASE, async move {
             let key = Keypair::generate_ed25519();
             let config = Config::default()
                 .with_upgrade_timeout(timeout)
                 .with_keep_alive(None);
-            let mut transport = libp2p_ws::async_std::upgraded(&key, config).unwrap();
+            let mut transport = R::upgraded(&key, config);
             let sent = Arc::new(AtomicU64::new(0));
             match ours {
                 Ours::Dialer => {
                     let (listener, addr) = raw_listener().await;
                     let start = Instant::now();
                     let dial = transport.dial(addr, dial_opts()).unwrap();
-                    let dialing = async_std::task::spawn(dial);
+                    let dialing = spawn::<R, _>(dial);
                     let raw = raw_accept(&listener).await;
                     flood(
                         &raw,
@@ -260,7 +264,7 @@ fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames() {
                             break upgrade;
                         }
                     };
-                    let upgrading = async_std::task::spawn(upgrade);
+                    let upgrading = spawn::<R, _>(upgrade);
                     let head = raw.read_head().await.unwrap();
                     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
                     flood(
@@ -277,9 +281,12 @@ fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames() {
                     )
                 }
             }
-        });
+        })
+        .await;
         println!(
-            "figure: {name}: the {timeout:?} upgrade timeout ended it after {elapsed:?}: {error:?}"
+            "figure ({}): {name}: the {timeout:?} upgrade timeout ended it after {elapsed:?}: \
+             {error:?}",
+            R::NAME
         );
         assert!(error.is_err(), "{name}: the upgrade succeeded");
         assert!(
@@ -318,132 +325,132 @@ fn control_with_long_length(
     v
 }
 
-#[test]
-fn control_frames_with_a_16_or_64_bit_length_close_with_1002() {
-    run(async {
-        for ours in BOTH {
-            for (what, opcode, payload) in [
-                ("ping", 9u8, b"ping".to_vec()),
-                ("pong", 10, b"pong".to_vec()),
-                ("close", 8, close_payload(1000, b"bye")),
-            ] {
-                for form in [126u8, 127] {
-                    let name = format!("our {ours:?} <- {what} with a {form}-form length");
-                    case(&name, CASE, async {
-                        let (mut conn, mut raw) = ours.connect(Config::default()).await;
-                        raw.send(&control_with_long_length(
-                            opcode,
-                            form,
-                            ours.mask(),
-                            &payload,
-                        ))
-                        .await
-                        .unwrap();
-                        let error = read_until_error(&mut conn).await;
-                        let code = raw.close_code().await.expect("a close frame");
-                        let typed = FrameError::from_io(&error);
-                        println!("figure: {name}: closed with {code:?}, {typed:?}");
-                        assert_eq!(code, Some(1002), "{name}");
-                        assert!(
-                            matches!(typed, Some(FrameError::Protocol(_))),
-                            "{name}: {error}"
-                        );
-                    })
-                    .await;
-                }
+async fn control_frames_with_a_16_or_64_bit_length_close_with_1002<R: Runtime>() {
+    for ours in BOTH {
+        for (what, opcode, payload) in [
+            ("ping", 9u8, b"ping".to_vec()),
+            ("pong", 10, b"pong".to_vec()),
+            ("close", 8, close_payload(1000, b"bye")),
+        ] {
+            for form in [126u8, 127] {
+                let name = format!("our {ours:?} <- {what} with a {form}-form length");
+                case::<R, _>(&name, CASE, async {
+                    let (mut conn, mut raw) = ours.connect::<R>(Config::default()).await;
+                    raw.send(&control_with_long_length(
+                        opcode,
+                        form,
+                        ours.mask(),
+                        &payload,
+                    ))
+                    .await
+                    .unwrap();
+                    let error = read_until_error(&mut conn).await;
+                    let code = raw.close_code().await.expect("a close frame");
+                    let typed = FrameError::from_io(&error);
+                    println!(
+                        "figure ({}): {name}: closed with {code:?}, {typed:?}",
+                        R::NAME
+                    );
+                    assert_eq!(code, Some(1002), "{name}");
+                    assert!(
+                        matches!(typed, Some(FrameError::Protocol(_))),
+                        "{name}: {error}"
+                    );
+                })
+                .await;
             }
         }
-    });
+    }
 }
 
 // =================================================================================================
 // Promised but untested: sizes at and one byte over the limits
 // =================================================================================================
 
-#[test]
-fn frames_and_messages_at_their_limit_pass_and_one_byte_over_closes_with_1009() {
+async fn frames_and_messages_at_their_limit_pass_and_one_byte_over_closes_with_1009<R: Runtime>() {
     const FRAME: usize = 1000;
     const MESSAGE: usize = 2500;
-    run(async {
-        let config = Config::default()
-            .with_max_frame_size(FRAME)
-            .with_max_message_size(MESSAGE);
-        for ours in BOTH {
-            let m = ours.mask();
-            let data = |n: usize| pattern(n as u64, n);
-            // (what, the frames, Ok(bytes read) or Err(close code))
-            let cases: Vec<(&str, Vec<u8>, Result<usize, u16>)> = vec![
-                (
-                    "a frame of exactly max_frame_size",
-                    frame(true, 0, 2, m, &data(FRAME)),
-                    Ok(FRAME),
-                ),
-                (
-                    "a frame one byte over max_frame_size",
-                    frame(true, 0, 2, m, &data(FRAME + 1)),
-                    Err(1009),
-                ),
-                (
-                    "a message of exactly max_message_size (3 frames)",
-                    [
-                        frame(false, 0, 2, m, &data(FRAME)),
-                        frame(false, 0, 0, m, &data(FRAME)),
-                        frame(true, 0, 0, m, &data(MESSAGE - 2 * FRAME)),
-                    ]
-                    .concat(),
-                    Ok(MESSAGE),
-                ),
-                (
-                    "a message one byte over max_message_size (3 frames)",
-                    [
-                        frame(false, 0, 2, m, &data(FRAME)),
-                        frame(false, 0, 0, m, &data(FRAME)),
-                        frame(true, 0, 0, m, &data(MESSAGE - 2 * FRAME + 1)),
-                    ]
-                    .concat(),
-                    Err(1009),
-                ),
-            ];
-            for (what, bytes, expected) in cases {
-                let name = format!("our {ours:?} <- {what}");
-                case(&name, CASE, async {
-                    let (mut conn, mut raw) = ours.connect(config.clone()).await;
-                    raw.send(&bytes).await.unwrap();
-                    match expected {
-                        Ok(len) => {
-                            let mut got = vec![0u8; len];
-                            conn.read_exact(&mut got).await.expect("read at the limit");
-                            println!("figure: {name}: read all {len} bytes");
-                            // The connection is still usable: a clean close follows.
-                            raw.send(&frame(true, 0, 8, m, &close_payload(1000, b"")))
-                                .await
-                                .unwrap();
-                            let mut rest = [0u8; 1];
-                            assert_eq!(conn.read(&mut rest).await.unwrap(), 0, "{name}");
-                        }
-                        Err(code) => {
-                            let error = read_until_error(&mut conn).await;
-                            let got = raw.close_code().await.expect("a close frame");
-                            let typed = FrameError::from_io(&error).cloned();
-                            println!("figure: {name}: closed with {got:?}, {typed:?}");
-                            assert_eq!(got, Some(code), "{name}");
-                            assert!(
-                                matches!(
-                                    typed,
-                                    Some(
-                                        FrameError::FrameTooLarge { .. }
-                                            | FrameError::MessageTooLarge { .. }
-                                    )
-                                ),
-                                "{name}: {error}"
-                            );
-                        }
+    let config = Config::default()
+        .with_max_frame_size(FRAME)
+        .with_max_message_size(MESSAGE);
+    for ours in BOTH {
+        let m = ours.mask();
+        let data = |n: usize| pattern(n as u64, n);
+        // (what, the frames, Ok(bytes read) or Err(close code))
+        let cases: Vec<(&str, Vec<u8>, Result<usize, u16>)> = vec![
+            (
+                "a frame of exactly max_frame_size",
+                frame(true, 0, 2, m, &data(FRAME)),
+                Ok(FRAME),
+            ),
+            (
+                "a frame one byte over max_frame_size",
+                frame(true, 0, 2, m, &data(FRAME + 1)),
+                Err(1009),
+            ),
+            (
+                "a message of exactly max_message_size (3 frames)",
+                [
+                    frame(false, 0, 2, m, &data(FRAME)),
+                    frame(false, 0, 0, m, &data(FRAME)),
+                    frame(true, 0, 0, m, &data(MESSAGE - 2 * FRAME)),
+                ]
+                .concat(),
+                Ok(MESSAGE),
+            ),
+            (
+                "a message one byte over max_message_size (3 frames)",
+                [
+                    frame(false, 0, 2, m, &data(FRAME)),
+                    frame(false, 0, 0, m, &data(FRAME)),
+                    frame(true, 0, 0, m, &data(MESSAGE - 2 * FRAME + 1)),
+                ]
+                .concat(),
+                Err(1009),
+            ),
+        ];
+        for (what, bytes, expected) in cases {
+            let name = format!("our {ours:?} <- {what}");
+            case::<R, _>(&name, CASE, async {
+                let (mut conn, mut raw) = ours.connect::<R>(config.clone()).await;
+                raw.send(&bytes).await.unwrap();
+                match expected {
+                    Ok(len) => {
+                        let mut got = vec![0u8; len];
+                        conn.read_exact(&mut got).await.expect("read at the limit");
+                        println!("figure ({}): {name}: read all {len} bytes", R::NAME);
+                        // The connection is still usable: a clean close follows.
+                        raw.send(&frame(true, 0, 8, m, &close_payload(1000, b"")))
+                            .await
+                            .unwrap();
+                        let mut rest = [0u8; 1];
+                        assert_eq!(conn.read(&mut rest).await.unwrap(), 0, "{name}");
                     }
-                })
-                .await;
-            }
+                    Err(code) => {
+                        let error = read_until_error(&mut conn).await;
+                        let got = raw.close_code().await.expect("a close frame");
+                        let typed = FrameError::from_io(&error).cloned();
+                        println!(
+                            "figure ({}): {name}: closed with {got:?}, {typed:?}",
+                            R::NAME
+                        );
+                        assert_eq!(got, Some(code), "{name}");
+                        assert!(
+                            matches!(
+                                typed,
+                                Some(
+                                    FrameError::FrameTooLarge { .. }
+                                        | FrameError::MessageTooLarge { .. }
+                                )
+                            ),
+                            "{name}: {error}"
+                        );
+                    }
+                }
+            })
+            .await;
         }
-    });
+    }
 }
 
 // =================================================================================================
@@ -451,7 +458,10 @@ fn frames_and_messages_at_their_limit_pass_and_one_byte_over_closes_with_1009() 
 // =================================================================================================
 
 /// Reads until the first error or end of stream; returns the bytes read and how it ended.
-async fn read_to_end_or_error(conn: &mut Output, piece: usize) -> (usize, io::Result<()>) {
+async fn read_to_end_or_error<S: AsyncRead + Unpin>(
+    conn: &mut S,
+    piece: usize,
+) -> (usize, io::Result<()>) {
     let mut buf = vec![0u8; piece];
     let mut total = 0;
     loop {
@@ -463,109 +473,127 @@ async fn read_to_end_or_error(conn: &mut Output, piece: usize) -> (usize, io::Re
     }
 }
 
-#[test]
-fn a_tcp_end_of_stream_inside_a_frame_is_an_error_never_a_clean_end() {
-    run(async {
-        for ours in BOTH {
-            let m = ours.mask();
-            let whole = frame(true, 0, 2, m, &pattern(1, 10_000));
-            let header_len = whole.len() - 10_000;
-            // (what, bytes before the TCP FIN, a clean end expected)
-            let cases: Vec<(&str, Vec<u8>, bool)> = vec![
-                (
-                    "FIN inside a 10,000-byte payload",
-                    whole[..header_len + 4000].to_vec(),
-                    false,
-                ),
-                (
-                    "FIN after the first header byte",
-                    whole[..1].to_vec(),
-                    false,
-                ),
-                ("FIN inside the extended length", whole[..3].to_vec(), false),
-                (
-                    "FIN inside a ping's payload",
-                    frame(true, 0, 9, m, b"0123456789")[..8].to_vec(),
-                    false,
-                ),
-                (
-                    "FIN between the frames of a fragmented message",
-                    frame(false, 0, 2, m, b"first part"),
-                    false,
-                ),
-                ("FIN after a whole frame (control)", whole.clone(), true),
-            ];
-            for (what, bytes, clean) in cases {
-                // Small reads go through the read buffer, large ones straight into the caller's
-                // buffer: both paths must see the truncation.
-                for piece in [100, 64 * 1024] {
-                    let name = format!("our {ours:?}, reads of {piece}: {what}");
-                    case(&name, CASE, async {
-                        let (mut conn, mut raw) = ours.connect(Config::default()).await;
-                        raw.send(&bytes).await.unwrap();
-                        raw.s.shutdown(Shutdown::Write).unwrap();
-                        let (read, outcome) = read_to_end_or_error(&mut conn, piece).await;
-                        println!("figure: {name}: {read} bytes, then {outcome:?}");
-                        if clean {
-                            outcome.expect("a clean end of stream");
-                            assert_eq!(read, 10_000, "{name}");
-                        } else {
-                            let error = outcome.expect_err("an error, not a clean end of stream");
-                            assert_eq!(
-                                FrameError::from_io(&error),
-                                Some(&FrameError::UnexpectedEof),
-                                "{name}: {error}"
-                            );
-                            assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{name}");
-                        }
-                    })
-                    .await;
-                }
+async fn a_tcp_end_of_stream_inside_a_frame_is_an_error_never_a_clean_end<R: Runtime>() {
+    for ours in BOTH {
+        let m = ours.mask();
+        let whole = frame(true, 0, 2, m, &pattern(1, 10_000));
+        let header_len = whole.len() - 10_000;
+        // (what, bytes before the TCP FIN, a clean end expected)
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            (
+                "FIN inside a 10,000-byte payload",
+                whole[..header_len + 4000].to_vec(),
+                false,
+            ),
+            (
+                "FIN after the first header byte",
+                whole[..1].to_vec(),
+                false,
+            ),
+            ("FIN inside the extended length", whole[..3].to_vec(), false),
+            (
+                "FIN inside a ping's payload",
+                frame(true, 0, 9, m, b"0123456789")[..8].to_vec(),
+                false,
+            ),
+            (
+                "FIN between the frames of a fragmented message",
+                frame(false, 0, 2, m, b"first part"),
+                false,
+            ),
+            ("FIN after a whole frame (control)", whole.clone(), true),
+        ];
+        for (what, bytes, clean) in cases {
+            // Small reads go through the read buffer, large ones straight into the caller's
+            // buffer: both paths must see the truncation.
+            for piece in [100, 64 * 1024] {
+                let name = format!("our {ours:?}, reads of {piece}: {what}");
+                case::<R, _>(&name, CASE, async {
+                    let (mut conn, mut raw) = ours.connect::<R>(Config::default()).await;
+                    raw.send(&bytes).await.unwrap();
+                    raw.s.shutdown(Shutdown::Write).unwrap();
+                    let (read, outcome) = read_to_end_or_error(&mut conn, piece).await;
+                    println!(
+                        "figure ({}): {name}: {read} bytes, then {outcome:?}",
+                        R::NAME
+                    );
+                    if clean {
+                        outcome.expect("a clean end of stream");
+                        assert_eq!(read, 10_000, "{name}");
+                    } else {
+                        let error = outcome.expect_err("an error, not a clean end of stream");
+                        assert_eq!(
+                            FrameError::from_io(&error),
+                            Some(&FrameError::UnexpectedEof),
+                            "{name}: {error}"
+                        );
+                        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{name}");
+                    }
+                })
+                .await;
             }
         }
-    });
+    }
 }
 
 // =================================================================================================
 // Promised but untested: the keep-alive deadline within 25%
 // =================================================================================================
 
-#[test]
-fn keep_alive_fails_a_silent_peer_within_25_percent_of_its_deadline() {
+async fn keep_alive_fails_a_silent_peer_within_25_percent_of_its_deadline<R: Runtime>() {
     let keep_alive = KeepAlive {
         interval: Duration::from_millis(300),
         timeout: Duration::from_millis(500),
     };
     let deadline = keep_alive.interval + keep_alive.timeout;
     let (low, high) = (deadline.mul_f64(0.75), deadline.mul_f64(1.25));
-    run(async {
-        for ours in BOTH {
-            let name = format!("our {ours:?}, silent peer");
-            case(&name, CASE, async {
-                let config = Config::default().with_keep_alive(Some(keep_alive));
-                let (mut conn, mut raw) = ours.connect(config).await;
-                let start = Instant::now();
-                let error = read_until_error(&mut conn).await;
-                let elapsed = start.elapsed();
-                let ping = raw.read_frame().await.expect("a ping");
-                println!(
-                    "figure: {name}: keep-alive {keep_alive:?} failed the connection after {elapsed:?} \
-                     (deadline {deadline:?}, allowed {low:?}..{high:?}): {error}"
-                );
-                assert_eq!(ping.opcode, 9, "{name}: a ping first");
-                assert!(
-                    matches!(
-                        FrameError::from_io(&error),
-                        Some(FrameError::KeepAliveTimeout(_))
-                    ),
-                    "{name}: {error}"
-                );
-                assert!(
-                    elapsed >= low && elapsed <= high,
-                    "{name}: failed after {elapsed:?}, outside {low:?}..{high:?}"
-                );
-            })
-            .await;
-        }
-    });
+    for ours in BOTH {
+        let name = format!("our {ours:?}, silent peer");
+        case::<R, _>(&name, CASE, async {
+            let config = Config::default().with_keep_alive(Some(keep_alive));
+            let (mut conn, mut raw) = ours.connect::<R>(config).await;
+            let start = Instant::now();
+            let error = read_until_error(&mut conn).await;
+            let elapsed = start.elapsed();
+            let ping = raw.read_frame().await.expect("a ping");
+            println!(
+                "figure ({}): {name}: keep-alive {keep_alive:?} failed the connection after \
+                 {elapsed:?} (deadline {deadline:?}, allowed {low:?}..{high:?}): {error}",
+                R::NAME
+            );
+            assert_eq!(ping.opcode, 9, "{name}: a ping first");
+            assert!(
+                matches!(
+                    FrameError::from_io(&error),
+                    Some(FrameError::KeepAliveTimeout(_))
+                ),
+                "{name}: {error}"
+            );
+            assert!(
+                elapsed >= low && elapsed <= high,
+                "{name}: failed after {elapsed:?}, outside {low:?}..{high:?}"
+            );
+        })
+        .await;
+    }
 }
+
+/// Like [`run`] without its overall bound, for the tests whose every case runs under
+/// [`on_watchdog`] (which bounds it).
+fn run_watched<R: Runtime, F: Future>(future: F) -> F::Output {
+    init_logging();
+    R::block_on(future)
+}
+
+runtime_tests!(
+    with run_watched:
+    a_flood_of_empty_frames_or_pings_cannot_hold_a_read_call,
+    the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames,
+);
+
+runtime_tests!(
+    control_frames_with_a_16_or_64_bit_length_close_with_1002,
+    frames_and_messages_at_their_limit_pass_and_one_byte_over_closes_with_1009,
+    a_tcp_end_of_stream_inside_a_frame_is_an_error_never_a_clean_end,
+    keep_alive_fails_a_silent_peer_within_25_percent_of_its_deadline,
+);

@@ -1,25 +1,27 @@
 //! Hardening (issue 6): strangers attacking a listener, malicious servers attacking a dialer, and
-//! load. Every test runs over real sockets on 127.0.0.1, bounds every wait, and prints the figure it
-//! measures (run with `--nocapture` to see them).
+//! load. Every test runs on both runtimes (`name::async_std`, `name::tokio`) over real sockets on
+//! 127.0.0.1, bounds every wait, and prints the figures it measures, each line naming the runtime
+//! (`figure (tokio): ...`; run with `--nocapture` to see them).
 //!
 //! Tests that measure process-wide figures (RSS, open file descriptors, elapsed time against a
-//! deadline) take [`exclusive`] so that no other test of this binary runs beside them; the others
-//! take [`shared`].
+//! deadline) run through [`exclusive`] so that no other test of this binary runs beside them; the
+//! others run through [`shared`].
 //!
 //! Environment knobs (the defaults keep the debug-build run short):
 //! - `HARDENING_CYCLES`: connect/upgrade/stream/close cycles in `sequential_cycles_leak_nothing`
-//!   (default 10,000, the issue's figure; about 15 s in a debug build).
+//!   (default 10,000, the issue's figure; about 15 s per runtime in a debug build).
 //! - `HARDENING_BACKPRESSURE_BYTES`: bytes written in `writer_is_backpressured_by_a_peer_that_never_reads`
 //!   (default 1 GiB).
 
 mod common;
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, RwLock,
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -43,25 +45,27 @@ use libp2p_ws::{
     TlsConfig,
 };
 
-// Not yet instantiated per runtime: these tests run on async-std.
-async_std_only!();
-
 // ----- test isolation ----------------------------------------------------------------------------
+
+// Both instances of a test (`name::async_std`, `name::tokio`) go through the same lock: an
+// exclusive test runs beside nothing else of this binary, on either runtime. Each test body bounds
+// its own time (`within`), so the wait for the lock does not count against it.
 
 static LOCK: RwLock<()> = RwLock::new(());
 
-/// For tests that do not measure process-wide figures: may run beside each other.
-fn shared() -> RwLockReadGuard<'static, ()> {
-    LOCK.read().unwrap_or_else(|e| e.into_inner())
+/// Runs a test that does not measure process-wide figures on runtime `R`: it may run beside others
+/// of its kind.
+fn shared<R: Runtime, F: Future>(test: F) -> F::Output {
+    let _shared = LOCK.read().unwrap_or_else(|e| e.into_inner());
+    init_logging();
+    R::block_on(test)
 }
 
-/// For tests that measure RSS, file descriptors or deadlines: run alone.
-fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    LOCK.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn block_on_within<F: std::future::Future>(limit: Duration, future: F) -> F::Output {
-    async_std::task::block_on(within(limit, future))
+/// Runs a test that measures RSS, file descriptors or deadlines on runtime `R`, alone.
+fn exclusive<R: Runtime, F: Future>(test: F) -> F::Output {
+    let _alone = LOCK.write().unwrap_or_else(|e| e.into_inner());
+    init_logging();
+    R::block_on(test)
 }
 
 // ----- process figures ---------------------------------------------------------------------------
@@ -81,14 +85,14 @@ fn fd_count() -> usize {
 }
 
 /// Waits (bounded) until the fd count is back at `baseline`; returns the final count.
-async fn settle_fds(baseline: usize) -> usize {
+async fn settle_fds<R: Runtime>(baseline: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let now = fd_count();
         if now <= baseline || Instant::now() >= deadline {
             return now;
         }
-        async_std::task::sleep(Duration::from_millis(20)).await;
+        R::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -142,25 +146,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
 // 1. Slowloris
 // =================================================================================================
 
-#[test]
-fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_succeed() {
-    let _g = exclusive();
+async fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_succeed<
+    R: Runtime,
+>() {
     const SOCKETS: usize = 500;
     let timeout = Duration::from_secs(3);
-    block_on_within(Duration::from_secs(30), async {
+    within::<R, _>(Duration::from_secs(30), async {
         // Enough handshake slots for every attacker: see the pending-handshake test for the cap.
         let config = Config::default()
             .with_handshake_timeout(timeout)
             .with_max_pending_handshakes(SOCKETS + 16)
             .with_max_pending_handshakes_per_ip(SOCKETS + 16);
-        let mut server = Server::plain(config).await;
+        let mut server = Server::<R>::plain(config).await;
         let socket = server.socket;
         let attackers_started = Instant::now();
 
         let (connected_tx, mut connected) = mpsc::unbounded::<()>();
         let spawn_attacker = || {
             let connected_tx = connected_tx.clone();
-            async_std::task::spawn(async move {
+            spawn::<R, _>(async move {
                 let mut s = TcpStream::connect(socket).await.expect("connect");
                 let opened = Instant::now();
                 let _ = connected_tx.unbounded_send(());
@@ -173,11 +177,10 @@ fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_s
                         break;
                     }
                     sent += 1;
-                    match async_std::future::timeout(Duration::from_secs(1), s.read(&mut buf)).await
-                    {
-                        Ok(Ok(0)) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => answered += n,
-                        Err(_) => continue,
+                    match common::timeout::<R, _>(Duration::from_secs(1), s.read(&mut buf)).await {
+                        Some(Ok(0)) | Some(Err(_)) => break,
+                        Some(Ok(n)) => answered += n,
+                        None => continue,
                     }
                 }
                 (opened.elapsed(), Instant::now(), sent, answered)
@@ -196,7 +199,7 @@ fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_s
 
         // All attackers are connected and dribbling: a real dial must still go through.
         let start = Instant::now();
-        let mut client = dial(Config::default(), server.addr.clone())
+        let mut client = dial::<R>(Config::default(), server.addr.clone())
             .await
             .expect("real dial succeeds");
         let mut accepted = server.next_ok().await;
@@ -207,8 +210,9 @@ fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_s
         assert_eq!(&buf, b"still serving");
         let dial_done = Instant::now();
         println!(
-            "{SOCKETS} slowloris sockets connected and accepted in {connecting_took:?}; then a real dial \
-             + round trip took {:?}",
+            "figure ({}): {SOCKETS} slowloris sockets connected and accepted in \
+             {connecting_took:?}; then a real dial + round trip took {:?}",
+            R::NAME,
             start.elapsed()
         );
 
@@ -227,8 +231,9 @@ fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_s
         lifetimes.sort();
         let (min, median, max) = (lifetimes[0], lifetimes[SOCKETS / 2], lifetimes[SOCKETS - 1]);
         println!(
-            "slowloris: {SOCKETS} sockets at 1 byte/s, handshake timeout {timeout:?}: dropped after \
-             min {min:?}, median {median:?}, max {max:?}"
+            "figure ({}): slowloris: {SOCKETS} sockets at 1 byte/s, handshake timeout \
+             {timeout:?}: dropped after min {min:?}, median {median:?}, max {max:?}",
+            R::NAME
         );
         assert!(
             dial_done < first_close.unwrap(),
@@ -250,20 +255,24 @@ fn slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_s
                 other => panic!("expected a handshake timeout, got {:?}", other.map(|_| ())),
             }
         }
-        println!("listener reported {timeouts} handshake timeouts");
-    });
+        println!(
+            "figure ({}): listener reported {timeouts} handshake timeouts",
+            R::NAME
+        );
+    })
+    .await;
 }
 
-#[test]
-fn pending_handshake_cap_closes_excess_sockets_at_once_and_frees_slots_at_the_timeout() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(20), async {
+async fn pending_handshake_cap_closes_excess_sockets_at_once_and_frees_slots_at_the_timeout<
+    R: Runtime,
+>() {
+    within::<R, _>(Duration::from_secs(20), async {
         let cap = 8;
         let timeout = Duration::from_millis(1500);
         let config = Config::default()
             .with_handshake_timeout(timeout)
             .with_max_pending_handshakes(cap);
-        let mut server = Server::plain(config).await;
+        let mut server = Server::<R>::plain(config).await;
         let mut silent = Vec::new();
         for _ in 0..cap {
             silent.push(TcpStream::connect(server.socket).await.unwrap());
@@ -273,11 +282,13 @@ fn pending_handshake_cap_closes_excess_sockets_at_once_and_frees_slots_at_the_ti
         let start = Instant::now();
         let mut extra = TcpStream::connect(server.socket).await.unwrap();
         let mut buf = [0u8; 64];
-        let n = within(Duration::from_secs(1), extra.read(&mut buf))
+        let n = within::<R, _>(Duration::from_secs(1), extra.read(&mut buf))
             .await
             .unwrap_or(0);
         println!(
-            "with {cap}/{cap} handshake slots taken, an extra socket was closed after {:?}",
+            "figure ({}): with {cap}/{cap} handshake slots taken, an extra socket was closed \
+             after {:?}",
+            R::NAME,
             start.elapsed()
         );
         assert_eq!(n, 0);
@@ -285,23 +296,25 @@ fn pending_handshake_cap_closes_excess_sockets_at_once_and_frees_slots_at_the_ti
         for _ in 0..cap {
             assert!(matches!(server.next().await, Err(Error::Timeout { .. })));
         }
-        dial(Config::default(), server.addr.clone())
+        dial::<R>(Config::default(), server.addr.clone())
             .await
             .expect("dial after the slots freed up");
         server.next_ok().await;
-        println!("after the {cap} silent sockets timed out ({timeout:?}), a dial succeeded");
+        println!(
+            "figure ({}): after the {cap} silent sockets timed out ({timeout:?}), a dial succeeded",
+            R::NAME
+        );
         drop(silent);
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
 // 2. TLS listener: no ClientHello, garbage ClientHello
 // =================================================================================================
 
-#[test]
-fn tls_listener_drops_silent_sockets_at_the_timeout_and_garbage_at_once() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(30), async {
+async fn tls_listener_drops_silent_sockets_at_the_timeout_and_garbage_at_once<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(30), async {
         let ca = TestCa::new("hardening CA").unwrap();
         let (chain, key) = ca.issue(&["localhost"]).unwrap();
         let cert = ServerCertificate::from_der(chain, key).unwrap();
@@ -309,7 +322,7 @@ fn tls_listener_drops_silent_sockets_at_the_timeout_and_garbage_at_once() {
         let config = Config::default()
             .with_handshake_timeout(timeout)
             .with_tls(TlsConfig::new().with_server_certificate(&cert));
-        let mut server = Server::start(config, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
+        let mut server = Server::<R>::start(config, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
         let socket = server.socket;
 
         // (what is sent, expected to be closed before the timeout)
@@ -345,11 +358,13 @@ fn tls_listener_drops_silent_sockets_at_the_timeout_and_garbage_at_once() {
                 let _ = s.write_all(&bytes).await;
             }
             let mut reply = Vec::new();
-            let _ = within(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
+            let _ = within::<R, _>(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
             let closed_after = start.elapsed();
             let error = server.next().await.expect_err("the handshake fails");
             println!(
-                "TLS listener, {what}: closed after {closed_after:?} ({} bytes answered): {error}",
+                "figure ({}): TLS listener, {what}: closed after {closed_after:?} ({} bytes \
+                 answered): {error}",
+                R::NAME,
                 reply.len()
             );
             if at_once {
@@ -377,9 +392,12 @@ fn tls_listener_drops_silent_sockets_at_the_timeout_and_garbage_at_once() {
         let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}/tls/sni/localhost/ws", socket.port())
             .parse()
             .unwrap();
-        dial(dialer, addr).await.expect("a real TLS dial succeeds");
+        dial::<R>(dialer, addr)
+            .await
+            .expect("a real TLS dial succeeds");
         server.next_ok().await;
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
@@ -402,24 +420,22 @@ fn ten_thousand_headers_request() -> Vec<u8> {
     req
 }
 
-#[test]
-fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limit() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(20), async {
+async fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limit<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(20), async {
         let inputs = [
             ("a 1 MiB header line", long_header_line_request()),
             ("10,000 headers", ten_thousand_headers_request()),
         ];
 
         // Through the transport: the answer is 431 and memory does not follow the input.
-        let mut server = Server::plain(Config::default()).await;
+        let mut server = Server::<R>::plain(Config::default()).await;
         for (what, request) in &inputs {
             let request = request.clone();
             let mut s = TcpStream::connect(server.socket).await.unwrap();
             let (mut reader, mut writer) = (s.clone(), s.clone());
             let mut answer = Vec::with_capacity(4096);
             let before = rss();
-            let writing = async_std::task::spawn(async move {
+            let writing = spawn::<R, _>(async move {
                 let _ = writer.write_all(&request).await;
             });
             let _ = reader.read_to_end(&mut answer).await;
@@ -428,7 +444,9 @@ fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limit() {
             writing.await;
             let grown = rss() - before;
             println!(
-                "{what} ({} bytes sent): answered {:?}, RSS grew {:.3} MiB; listener: {error}",
+                "figure ({}): {what} ({} bytes sent): answered {:?}, RSS grew {:.3} MiB; \
+                 listener: {error}",
+                R::NAME,
                 inputs.iter().find(|(w, _)| w == what).unwrap().1.len(),
                 answer.lines().next().unwrap_or(""),
                 mib(grown)
@@ -447,7 +465,7 @@ fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limit() {
         let local = listener.local_addr().unwrap();
         for (what, request) in &inputs {
             let request = request.clone();
-            let client = async_std::task::spawn(async move {
+            let client = spawn::<R, _>(async move {
                 let mut s = TcpStream::connect(local).await.unwrap();
                 let _ = s.write_all(&request).await;
                 let mut answer = Vec::new();
@@ -466,7 +484,9 @@ fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limit() {
             let answer = client.await;
             let read = read.load(Ordering::Relaxed);
             println!(
-                "{what}: the server read {read} bytes (limit {limit}) and failed with {:?}",
+                "figure ({}): {what}: the server read {read} bytes (limit {limit}) and failed \
+                 with {:?}",
+                R::NAME,
                 result.as_ref().err()
             );
             assert!(
@@ -476,14 +496,13 @@ fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limit() {
             assert!(read <= limit, "{what}: read {read} bytes");
             assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"));
         }
-    });
+    })
+    .await;
 }
 
-#[test]
-fn non_upgrade_requests_get_an_http_error_response() {
-    let _g = shared();
-    run(async {
-        let server = Server::plain(Config::default()).await;
+async fn non_upgrade_requests_get_an_http_error_response<R: Runtime>() {
+    within::<R, _>(WAIT, async {
+        let server = Server::<R>::plain(Config::default()).await;
         let cases: [(&str, &[u8], &str); 5] = [
             ("plain GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
             (
@@ -511,13 +530,17 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"
             raw.send(request).await.unwrap();
             let answer = raw.read_to_close().await;
             let status_line = answer.lines().next().unwrap_or("").to_string();
-            println!("{what}: answered {status_line:?}, then closed");
+            println!(
+                "figure ({}): {what}: answered {status_line:?}, then closed",
+                R::NAME
+            );
             assert!(
                 status_line.starts_with(&format!("HTTP/1.1 {status}")),
                 "{what}: {answer:?}"
             );
         }
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
@@ -555,20 +578,23 @@ async fn endless_headers_server(listener: TcpListener) -> u64 {
     written
 }
 
-#[test]
-fn dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the_limit() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(20), async {
+async fn dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the_limit<
+    R: Runtime,
+>() {
+    within::<R, _>(Duration::from_secs(20), async {
         // Through the transport.
         let (listener, addr) = raw_listener().await;
-        let server = async_std::task::spawn(endless_headers_server(listener));
+        let server = spawn::<R, _>(endless_headers_server(listener));
         let start = Instant::now();
-        let error = dial(Config::default(), addr).await.expect_err("dial fails");
+        let error = dial::<R>(Config::default(), addr)
+            .await
+            .expect_err("dial fails");
         let elapsed = start.elapsed();
         let written = server.await;
         println!(
-            "dial to a server sending 64 MiB of headers failed after {elapsed:?} ({error}); the server \
-             got {:.2} MiB into the socket before we hung up",
+            "figure ({}): dial to a server sending 64 MiB of headers failed after {elapsed:?} \
+             ({error}); the server got {:.2} MiB into the socket before we hung up",
+            R::NAME,
             mib(written as i64)
         );
         assert!(
@@ -580,7 +606,7 @@ fn dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the_limit
         // Directly, counting what the client side reads.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let local = listener.local_addr().unwrap();
-        let server = async_std::task::spawn(endless_headers_server(listener));
+        let server = spawn::<R, _>(endless_headers_server(listener));
         let read = Arc::new(AtomicUsize::new(0));
         let mut counting = Counting {
             inner: TcpStream::connect(local).await.unwrap(),
@@ -592,7 +618,8 @@ fn dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the_limit
         server.await;
         let read = read.load(Ordering::Relaxed);
         println!(
-            "client handshake read {read} bytes (limit {limit}): {:?}",
+            "figure ({}): client handshake read {read} bytes (limit {limit}): {:?}",
+            R::NAME,
             result.as_ref().err()
         );
         assert!(
@@ -600,15 +627,14 @@ fn dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the_limit
             "{result:?}"
         );
         assert!(read <= limit);
-    });
+    })
+    .await;
 }
 
-#[test]
-fn dial_to_a_server_answering_with_too_many_small_headers_fails() {
-    let _g = shared();
-    run(async {
+async fn dial_to_a_server_answering_with_too_many_small_headers_fails<R: Runtime>() {
+    within::<R, _>(WAIT, async {
         let (listener, addr) = raw_listener().await;
-        let server = async_std::task::spawn(async move {
+        let server = spawn::<R, _>(async move {
             let mut raw = Raw::new(listener.accept().await.unwrap().0);
             raw.read_head().await.unwrap();
             let mut response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
@@ -621,22 +647,27 @@ Connection: Upgrade\r\n"
             let _ = raw.send(&response).await;
             response.len()
         });
-        let error = dial(Config::default(), addr).await.expect_err("dial fails");
+        let error = dial::<R>(Config::default(), addr)
+            .await
+            .expect_err("dial fails");
         let size = server.await;
-        println!("dial to a server answering with 200 headers ({size} bytes, under the size limit): {error}");
+        println!(
+            "figure ({}): dial to a server answering with 200 headers ({size} bytes, under the \
+             size limit): {error}",
+            R::NAME
+        );
         assert!(
             matches!(error, Error::Handshake(HandshakeError::HeadTooLarge { .. })),
             "{error:?}"
         );
-    });
+    })
+    .await;
 }
 
-#[test]
-fn dial_to_a_server_dribbling_its_response_fails_at_the_handshake_timeout() {
-    let _g = shared();
-    run(async {
+async fn dial_to_a_server_dribbling_its_response_fails_at_the_handshake_timeout<R: Runtime>() {
+    within::<R, _>(WAIT, async {
         let (listener, addr) = raw_listener().await;
-        let server = async_std::task::spawn(async move {
+        let server = spawn::<R, _>(async move {
             let mut raw = Raw::new(listener.accept().await.unwrap().0);
             raw.read_head().await.unwrap();
             let mut response = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
@@ -647,36 +678,39 @@ fn dial_to_a_server_dribbling_its_response_fails_at_the_handshake_timeout() {
                     break;
                 }
                 sent += 1;
-                async_std::task::sleep(Duration::from_millis(20)).await;
+                R::sleep(Duration::from_millis(20)).await;
             }
             sent
         });
         let timeout = Duration::from_secs(1);
         let start = Instant::now();
-        let error = dial(Config::default().with_handshake_timeout(timeout), addr)
+        let error = dial::<R>(Config::default().with_handshake_timeout(timeout), addr)
             .await
             .expect_err("dial fails");
         let elapsed = start.elapsed();
         let sent = server.await;
-        println!("dial to a server dribbling its response (1 byte / 20 ms) failed after {elapsed:?} ({sent} bytes sent): {error}");
+        println!(
+            "figure ({}): dial to a server dribbling its response (1 byte / 20 ms) failed after \
+             {elapsed:?} ({sent} bytes sent): {error}",
+            R::NAME
+        );
         assert!(
             matches!(error, Error::Timeout { after, .. } if after == timeout),
             "{error:?}"
         );
         assert!(elapsed < timeout + Duration::from_secs(2), "{elapsed:?}");
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
 // 5. Oversized frames and messages
 // =================================================================================================
 
-#[test]
-fn oversized_frames_and_messages_close_with_1009_without_allocating() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(30), async {
+async fn oversized_frames_and_messages_close_with_1009_without_allocating<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(30), async {
         let limits = libp2p_ws::FrameLimits::default();
-        let mut server = Server::plain(Config::default()).await;
+        let mut server = Server::<R>::plain(Config::default()).await;
 
         // (what, bytes the raw client sends)
         let mut over_message = Vec::new();
@@ -711,7 +745,7 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
             let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
             let before = rss();
             let sent = bytes.len();
-            let writer = async_std::task::spawn(async move {
+            let writer = spawn::<R, _>(async move {
                 let _ = raw.send(&bytes).await;
                 raw
             });
@@ -721,7 +755,9 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
             let grown = rss() - before;
             let frame_error = FrameError::from_io(&error).cloned();
             println!(
-                "server, {what} ({sent} bytes sent): closed with {code:?}, error {frame_error:?}, RSS grew {:.3} MiB",
+                "figure ({}): server, {what} ({sent} bytes sent): closed with {code:?}, error \
+                 {frame_error:?}, RSS grew {:.3} MiB",
+                R::NAME,
                 mib(grown)
             );
             assert_eq!(code, Some(1009), "{what}");
@@ -737,7 +773,7 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
         }
 
         // The same on the dialing side: a server declaring a 2^63-1 byte frame.
-        let (mut conn, mut raw) = client_and_raw_server(Config::default()).await;
+        let (mut conn, mut raw) = client_and_raw_server::<R>(Config::default()).await;
         let before = rss();
         raw.send(&header(true, 0, 2, None, (1 << 63) - 1))
             .await
@@ -748,7 +784,9 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
         assert!(close.masked, "a client's close frame is masked");
         let code = u16::from_be_bytes([close.payload[0], close.payload[1]]);
         println!(
-            "client, a frame header declaring 2^63-1 bytes: closed with {code}, RSS grew {:.3} MiB",
+            "figure ({}): client, a frame header declaring 2^63-1 bytes: closed with {code}, RSS \
+             grew {:.3} MiB",
+            R::NAME,
             mib(grown)
         );
         assert_eq!(code, 1009);
@@ -757,7 +795,8 @@ fn oversized_frames_and_messages_close_with_1009_without_allocating() {
             Some(FrameError::FrameTooLarge { .. })
         ));
         assert!(grown < 1024 * 1024);
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
@@ -774,11 +813,9 @@ fn invalid_utf8(e: &FrameError) -> bool {
     matches!(e, FrameError::InvalidUtf8(_))
 }
 
-#[test]
-fn rfc6455_violations_close_with_the_right_code_and_a_typed_error() {
-    let _g = shared();
-    run(async {
-        let mut server = Server::plain(Config::default()).await;
+async fn rfc6455_violations_close_with_the_right_code_and_a_typed_error<R: Runtime>() {
+    within::<R, _>(WAIT, async {
+        let mut server = Server::<R>::plain(Config::default()).await;
         let m = Some(MASK);
         let mut server_cases: Vec<(String, Vec<u8>, u16, Check)> = vec![
             (
@@ -880,7 +917,10 @@ fn rfc6455_violations_close_with_the_right_code_and_a_typed_error() {
             let error = read_until_error(&mut conn).await;
             let code = raw.close_code().await.expect("close frame");
             let frame_error = FrameError::from_io(&error);
-            println!("server <- {what}: closed with {code:?}, {frame_error:?}");
+            println!(
+                "figure ({}): server <- {what}: closed with {code:?}, {frame_error:?}",
+                R::NAME
+            );
             assert_eq!(code, Some(expected), "{what}");
             assert!(frame_error.is_some_and(check), "{what}: {error}");
             assert_eq!(frame_error.unwrap().close_code(), expected);
@@ -930,7 +970,7 @@ fn rfc6455_violations_close_with_the_right_code_and_a_typed_error() {
             ),
         ];
         for (what, bytes, expected, check) in client_cases {
-            let (mut conn, mut raw) = client_and_raw_server(Config::default()).await;
+            let (mut conn, mut raw) = client_and_raw_server::<R>(Config::default()).await;
             raw.send(&bytes).await.unwrap();
             let error = read_until_error(&mut conn).await;
             let close = raw.read_frame().await.expect("close frame");
@@ -938,18 +978,20 @@ fn rfc6455_violations_close_with_the_right_code_and_a_typed_error() {
             assert!(close.masked, "{what}: a client's close frame is masked");
             let code = u16::from_be_bytes([close.payload[0], close.payload[1]]);
             let frame_error = FrameError::from_io(&error);
-            println!("client <- {what}: closed with {code}, {frame_error:?}");
+            println!(
+                "figure ({}): client <- {what}: closed with {code}, {frame_error:?}",
+                R::NAME
+            );
             assert_eq!(code, expected, "{what}");
             assert!(frame_error.is_some_and(check), "{what}: {error}");
         }
-    });
+    })
+    .await;
 }
 
-#[test]
-fn pings_are_answered_and_valid_close_frames_echoed() {
-    let _g = shared();
-    run(async {
-        let mut server = Server::plain(Config::default()).await;
+async fn pings_are_answered_and_valid_close_frames_echoed<R: Runtime>() {
+    within::<R, _>(WAIT, async {
+        let mut server = Server::<R>::plain(Config::default()).await;
         let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
         raw.send(&frame(true, 0, 9, Some(MASK), b"are you there"))
             .await
@@ -965,7 +1007,8 @@ fn pings_are_answered_and_valid_close_frames_echoed() {
             }
         };
         println!(
-            "ping answered with opcode {} payload {:?}",
+            "figure ({}): ping answered with opcode {} payload {:?}",
+            R::NAME,
             pong.opcode,
             String::from_utf8_lossy(&pong.payload)
         );
@@ -997,7 +1040,8 @@ fn pings_are_answered_and_valid_close_frames_echoed() {
             "close code echoed"
         );
         conn.close().await.unwrap();
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
@@ -1005,39 +1049,46 @@ fn pings_are_answered_and_valid_close_frames_echoed() {
 // =================================================================================================
 
 /// Writes `chunk` repeatedly until a write makes no progress for `stall`; returns the bytes taken.
-async fn write_until_blocked(conn: &mut Output, chunk: &[u8], stall: Duration, cap: u64) -> u64 {
+async fn write_until_blocked<R: Runtime>(
+    conn: &mut Output<R>,
+    chunk: &[u8],
+    stall: Duration,
+    cap: u64,
+) -> u64 {
     let mut sent = 0u64;
     loop {
-        match async_std::future::timeout(stall, conn.write(chunk)).await {
-            Ok(Ok(n)) => sent += n as u64,
-            Ok(Err(e)) => panic!("write failed: {e}"),
-            Err(_) => return sent,
+        match timeout::<R, _>(stall, conn.write(chunk)).await {
+            Some(Ok(n)) => sent += n as u64,
+            Some(Err(e)) => panic!("write failed: {e}"),
+            None => return sent,
         }
         assert!(sent < cap, "wrote {sent} bytes without being blocked");
     }
 }
 
-#[test]
-fn writer_is_backpressured_by_a_peer_that_never_reads() {
-    let _g = exclusive();
+async fn writer_is_backpressured_by_a_peer_that_never_reads<R: Runtime>() {
     let total = env_usize("HARDENING_BACKPRESSURE_BYTES", 1 << 30) as u64;
-    block_on_within(Duration::from_secs(150), async {
+    within::<R, _>(Duration::from_secs(150), async {
         let close_timeout = Duration::from_secs(1);
         let config = Config::default().with_close_timeout(close_timeout);
-        let mut server = Server::plain(config).await;
+        let mut server = Server::<R>::plain(config).await;
         let chunk = vec![0xa5u8; 64 * 1024];
 
         let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
         let before = rss();
         let blocked_at =
-            write_until_blocked(&mut conn, &chunk, Duration::from_millis(500), total).await;
+            write_until_blocked::<R>(&mut conn, &chunk, Duration::from_millis(500), total).await;
         let grown = rss() - before;
         println!(
-            "peer not reading: writes blocked after {:.2} MiB of {:.0} MiB; RSS grew {:.3} MiB; buffered {} bytes",
+            "figure ({}): peer not reading: writes blocked after {:.2} MiB of {:.0} MiB; RSS grew \
+             {:.3} MiB; buffered {} bytes",
+            R::NAME,
             mib(blocked_at as i64),
             mib(total as i64),
             mib(grown),
-            conn.websocket().expect("a WebSocket connection").buffered_capacity()
+            conn.websocket()
+                .expect("a WebSocket connection")
+                .buffered_capacity()
         );
         assert!(
             blocked_at < 64 * 1024 * 1024,
@@ -1047,7 +1098,7 @@ fn writer_is_backpressured_by_a_peer_that_never_reads() {
 
         // The peer starts reading: the writer resumes and every byte arrives.
         let start = Instant::now();
-        let reader = async_std::task::spawn(async move {
+        let reader = spawn::<R, _>(async move {
             let mut payload = 0u64;
             loop {
                 let (_, opcode, mask, len) = raw.read_header().await.unwrap();
@@ -1077,7 +1128,9 @@ fn writer_is_backpressured_by_a_peer_that_never_reads() {
         let received = reader.await;
         let grown = rss() - before;
         println!(
-            "after the peer started reading: {:.0} MiB delivered in {:?}, peak connection buffer {} bytes, RSS grew {:.3} MiB",
+            "figure ({}): after the peer started reading: {:.0} MiB delivered in {:?}, peak \
+             connection buffer {} bytes, RSS grew {:.3} MiB",
+            R::NAME,
             mib(received as i64),
             start.elapsed(),
             peak.load(Ordering::Relaxed),
@@ -1096,25 +1149,28 @@ fn writer_is_backpressured_by_a_peer_that_never_reads() {
 
         // Closing towards a peer that never reads gives up at the close timeout.
         let (mut conn, raw) = server_and_raw_client(&mut server).await;
-        write_until_blocked(&mut conn, &chunk, Duration::from_millis(300), total).await;
+        write_until_blocked::<R>(&mut conn, &chunk, Duration::from_millis(300), total).await;
         let start = Instant::now();
-        let result = within(Duration::from_secs(10), conn.close()).await;
+        let result = within::<R, _>(Duration::from_secs(10), conn.close()).await;
         let elapsed = start.elapsed();
-        println!("close towards a peer that never reads gave up after {elapsed:?}: {result:?}");
+        println!(
+            "figure ({}): close towards a peer that never reads gave up after {elapsed:?}: \
+             {result:?}",
+            R::NAME
+        );
         assert_eq!(
             result.expect_err("close times out").kind(),
             io::ErrorKind::TimedOut
         );
         assert!(elapsed >= close_timeout && elapsed < close_timeout + Duration::from_secs(2));
         drop(raw);
-    });
+    })
+    .await;
 }
 
-#[test]
-fn ping_flood_from_a_peer_that_never_reads_stays_bounded() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(60), async {
-        let mut server = Server::plain(Config::default()).await;
+async fn ping_flood_from_a_peer_that_never_reads_stays_bounded<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(60), async {
+        let mut server = Server::<R>::plain(Config::default()).await;
         let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
         const PINGS: usize = 100_000;
         let ping = frame(true, 0, 9, Some(MASK), &[0x42; 125]);
@@ -1125,7 +1181,7 @@ fn ping_flood_from_a_peer_that_never_reads_stays_bounded() {
         let marker = frame(true, 0, 2, Some(MASK), b"end");
         let before = rss();
         let start = Instant::now();
-        let writer = async_std::task::spawn(async move {
+        let writer = spawn::<R, _>(async move {
             for _ in 0..PINGS / 1000 {
                 raw.send(&flood).await.unwrap();
             }
@@ -1148,13 +1204,14 @@ fn ping_flood_from_a_peer_that_never_reads_stays_bounded() {
                 }
             }
         };
-        let n = within(Duration::from_secs(50), read).await;
+        let n = within::<R, _>(Duration::from_secs(50), read).await;
         assert_eq!(&buf[..n], b"end");
         let grown = rss() - before;
         let raw = writer.await;
         println!(
-            "{PINGS} pings ({:.1} MiB) from a peer that never reads, read in {:?}: connection buffers \
-             peaked at {peak} bytes, RSS grew {:.3} MiB",
+            "figure ({}): {PINGS} pings ({:.1} MiB) from a peer that never reads, read in {:?}: \
+             connection buffers peaked at {peak} bytes, RSS grew {:.3} MiB",
+            R::NAME,
             mib((PINGS * ping.len()) as i64),
             start.elapsed(),
             mib(grown)
@@ -1162,24 +1219,23 @@ fn ping_flood_from_a_peer_that_never_reads_stays_bounded() {
         assert!(peak <= 64 * 1024, "buffers grew to {peak} bytes");
         assert!(grown < 2 * 1024 * 1024, "RSS grew {grown} bytes");
         drop(raw);
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
 // 8. Half-open connections: keep-alive
 // =================================================================================================
 
-#[test]
-fn keep_alive_detects_a_vanished_peer_within_the_deadline() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(20), async {
+async fn keep_alive_detects_a_vanished_peer_within_the_deadline<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(20), async {
         let keep_alive = KeepAlive {
             interval: Duration::from_millis(400),
             timeout: Duration::from_millis(600),
         };
         let deadline = keep_alive.interval + keep_alive.timeout;
         let config = Config::default().with_keep_alive(Some(keep_alive));
-        let mut server = Server::plain(config.clone()).await;
+        let mut server = Server::<R>::plain(config.clone()).await;
 
         // Our listener, a raw client that upgrades and then never answers anything.
         let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
@@ -1189,7 +1245,9 @@ fn keep_alive_detects_a_vanished_peer_within_the_deadline() {
         let ping = raw.read_frame().await.unwrap();
         let code = raw.close_code().await.unwrap();
         println!(
-            "server: silent peer detected after {elapsed:?} (deadline {deadline:?}): {error}; sent opcode {} then close {code:?}",
+            "figure ({}): server: silent peer detected after {elapsed:?} (deadline {deadline:?}): \
+             {error}; sent opcode {} then close {code:?}",
+            R::NAME,
             ping.opcode
         );
         assert_eq!(ping.opcode, 9, "a ping first");
@@ -1206,11 +1264,14 @@ fn keep_alive_detects_a_vanished_peer_within_the_deadline() {
         assert!(elapsed < deadline + Duration::from_secs(2), "{elapsed:?}");
 
         // Our dialer, a raw server that upgrades and then goes silent.
-        let (mut conn, raw) = client_and_raw_server(config.clone()).await;
+        let (mut conn, raw) = client_and_raw_server::<R>(config.clone()).await;
         let start = Instant::now();
         let error = read_until_error(&mut conn).await;
         let elapsed = start.elapsed();
-        println!("client: silent server detected after {elapsed:?}: {error}");
+        println!(
+            "figure ({}): client: silent server detected after {elapsed:?}: {error}",
+            R::NAME
+        );
         assert!(matches!(
             FrameError::from_io(&error),
             Some(FrameError::KeepAliveTimeout(_))
@@ -1240,30 +1301,30 @@ fn keep_alive_detects_a_vanished_peer_within_the_deadline() {
         futures::pin_mut!(answering, read);
         match futures::future::select(read, answering).await {
             Either::Right((pings, _)) => println!(
-                "peer answering pings: alive after {pings} pings ({:?})",
+                "figure ({}): peer answering pings: alive after {pings} pings ({:?})",
+                R::NAME,
                 start.elapsed()
             ),
             Either::Left((r, _)) => {
                 panic!("the connection ended although the peer answered pings: {r:?}")
             }
         }
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
 // 9. Abrupt resets
 // =================================================================================================
 
-#[test]
-fn resets_mid_handshake_and_mid_transfer_give_typed_errors_and_release_fds() {
-    let _g = exclusive();
-    block_on_within(Duration::from_secs(30), async {
+async fn resets_mid_handshake_and_mid_transfer_give_typed_errors_and_release_fds<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(30), async {
         let config = Config::default().with_handshake_timeout(Duration::from_secs(5));
-        let mut server = Server::plain(config.clone()).await;
+        let mut server = Server::<R>::plain(config.clone()).await;
         // Warm up (lazily created runtime threads and descriptors), then take the baseline.
         let (conn, raw) = server_and_raw_client(&mut server).await;
         drop((conn, raw));
-        let baseline = settle_fds(0).await;
+        let baseline = settle_fds::<R>(0).await;
 
         // Client resets in the middle of the upgrade request.
         let mut raw = Raw::new(TcpStream::connect(server.socket).await.unwrap());
@@ -1275,14 +1336,15 @@ fn resets_mid_handshake_and_mid_transfer_give_typed_errors_and_release_fds() {
         raw.reset();
         let error = server.next().await.expect_err("upgrade fails");
         println!(
-            "listener, client RST mid-handshake: failed after {:?}: {error:?}",
+            "figure ({}): listener, client RST mid-handshake: failed after {:?}: {error:?}",
+            R::NAME,
             start.elapsed()
         );
         assert!(matches!(error, Error::Handshake(_)), "{error:?}");
 
         // Server resets in the middle of the upgrade response.
         let (listener, addr) = raw_listener().await;
-        let dialing = async_std::task::spawn(dial(config.clone(), addr));
+        let dialing = spawn::<R, _>(dial::<R>(config.clone(), addr));
         let (s, _) = listener.accept().await.unwrap();
         let mut raw = Raw::new(s);
         raw.read_head().await.unwrap();
@@ -1291,7 +1353,10 @@ fn resets_mid_handshake_and_mid_transfer_give_typed_errors_and_release_fds() {
             .unwrap();
         raw.reset();
         let error = dialing.await.expect_err("dial fails");
-        println!("dialer, server RST mid-handshake: {error:?}");
+        println!(
+            "figure ({}): dialer, server RST mid-handshake: {error:?}",
+            R::NAME
+        );
         assert!(matches!(error, Error::Handshake(_)), "{error:?}");
         drop(listener);
 
@@ -1302,33 +1367,37 @@ fn resets_mid_handshake_and_mid_transfer_give_typed_errors_and_release_fds() {
             .unwrap();
         raw.send(&[0u8; 10]).await.unwrap();
         raw.reset();
-        check_reset(&mut conn, "listener reading, client RST mid-frame").await;
+        check_reset::<R>(&mut conn, "listener reading, client RST mid-frame").await;
         drop(conn);
 
-        let (mut conn, mut raw) = client_and_raw_server(config.clone()).await;
+        let (mut conn, mut raw) = client_and_raw_server::<R>(config.clone()).await;
         raw.send(&header(true, 0, 2, None, 1000)).await.unwrap();
         raw.send(&[0u8; 10]).await.unwrap();
         raw.reset();
-        check_reset(&mut conn, "dialer reading, server RST mid-frame").await;
+        check_reset::<R>(&mut conn, "dialer reading, server RST mid-frame").await;
         drop(conn);
 
         // Resets while we write.
         let (mut conn, raw) = server_and_raw_client(&mut server).await;
         raw.reset();
-        check_write_reset(&mut conn, "listener writing, client RST").await;
+        check_write_reset::<R>(&mut conn, "listener writing, client RST").await;
         drop(conn);
-        let (mut conn, raw) = client_and_raw_server(config.clone()).await;
+        let (mut conn, raw) = client_and_raw_server::<R>(config.clone()).await;
         raw.reset();
-        check_write_reset(&mut conn, "dialer writing, server RST").await;
+        check_write_reset::<R>(&mut conn, "dialer writing, server RST").await;
         drop(conn);
 
-        let after = settle_fds(baseline).await;
-        println!("file descriptors: {baseline} before, {after} after");
+        let after = settle_fds::<R>(baseline).await;
+        println!(
+            "figure ({}): file descriptors: {baseline} before, {after} after",
+            R::NAME
+        );
         assert_eq!(after, baseline, "leaked file descriptors");
-    });
+    })
+    .await;
 }
 
-async fn check_reset(conn: &mut Output, what: &str) {
+async fn check_reset<R: Runtime>(conn: &mut Output<R>, what: &str) {
     let mut buf = [0u8; 4096];
     let error = loop {
         match conn.read(&mut buf).await {
@@ -1338,7 +1407,11 @@ async fn check_reset(conn: &mut Output, what: &str) {
         }
     };
     let typed = FrameError::from_io(&error);
-    println!("{what}: {:?} / {typed:?}: {error}", error.kind());
+    println!(
+        "figure ({}): {what}: {:?} / {typed:?}: {error}",
+        R::NAME,
+        error.kind()
+    );
     assert!(
         error.kind() == io::ErrorKind::ConnectionReset || typed == Some(&FrameError::UnexpectedEof),
         "{what}: {error:?}"
@@ -1346,7 +1419,7 @@ async fn check_reset(conn: &mut Output, what: &str) {
     poll_after_error(conn, what).await;
 }
 
-async fn check_write_reset(conn: &mut Output, what: &str) {
+async fn check_write_reset<R: Runtime>(conn: &mut Output<R>, what: &str) {
     let chunk = vec![1u8; 64 * 1024];
     let mut sent = 0;
     let error = loop {
@@ -1357,7 +1430,8 @@ async fn check_write_reset(conn: &mut Output, what: &str) {
         assert!(sent < 64 * 1024 * 1024, "{what}: writes never failed");
     };
     println!(
-        "{what}: write failed after {sent} bytes: {:?}: {error}",
+        "figure ({}): {what}: write failed after {sent} bytes: {:?}: {error}",
+        R::NAME,
         error.kind()
     );
     assert!(
@@ -1371,7 +1445,7 @@ async fn check_write_reset(conn: &mut Output, what: &str) {
 }
 
 /// Every call after an error fails or ends; none panics or hangs.
-async fn poll_after_error(conn: &mut Output, what: &str) {
+async fn poll_after_error<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut S, what: &str) {
     let mut buf = [0u8; 16];
     for _ in 0..3 {
         assert!(
@@ -1402,9 +1476,10 @@ struct EchoPeer {
 }
 
 impl EchoPeer {
-    async fn start(config: Config) -> EchoPeer {
+    /// On runtime `R`.
+    async fn start<R: Runtime>(config: Config) -> EchoPeer {
         let key = Keypair::generate_ed25519();
-        let mut transport = libp2p_ws::async_std::upgraded(&key, config).unwrap();
+        let mut transport = R::upgraded(&key, config);
         transport
             .listen_on(
                 ListenerId::next(),
@@ -1419,11 +1494,11 @@ impl EchoPeer {
             }
         };
         let (closed_tx, closed) = mpsc::unbounded();
-        let stop = drive_listener(transport, move |upgrade| {
+        let stop = drive_listener::<R, _>(transport, move |upgrade| {
             let closed_tx = closed_tx.clone();
-            async_std::task::spawn(async move {
+            R::spawn_detached(async move {
                 if let Ok((_, muxer)) = upgrade.await {
-                    serve_echo(muxer).await;
+                    serve_echo::<R>(muxer).await;
                 }
                 let _ = closed_tx.unbounded_send(());
             });
@@ -1437,10 +1512,10 @@ impl EchoPeer {
 }
 
 /// Echoes every inbound stream until the connection ends.
-async fn serve_echo(muxer: StreamMuxerBox) {
-    let mut muxer = Muxer::spawn::<Rt>(muxer);
+async fn serve_echo<R: Runtime>(muxer: StreamMuxerBox) {
+    let mut muxer = Muxer::spawn::<R>(muxer);
     while let Some(stream) = muxer.inbound.next().await {
-        async_std::task::spawn(echo_stream(stream));
+        R::spawn_detached(echo_stream(stream));
     }
 }
 
@@ -1546,15 +1621,11 @@ async fn dial_full_stack(
     muxer
 }
 
-#[test]
-fn sequential_cycles_leak_nothing() {
-    let _g = exclusive();
+async fn sequential_cycles_leak_nothing<R: Runtime>() {
     let cycles = env_usize("HARDENING_CYCLES", 10_000);
-    block_on_within(Duration::from_secs(600), async {
-        let mut peer = EchoPeer::start(Config::default()).await;
-        let mut dialer =
-            libp2p_ws::async_std::upgraded(&Keypair::generate_ed25519(), Config::default())
-                .unwrap();
+    within::<R, _>(Duration::from_secs(600), async {
+        let mut peer = EchoPeer::start::<R>(Config::default()).await;
+        let mut dialer = R::upgraded(&Keypair::generate_ed25519(), Config::default());
         let cycle =
             |i: u64, dialer: &mut libp2p::core::transport::Boxed<Muxed>, addr: Multiaddr| {
                 let dial = dialer.dial(addr, dial_opts()).expect("dial accepted");
@@ -1572,7 +1643,7 @@ fn sequential_cycles_leak_nothing() {
             cycle(i, &mut dialer, peer.addr.clone()).await;
             peer.closed.next().await.unwrap();
         }
-        let fds_before = settle_fds(0).await;
+        let fds_before = settle_fds::<R>(0).await;
         let rss_before = rss();
         let start = Instant::now();
         for i in 0..cycles as u64 {
@@ -1581,11 +1652,13 @@ fn sequential_cycles_leak_nothing() {
             peer.closed.next().await.unwrap();
         }
         let elapsed = start.elapsed();
-        let fds_after = settle_fds(fds_before).await;
+        let fds_after = settle_fds::<R>(fds_before).await;
         let rss_after = rss();
         println!(
-            "{cycles} sequential connect + noise/yamux upgrade + stream + close cycles in {elapsed:?} \
-             ({:?} each): fds {fds_before} -> {fds_after}, RSS {:.2} -> {:.2} MiB ({:+.3} MiB)",
+            "figure ({}): {cycles} sequential connect + noise/yamux upgrade + stream + close \
+             cycles in {elapsed:?} ({:?} each): fds {fds_before} -> {fds_after}, RSS {:.2} -> \
+             {:.2} MiB ({:+.3} MiB)",
+            R::NAME,
             elapsed / cycles as u32,
             mib(rss_before),
             mib(rss_after),
@@ -1598,7 +1671,8 @@ fn sequential_cycles_leak_nothing() {
             rss_after - rss_before
         );
         let _ = dial_full_stack;
-    });
+    })
+    .await;
 }
 
 // =================================================================================================
@@ -1607,15 +1681,14 @@ fn sequential_cycles_leak_nothing() {
 
 /// `conns` connections x `streams` streams each x `messages` messages per stream, all at once (at most
 /// [`MAX_STREAMS_IN_FLIGHT`] streams open at a time per connection).
-async fn stress(conns: usize, streams: usize, messages: usize) {
-    let peer = EchoPeer::start(Config::default()).await;
-    let mut dialer =
-        libp2p_ws::async_std::upgraded(&Keypair::generate_ed25519(), Config::default()).unwrap();
+async fn stress<R: Runtime>(conns: usize, streams: usize, messages: usize) {
+    let peer = EchoPeer::start::<R>(Config::default()).await;
+    let mut dialer = R::upgraded(&Keypair::generate_ed25519(), Config::default());
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..conns {
         let muxer = dial_full_stack(&mut dialer, &peer.addr).await;
-        tasks.push(async_std::task::spawn(with_outbound_streams(
+        tasks.push(spawn::<R, _>(with_outbound_streams(
             muxer,
             streams,
             move |rx, done| {
@@ -1641,41 +1714,34 @@ async fn stress(conns: usize, streams: usize, messages: usize) {
         verified += task.await;
     }
     println!(
-        "stress {conns} conn x {streams} streams x {messages} messages: {} messages, {:.2} MiB echoed and \
-         verified in {:?}",
+        "figure ({}): stress {conns} conn x {streams} streams x {messages} messages: {} messages, \
+         {:.2} MiB echoed and verified in {:?}",
+        R::NAME,
         conns * streams * messages,
         mib(verified as i64),
         start.elapsed()
     );
 }
 
-#[test]
-fn stress_1_conn_100_streams_100_messages() {
-    let _g = shared();
-    block_on_within(Duration::from_secs(120), stress(1, 100, 100));
+async fn stress_1_conn_100_streams_100_messages<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(120), stress::<R>(1, 100, 100)).await;
 }
 
-#[test]
-fn stress_50_conns_10_streams_50_messages() {
-    let _g = shared();
-    block_on_within(Duration::from_secs(120), stress(50, 10, 50));
+async fn stress_50_conns_10_streams_50_messages<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(120), stress::<R>(50, 10, 50)).await;
 }
 
-#[test]
-fn stress_1_conn_1000_streams_10_messages() {
-    let _g = shared();
-    block_on_within(Duration::from_secs(120), stress(1, 1000, 10));
+async fn stress_1_conn_1000_streams_10_messages<R: Runtime>() {
+    within::<R, _>(Duration::from_secs(120), stress::<R>(1, 1000, 10)).await;
 }
 
 // =================================================================================================
 // The message-level API used by the Autobahn peer (conformance/)
 // =================================================================================================
 
-#[test]
-fn message_api_reports_kinds_boundaries_and_empty_messages() {
-    let _g = shared();
-    run(async {
-        let mut server = Server::plain(Config::default()).await;
+async fn message_api_reports_kinds_boundaries_and_empty_messages<R: Runtime>() {
+    within::<R, _>(WAIT, async {
+        let mut server = Server::<R>::plain(Config::default()).await;
         let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
         raw.send(
             &[
@@ -1748,6 +1814,39 @@ fn message_api_reports_kinds_boundaries_and_empty_messages() {
         .await
         .unwrap();
         assert_eq!(end, None, "close is the end");
-        println!("message API: 6 chunks with kinds and boundaries, 2 messages sent, close seen");
-    });
+        println!(
+            "figure ({}): message API: 6 chunks with kinds and boundaries, 2 messages sent, close \
+             seen",
+            R::NAME
+        );
+    })
+    .await;
 }
+
+runtime_tests!(
+    with exclusive:
+    slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_succeed,
+    pending_handshake_cap_closes_excess_sockets_at_once_and_frees_slots_at_the_timeout,
+    tls_listener_drops_silent_sockets_at_the_timeout_and_garbage_at_once,
+    oversized_request_heads_are_answered_431_after_reading_at_most_the_limit,
+    dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the_limit,
+    oversized_frames_and_messages_close_with_1009_without_allocating,
+    writer_is_backpressured_by_a_peer_that_never_reads,
+    ping_flood_from_a_peer_that_never_reads_stays_bounded,
+    keep_alive_detects_a_vanished_peer_within_the_deadline,
+    resets_mid_handshake_and_mid_transfer_give_typed_errors_and_release_fds,
+    sequential_cycles_leak_nothing,
+);
+
+runtime_tests!(
+    with shared:
+    non_upgrade_requests_get_an_http_error_response,
+    dial_to_a_server_answering_with_too_many_small_headers_fails,
+    dial_to_a_server_dribbling_its_response_fails_at_the_handshake_timeout,
+    rfc6455_violations_close_with_the_right_code_and_a_typed_error,
+    pings_are_answered_and_valid_close_frames_echoed,
+    stress_1_conn_100_streams_100_messages,
+    stress_50_conns_10_streams_50_messages,
+    stress_1_conn_1000_streams_10_messages,
+    message_api_reports_kinds_boundaries_and_empty_messages,
+);

@@ -127,69 +127,33 @@ impl Runtime for Tokio {
 }
 
 /// Instantiates each named test body (`async fn name<R: Runtime>()`) once per runtime, as the
-/// tests `name::async_std` and `name::tokio`, each bounded by [`WAIT`].
+/// tests `name::async_std` and `name::tokio`, each bounded by [`WAIT`] (through [`run`]).
+///
+/// `runtime_tests!(with runner: name, ...)` runs each instance through `runner::<R, _>(future)`
+/// instead, a function of the invoking file with [`run`]'s signature (for tests that take a lock
+/// first, or bound their own time).
 #[macro_export]
 macro_rules! runtime_tests {
-    ($($name:ident),* $(,)?) => {$(
+    (@runner [$($runner:tt)*] $(,)?) => {};
+    (@runner [$($runner:tt)*] $name:ident $(, $rest:ident)* $(,)?) => {
         mod $name {
             #[test]
             fn async_std() {
-                $crate::common::run::<$crate::common::AsyncStd, _>(super::$name::<$crate::common::AsyncStd>())
+                $($runner)*::<$crate::common::AsyncStd, _>(super::$name::<$crate::common::AsyncStd>())
             }
 
             #[test]
             fn tokio() {
-                $crate::common::run::<$crate::common::Tokio, _>(super::$name::<$crate::common::Tokio>())
+                $($runner)*::<$crate::common::Tokio, _>(super::$name::<$crate::common::Tokio>())
             }
         }
-    )*};
-}
-
-/// Defines, in a test file whose tests are not yet instantiated per runtime, async-std versions of
-/// the harness's runtime-generic helpers (local items shadow the `common::*` glob).
-#[macro_export]
-macro_rules! async_std_only {
-    () => {
-        #[allow(dead_code)]
-        type Rt = common::AsyncStd;
-        #[allow(dead_code)]
-        type Transport = common::Transport<Rt>;
-        #[allow(dead_code)]
-        type Output = common::Output<Rt>;
-
-        #[allow(dead_code)]
-        fn run<F: std::future::Future>(future: F) -> F::Output {
-            common::run::<Rt, F>(future)
-        }
-
-        #[allow(dead_code)]
-        async fn within<F: std::future::Future>(
-            limit: std::time::Duration,
-            future: F,
-        ) -> F::Output {
-            common::within::<Rt, F>(limit, future).await
-        }
-
-        #[allow(dead_code)]
-        async fn listen(
-            transport: &mut Transport,
-            addr: &str,
-        ) -> (libp2p::core::transport::ListenerId, libp2p::Multiaddr) {
-            common::listen::<Rt>(transport, addr).await
-        }
-
-        #[allow(dead_code)]
-        fn drive_listener<T>(
-            transport: T,
-            on_incoming: impl FnMut(T::ListenerUpgrade) + Send + 'static,
-        ) -> futures::channel::oneshot::Sender<()>
-        where
-            T: libp2p::core::Transport + Unpin + Send + 'static,
-            T::ListenerUpgrade: Send,
-            T::Error: Send,
-        {
-            common::drive_listener::<Rt, T>(transport, on_incoming)
-        }
+        $crate::runtime_tests!(@runner [$($runner)*] $($rest),*);
+    };
+    (with $runner:ident: $($name:ident),* $(,)?) => {
+        $crate::runtime_tests!(@runner [super::$runner] $($name),*);
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::runtime_tests!(@runner [$crate::common::run] $($name),*);
     };
 }
 

@@ -1,6 +1,12 @@
 //! Raw peers for the integration tests: a listener driven in the background ([`Server`]), a
 //! hand-driven TCP peer that speaks bytes and frames ([`Raw`]), frame builders, and bounded
 //! table-driven cases ([`case`]).
+//!
+//! What is under test (the listener, the dialer, their connections, the tasks that drive them)
+//! runs on the test's runtime `R`. The raw peers are test tooling: their sockets are async-std's
+//! (async-io's reactor, which serves them whatever runtime polls them), and the tasks that drive
+//! them are spawned on `R` like everything else (a peer that must run in parallel with our side,
+//! such as `framing_rules`' flood, gets a thread of its own and says so).
 
 use std::{
     future::Future,
@@ -14,50 +20,50 @@ use std::{
 use async_std::net::{TcpListener, TcpStream};
 use futures::{
     channel::{mpsc, oneshot},
-    AsyncReadExt, AsyncWriteExt, StreamExt,
+    AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt,
 };
 use libp2p::core::{multiaddr::Protocol, Multiaddr, Transport as _};
 use libp2p_ws::{Config, Error};
 
-use super::dial_opts;
+use super::{dial_opts, Output, Runtime, Transport};
 
-// These raw peers run on async-std (the tests that use them are not yet instantiated per runtime).
-type Rt = super::AsyncStd;
-type Transport = super::Transport<Rt>;
-type Output = super::Output<Rt>;
-
-/// Runs one case of a table-driven test for at most `limit`; a case that takes longer fails the test
-/// with its name.
-pub async fn case<F: Future>(name: &str, limit: Duration, future: F) -> F::Output {
-    async_std::future::timeout(limit, future)
+/// Runs one case of a table-driven test for at most `limit` (runtime `R`'s timer); a case that
+/// takes longer fails the test with its name and the runtime.
+pub async fn case<R: Runtime, F: Future>(name: &str, limit: Duration, future: F) -> F::Output {
+    super::timeout::<R, _>(limit, future)
         .await
-        .unwrap_or_else(|_| panic!("case {name:?} did not finish within {limit:?}"))
+        .unwrap_or_else(|| {
+            panic!(
+                "case {name:?} did not finish within {limit:?} on {}",
+                R::NAME
+            )
+        })
 }
 
 // ----- a listener driven in the background -------------------------------------------------------
 
-/// A bare WebSocket listener polled by a background task; stops when dropped.
-pub struct Server {
+/// A bare WebSocket listener on runtime `R`, polled by a background task; stops when dropped.
+pub struct Server<R: Runtime> {
     pub addr: Multiaddr,
     pub socket: SocketAddr,
     /// One entry per accepted TCP connection that got a handshake slot.
     pub incoming: mpsc::UnboundedReceiver<Instant>,
     /// The outcome of every inbound handshake, in completion order.
-    pub conns: mpsc::UnboundedReceiver<Result<Output, Error>>,
+    pub conns: mpsc::UnboundedReceiver<Result<Output<R>, Error>>,
     _stop: oneshot::Sender<()>,
 }
 
-impl Server {
-    pub async fn start(config: Config, listen_addr: &str) -> Server {
-        let mut transport = Transport::new(config);
-        let (_, addr) = super::listen::<Rt>(&mut transport, listen_addr).await;
+impl<R: Runtime> Server<R> {
+    pub async fn start(config: Config, listen_addr: &str) -> Server<R> {
+        let mut transport = Transport::<R>::new(config);
+        let (_, addr) = super::listen::<R>(&mut transport, listen_addr).await;
         let socket = socket_addr(&addr);
         let (incoming_tx, incoming) = mpsc::unbounded();
         let (conns_tx, conns) = mpsc::unbounded();
-        let stop = super::drive_listener::<Rt, _>(transport, move |upgrade| {
+        let stop = super::drive_listener::<R, _>(transport, move |upgrade| {
             let _ = incoming_tx.unbounded_send(Instant::now());
             let conns_tx = conns_tx.clone();
-            async_std::task::spawn(async move {
+            R::spawn_detached(async move {
                 let _ = conns_tx.unbounded_send(upgrade.await);
             });
         });
@@ -70,15 +76,15 @@ impl Server {
         }
     }
 
-    pub async fn plain(config: Config) -> Server {
+    pub async fn plain(config: Config) -> Server<R> {
         Self::start(config, "/ip4/127.0.0.1/tcp/0/ws").await
     }
 
-    pub async fn next(&mut self) -> Result<Output, Error> {
+    pub async fn next(&mut self) -> Result<Output<R>, Error> {
         self.conns.next().await.expect("listener task alive")
     }
 
-    pub async fn next_ok(&mut self) -> Output {
+    pub async fn next_ok(&mut self) -> Output<R> {
         self.next().await.expect("inbound upgrade succeeds")
     }
 }
@@ -96,8 +102,9 @@ pub fn socket_addr(addr: &Multiaddr) -> SocketAddr {
     SocketAddr::new(ip.expect("ip"), port.expect("port"))
 }
 
-pub async fn dial(config: Config, addr: Multiaddr) -> Result<Output, Error> {
-    Transport::new(config)
+/// Dials `addr` with a bare transport on runtime `R`.
+pub async fn dial<R: Runtime>(config: Config, addr: Multiaddr) -> Result<Output<R>, Error> {
+    Transport::<R>::new(config)
         .dial(addr, dial_opts())
         .expect("dial accepted")
         .await
@@ -373,21 +380,21 @@ impl futures::AsyncWrite for Capture {
     }
 }
 
-/// Our client connected to a raw server.
-pub async fn client_and_raw_server(config: Config) -> (Output, Raw) {
+/// Our client (on runtime `R`) connected to a raw server.
+pub async fn client_and_raw_server<R: Runtime>(config: Config) -> (Output<R>, Raw) {
     let (listener, addr) = raw_listener().await;
-    let (raw, conn) = futures::join!(raw_accept(&listener), dial(config, addr));
+    let (raw, conn) = futures::join!(raw_accept(&listener), dial::<R>(config, addr));
     (conn.expect("dial succeeds"), raw)
 }
 
 /// Our server connected to a raw client.
-pub async fn server_and_raw_client(server: &mut Server) -> (Output, Raw) {
+pub async fn server_and_raw_client<R: Runtime>(server: &mut Server<R>) -> (Output<R>, Raw) {
     let raw = raw_client(server.socket).await;
     (server.next_ok().await, raw)
 }
 
-/// Reads from `conn` until it fails; a clean EOF fails the test.
-pub async fn read_until_error(conn: &mut Output) -> io::Error {
+/// Reads from `conn` (our connection, on any runtime) until it fails; a clean EOF fails the test.
+pub async fn read_until_error<S: AsyncRead + Unpin>(conn: &mut S) -> io::Error {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match conn.read(&mut buf).await {
