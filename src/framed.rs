@@ -42,9 +42,9 @@ use crate::{
     provider::{Timer, TimerFn},
 };
 
-/// Which end of the WebSocket this is: clients mask what they send, servers must not.
+/// Which end of the WebSocket this is: clients mask what they send, servers must not. (Exhaustive:
+/// a WebSocket has exactly these two ends.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Role {
     /// The side that sent the HTTP upgrade request (the dialer).
     Client,
