@@ -33,9 +33,9 @@ use futures::{future::BoxFuture, AsyncRead, AsyncWrite, Stream};
 
 /// A runtime for the transport: sockets, DNS, timers and interface events.
 ///
-/// Implemented by `libp2p_ws::async_std::Provider` and `libp2p_ws::tokio::Provider`; the trait is
-/// sealed in practice by its hidden items, but its shape is documented so that the transport's
-/// use of a runtime can be read in one place.
+/// Implemented by `libp2p_ws::async_std::Provider` and `libp2p_ws::tokio::Provider`. Everything the
+/// transport needs from a runtime is here, so another runtime (smol, say) is one more
+/// implementation; its methods are also usable directly (the Autobahn peer connects through one).
 pub trait Provider: Clone + Debug + Send + Sync + Unpin + 'static {
     /// A connected TCP stream.
     type Stream: AsyncRead + AsyncWrite + Debug + Send + Unpin + 'static;
