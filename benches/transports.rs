@@ -19,11 +19,15 @@
 //!   async-std" (rust-libp2p's noise + yamux over async-std's TcpStream) is the runtime baseline: it
 //!   separates what async-io costs against tokio from what the WebSocket layer costs. "libp2p-ws
 //!   tokio" is libp2p-ws on its tokio backend (`libp2p_ws::tokio::upgraded`), on the same tokio
-//!   current-thread runtime as libp2p-tcp: the like-for-like comparison for tokio users;
+//!   current-thread runtime as libp2p-tcp: the like-for-like comparison for tokio users. "libp2p-ws
+//!   tokio /tcp" and "libp2p-ws /tcp on async-std" are the crate's own plain `/tcp` (the same
+//!   `upgraded()` transports dialing a `/tcp` address), beside libp2p-tcp and tcp on async-std;
 //! - aggregate throughput of 16 concurrent yamux streams (dialer uploads);
 //! - connection setup: `dial` until the dialer holds the upgraded connection (mean over sequential
 //!   connections), the same until a first 1-byte stream round trip has completed (so the listener
-//!   side is upgraded too), and sequential connections per second (dial, round trip, close);
+//!   side is upgraded too), and sequential connections per second (dial, round trip, close); one
+//!   row is `/ws` on a port shared with `/tcp` (libp2p-ws tokio listening on `/tcp/0`, then on
+//!   `/tcp/<port>/ws`), against the unshared `/ws` of "libp2p-ws tokio";
 //! - RSS per idle upgraded connection endpoint: for each stack, two fresh child processes (listener
 //!   and dialer, so that 10,000 connections fit in the file descriptor limit and every stack starts
 //!   from a fresh allocator) hold N connections, each used once for a stream round trip and then
@@ -44,7 +48,8 @@
 //! `BENCH_SETUP_CONNS`, `BENCH_IDLE_CONNS`, `BENCH_RSS_RUNS`, `BENCH_MULTI_CONNS` (16),
 //! `BENCH_MULTI_MIB` (per connection; 128, quick 1), and filters (comma-separated): `BENCH_ONLY`
 //! (sections `full,noise,raw,streams,setup,rss,multi`), `BENCH_STACKS`
-//! (`ws,wss,ws-tokio,websocket,tcp,tcp-async-std`), `BENCH_DIRECTIONS` (`dialer,listener`).
+//! (`ws,wss,ws-tokio,websocket,tcp,tcp-async-std,tcp-ours,tcp-ours-async-std,ws-shared`),
+//! `BENCH_DIRECTIONS` (`dialer,listener`).
 
 #[path = "transports/multi.rs"]
 mod multi;
@@ -113,6 +118,15 @@ enum Stack {
     /// async-std's TcpStream (the socket and reactor libp2p-ws runs on), bare or with noise + yamux
     /// from rust-libp2p: the runtime baseline, TCP on async-io instead of tokio.
     TcpAsyncStd,
+    /// libp2p-ws's plain `/tcp` on its tokio backend (`libp2p_ws::tokio::upgraded` dialing a
+    /// `/tcp` address), on a tokio current-thread runtime: beside libp2p-tcp.
+    TcpOurs,
+    /// libp2p-ws's plain `/tcp` on async-std (`libp2p_ws::async_std::upgraded`).
+    TcpOursAsyncStd,
+    /// libp2p-ws tokio, plain `/ws` on a shared port: the listener listens on `/tcp/0`, then on
+    /// `/tcp/<that port>/ws` (one socket, each connection classified by its first bytes); the
+    /// dialer dials the `/ws` address. Against `WsTokio` (a `/ws` listener alone on its port).
+    WsShared,
 }
 
 impl Stack {
@@ -124,6 +138,9 @@ impl Stack {
             Stack::Websocket => "websocket",
             Stack::Tcp => "tcp",
             Stack::TcpAsyncStd => "tcp-async-std",
+            Stack::TcpOurs => "tcp-ours",
+            Stack::TcpOursAsyncStd => "tcp-ours-async-std",
+            Stack::WsShared => "ws-shared",
         }
     }
 
@@ -135,6 +152,9 @@ impl Stack {
             Stack::Websocket,
             Stack::Tcp,
             Stack::TcpAsyncStd,
+            Stack::TcpOurs,
+            Stack::TcpOursAsyncStd,
+            Stack::WsShared,
         ]
         .into_iter()
         .find(|s| s.id() == id)
@@ -142,8 +162,10 @@ impl Stack {
 
     fn runtime(self) -> Rt {
         match self {
-            Stack::Ws | Stack::Wss | Stack::TcpAsyncStd => Rt::AsyncIo,
-            Stack::WsTokio | Stack::Websocket | Stack::Tcp => Rt::Tokio,
+            Stack::Ws | Stack::Wss | Stack::TcpAsyncStd | Stack::TcpOursAsyncStd => Rt::AsyncIo,
+            Stack::WsTokio | Stack::Websocket | Stack::Tcp | Stack::TcpOurs | Stack::WsShared => {
+                Rt::Tokio
+            }
         }
     }
 
@@ -151,7 +173,11 @@ impl Stack {
         match self {
             Stack::Ws | Stack::WsTokio | Stack::Websocket => "/ip4/127.0.0.1/tcp/0/ws",
             Stack::Wss => "/ip4/127.0.0.1/tcp/0/tls/ws",
-            Stack::Tcp | Stack::TcpAsyncStd => "/ip4/127.0.0.1/tcp/0",
+            Stack::Tcp | Stack::TcpAsyncStd | Stack::TcpOurs | Stack::TcpOursAsyncStd => {
+                "/ip4/127.0.0.1/tcp/0"
+            }
+            // The first of its two listen addresses (see `listen_shared`).
+            Stack::WsShared => "/ip4/127.0.0.1/tcp/0",
         }
     }
 
@@ -170,6 +196,11 @@ impl Stack {
             (Stack::Tcp, Layer::Raw) => "raw tcp (tokio, libp2p-tcp)",
             (Stack::TcpAsyncStd, Layer::Full) => "tcp on async-std (tcp+noise+yamux)",
             (Stack::TcpAsyncStd, Layer::Raw) => "raw tcp (async-std)",
+            (Stack::TcpOurs, Layer::Full) => "libp2p-ws tokio /tcp (tcp+noise+yamux)",
+            (Stack::TcpOursAsyncStd, Layer::Full) => {
+                "libp2p-ws /tcp on async-std (tcp+noise+yamux)"
+            }
+            (Stack::WsShared, Layer::Full) => "libp2p-ws tokio /ws, port shared with /tcp",
             _ => "?",
         }
     }
@@ -560,8 +591,14 @@ fn full_transport(stack: Stack, side: Side, env: Option<&Env>) -> Boxed<Muxed> {
             let config = env.map_or_else(libp2p_ws::Config::default, |e| e.ws_config(stack, side));
             libp2p_ws::async_std::upgraded(&keypair, config).expect("libp2p-ws transport")
         }
-        Stack::WsTokio => libp2p_ws::tokio::upgraded(&keypair, libp2p_ws::Config::default())
-            .expect("libp2p-ws transport"),
+        Stack::WsTokio | Stack::TcpOurs | Stack::WsShared => {
+            libp2p_ws::tokio::upgraded(&keypair, libp2p_ws::Config::default())
+                .expect("libp2p-ws transport")
+        }
+        Stack::TcpOursAsyncStd => {
+            libp2p_ws::async_std::upgraded(&keypair, libp2p_ws::Config::default())
+                .expect("libp2p-ws transport")
+        }
         Stack::Websocket => {
             rust_libp2p_upgraded(libp2p::websocket::Config::new(tokio_tcp()), &keypair)
         }
@@ -733,6 +770,26 @@ async fn listen<O>(transport: &mut Boxed<O>, addr: &str) -> Result<Multiaddr> {
         }
     })
     .await?
+}
+
+/// The `WsShared` listener: `/tcp` on port 0, then `/ws` on the port it got (one socket, shared
+/// by the two listeners); returns the `/ws` address, which the dialer dials.
+async fn listen_shared<O>(transport: &mut Boxed<O>) -> Result<Multiaddr> {
+    let tcp = listen(transport, "/ip4/127.0.0.1/tcp/0").await?;
+    let port = tcp
+        .iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .with_context(|| format!("no port in {tcp}"))?;
+    let ws = listen(transport, &format!("/ip4/127.0.0.1/tcp/{port}/ws")).await?;
+    ensure!(
+        ws.iter().any(|p| p == Protocol::Ws("/".into()))
+            && ws.iter().any(|p| p == Protocol::Tcp(port)),
+        "the shared /ws listener reported {ws}, not /ws on port {port}"
+    );
+    Ok(ws)
 }
 
 async fn dial<O>(transport: &mut Boxed<O>, addr: &Multiaddr) -> Result<O> {
@@ -1099,6 +1156,7 @@ struct Outcome {
 fn measure<O: Conn>(
     rt: Rt,
     listen_addr: &str,
+    shared: bool,
     make: &(dyn Fn(Side) -> Boxed<O> + Sync),
     plan: Plan,
     timeout: Duration,
@@ -1111,7 +1169,11 @@ fn measure<O: Conn>(
         rt,
         |tx| async move {
             let mut transport = make(Side::Listener);
-            let addr = listen(&mut transport, listen_addr).await?;
+            let addr = if shared {
+                listen_shared(&mut transport).await?
+            } else {
+                listen(&mut transport, listen_addr).await?
+            };
             tx.send(addr).ok();
             let results = serve(
                 &mut transport,
@@ -1179,6 +1241,7 @@ fn measure_stack(
         (_, Layer::Full, _) => measure(
             rt,
             stack.listen_addr(),
+            stack == Stack::WsShared,
             &|side| full_transport(stack, side, Some(env)),
             plan,
             timeout,
@@ -1186,6 +1249,7 @@ fn measure_stack(
         (_, layer, _) => measure(
             rt,
             stack.listen_addr(),
+            false,
             &|side| bare_transport(stack, layer, side, env),
             plan,
             timeout,
@@ -1259,7 +1323,24 @@ async fn rss_node(
         Lost(String),
         Command(Option<String>),
     }
-    let mut transport = full_transport(stack, role, None);
+    let mut transport = match stack {
+        // The dialer keeps `RSS_PARALLEL_DIALS` handshakes in flight from 127.0.0.1, more than
+        // libp2p-ws's default per-address admission limit (16) lets one address hold: the listener
+        // would close the surplus at once (the flood protection doing its job) and the dial fail.
+        // The limit has no bearing on idle memory, so it is raised to the dialer's parallelism.
+        Stack::Ws | Stack::WsTokio => {
+            let keypair = Keypair::generate_ed25519();
+            let config =
+                libp2p_ws::Config::default().with_max_pending_handshakes_per_ip(RSS_PARALLEL_DIALS);
+            if stack == Stack::Ws {
+                libp2p_ws::async_std::upgraded(&keypair, config)
+            } else {
+                libp2p_ws::tokio::upgraded(&keypair, config)
+            }
+            .expect("libp2p-ws transport")
+        }
+        _ => full_transport(stack, role, None),
+    };
     let addr = match role {
         Side::Listener => {
             let addr = listen(&mut transport, stack.listen_addr()).await?;
@@ -1626,6 +1707,8 @@ fn run(settings: &Settings) -> Result<()> {
             Stack::Websocket,
             Stack::Tcp,
             Stack::TcpAsyncStd,
+            Stack::TcpOurs,
+            Stack::TcpOursAsyncStd,
         ] {
             transfers.extend(directions.map(|mode| (Layer::Full, stack, mode)));
         }
@@ -1660,6 +1743,8 @@ fn run(settings: &Settings) -> Result<()> {
             Stack::WsTokio,
             Stack::Websocket,
             Stack::Tcp,
+            Stack::TcpOurs,
+            Stack::WsShared,
         ] {
             setups.push((Layer::Full, stack));
         }
@@ -1845,13 +1930,16 @@ fn report(settings: &Settings, f: &Figures) {
     println!();
     println!("| stack | dialer uploads (MB/s) | listener uploads (MB/s) | {} streams (MB/s) | setup (ms) | setup + first stream (ms) | conn/s | RSS per idle endpoint (KiB) |", settings.streams);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let rows: [(Layer, Stack); 13] = [
+    let rows: [(Layer, Stack); 16] = [
         (Layer::Full, Stack::Ws),
         (Layer::Full, Stack::Wss),
         (Layer::Full, Stack::WsTokio),
         (Layer::Full, Stack::Websocket),
         (Layer::Full, Stack::Tcp),
         (Layer::Full, Stack::TcpAsyncStd),
+        (Layer::Full, Stack::TcpOurs),
+        (Layer::Full, Stack::TcpOursAsyncStd),
+        (Layer::Full, Stack::WsShared),
         (Layer::Noise, Stack::Ws),
         (Layer::Noise, Stack::Websocket),
         (Layer::Noise, Stack::Tcp),
@@ -2112,6 +2200,26 @@ fn report(settings: &Settings, f: &Figures) {
         0.95,
         ">= 0.95",
     ));
+    // libp2p-ws's own /tcp (tokio backend) against libp2p-tcp: the same TCP + noise + yamux, so
+    // whatever differs is the transport's (first-bytes classification included on the listener).
+    ratios.push(tput_ratio(
+        "throughput_tcp_ours_vs_tcp",
+        Layer::Full,
+        Stack::TcpOurs,
+        Stack::Tcp,
+        0.97,
+        ">= 0.97",
+    ));
+    // /ws on a port shared with /tcp (the listener reads the first bytes to pick the listener)
+    // against /ws alone on its port, both libp2p-ws tokio.
+    ratios.push(at_most(
+        "setup_shared_vs_unshared",
+        "setup.full.ws-shared",
+        "setup.full.ws-tokio",
+        "mean dial -> upgraded over /ws, shared port (/tcp + /ws) vs /ws alone, lower is better",
+        1.05,
+        "<= 1.05",
+    ));
 
     println!();
     println!("| ratio | value | detail | target | met |");
@@ -2192,6 +2300,41 @@ fn report(settings: &Settings, f: &Figures) {
         (
             "cpu_busy_ws_tokio_vs_tcp",
             simple("cpu_busy.ws-tokio", "cpu_busy.tcp"),
+        ),
+        (
+            "throughput_tcp_ours_vs_tcp_dialer_uploads",
+            direction(Stack::TcpOurs, Stack::Tcp, Mode::DialerUploads),
+        ),
+        (
+            "throughput_tcp_ours_vs_tcp_listener_uploads",
+            direction(Stack::TcpOurs, Stack::Tcp, Mode::ListenerUploads),
+        ),
+        (
+            "throughput_tcp_ours_async_std_vs_tcp_async_std_dialer_uploads",
+            direction(
+                Stack::TcpOursAsyncStd,
+                Stack::TcpAsyncStd,
+                Mode::DialerUploads,
+            ),
+        ),
+        (
+            "throughput_tcp_ours_async_std_vs_tcp_async_std_listener_uploads",
+            direction(
+                Stack::TcpOursAsyncStd,
+                Stack::TcpAsyncStd,
+                Mode::ListenerUploads,
+            ),
+        ),
+        (
+            "setup_tcp_ours_vs_tcp",
+            simple("setup.full.tcp-ours", "setup.full.tcp"),
+        ),
+        (
+            "setup_first_stream_shared_vs_unshared",
+            simple(
+                "setup_first_stream.full.ws-shared",
+                "setup_first_stream.full.ws-tokio",
+            ),
         ),
     ];
     println!();

@@ -1,5 +1,6 @@
 //! rust-libp2p 0.57 peer for the interop matrix (`interop/run`); the stock `libp2p-websocket`
-//! transport over tokio TCP (+ DNS), Noise, Yamux and ping. It is written against rust-libp2p
+//! transport over tokio TCP (+ DNS), or plain `libp2p-tcp` (tokio) for `/tcp` addresses, then
+//! Noise, Yamux and ping. It is written against rust-libp2p
 //! only: nothing from this crate is used, so it is a peer that no one here wrote the stack of.
 //!
 //! CLI contract shared by every peer of the matrix:
@@ -30,7 +31,7 @@ use libp2p::{
 use rustls_pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer};
 
 #[derive(Parser, Debug)]
-#[command(about = "rust-libp2p 0.57 websocket ping peer for the libp2p-ws interop matrix")]
+#[command(about = "rust-libp2p 0.57 websocket and TCP ping peer for the libp2p-ws interop matrix")]
 struct Args {
     /// Listen on this multiaddr (repeatable).
     #[arg(long)]
@@ -89,7 +90,11 @@ fn transport(
     let dns = dns::tokio::Transport::system(tcp).context("reading the system DNS configuration")?;
     let mut ws = websocket::Config::new(dns);
     ws.set_tls_config(tls_config(args)?);
+    // Plain `/tcp` (listen and dial) through libp2p-tcp; the websocket transport is asked first
+    // and refuses addresses without `/ws` (libp2p-tcp refuses those with it).
+    let plain_tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
     Ok(ws
+        .or_transport(plain_tcp)
         .upgrade(upgrade::Version::V1Lazy)
         .authenticate(noise::Config::new(keypair)?)
         .multiplex(yamux::Config::default())

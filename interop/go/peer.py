@@ -10,6 +10,10 @@ go-libp2p with a ctypes wrapper); run it with the interpreter of its own venv.
 
 stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr.
 
+Transports: websocket only (`TransportWebsocket()`, /ws and dialing /tls/ws), unless an address
+is plain /tcp: then `DefaultTransports()` (go-libp2p v0.24.2's TCP, websocket, QUIC and
+WebTransport), since the wheel has no TCP-only option.
+
 The wheel's own ping helper fails, so pings are done by hand on /ipfs/ping/1.0.0: write 32
 random bytes, read the 32-byte echo (the go host's ping service answers as a listener).
 """
@@ -36,9 +40,16 @@ def log(line: str) -> None:
     sys.stderr.flush()
 
 
-def make_host(listen: list[str]) -> libp2p.Host:
+def is_plain_tcp(addr: str) -> bool:
+    parts = addr.split("/p2p/")[0].split("/")
+    return "tcp" in parts and not {"ws", "wss", "tls", "quic", "quic-v1"} & set(parts)
+
+
+def make_host(listen: list[str], dial: str | None) -> libp2p.Host:
+    plain_tcp = any(is_plain_tcp(a) for a in [*listen, *([dial] if dial else [])])
     options = [
-        libp2p.TransportWebsocket(),
+        # DefaultTransports includes the websocket transport; giving both would register it twice.
+        libp2p.DefaultTransports() if plain_tcp else libp2p.TransportWebsocket(),
         libp2p.SecurityNoise(),
         libp2p.DefaultMuxers(),  # yamux/1.0.0 first, then mplex
         libp2p.Ping(True),  # answers /ipfs/ping/1.0.0
@@ -88,7 +99,7 @@ async def main() -> int:
     parser.add_argument("--ca")
     args = parser.parse_args()
 
-    host = make_host(args.listen)
+    host = make_host(args.listen, args.dial)
     peer_id = host.id.string
     log(f"local peer id {peer_id}")
 

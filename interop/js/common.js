@@ -1,5 +1,6 @@
-// Shared by the Node peer (peer.mjs) and the browser page (browser-entry.js):
-// a js-libp2p 3.x node with WebSockets + Noise + Yamux + ping + identify,
+// Shared by the Node peer (peer.mjs) and the browser page (browser/entry.js):
+// a js-libp2p 3.x node with WebSockets (+ the caller's extra transports: the Node peer adds
+// @libp2p/tcp, which a browser bundle cannot carry) + Noise + Yamux + ping + identify,
 // and the "dial, then ping N times" routine of the interop CLI contract.
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -9,10 +10,10 @@ import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 
-export async function createNode ({ listen = [], https } = {}) {
+export async function createNode ({ listen = [], https, transports = [] } = {}) {
   return createLibp2p({
     addresses: { listen },
-    transports: [webSockets(https != null ? { https } : {})],
+    transports: [webSockets(https != null ? { https } : {}), ...transports],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {

@@ -1,9 +1,11 @@
-// js-libp2p peer speaking the interop CLI contract (run with Node >= 22; see ../bin/js-peer):
+// js-libp2p peer speaking the interop CLI contract (run with Node >= 22; see ../peers/js):
+// WebSockets (/ws, /tls/ws) and plain TCP (@libp2p/tcp: /tcp) + Noise + Yamux.
 //   --listen <ma> (repeatable)  --dial <ma>  --count <n>  --timeout <secs>
 //   --cert <pem> --key <pem>    (TLS server chain/key for /tls/ws listen addresses)
 //   --ca <pem> is handled by the wrapper through NODE_EXTRA_CA_CERTS.
 // stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr.
 import { readFileSync } from 'node:fs'
+import { tcp } from '@libp2p/tcp'
 import { createNode, dialAndPing } from './common.js'
 
 function parseArgs (argv) {
@@ -34,7 +36,7 @@ const fmt = (err) => err?.stack ?? err?.error?.stack ?? err?.message ?? String(e
 async function main () {
   const args = parseArgs(process.argv.slice(2))
   const https = args.cert != null ? { cert: readFileSync(args.cert), key: readFileSync(args.key) } : undefined
-  const node = await createNode({ listen: args.listen, https })
+  const node = await createNode({ listen: args.listen, https, transports: [tcp()] })
   await node.start()
   console.error(`local peer id ${node.peerId.toString()}`)
 

@@ -5,6 +5,9 @@
   --ca <pem>                  extra trusted root for wss dials (the system roots stay trusted)
 
 stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr.
+
+Transports: the websocket transport (ws and wss); py-libp2p's TCP transport as well when an address
+is plain /tcp (`enable_tcp`), so that the websocket-only cells run exactly as before.
 """
 import argparse
 import logging
@@ -85,6 +88,11 @@ async def dial(host, addr: str, count: int) -> None:
         pass
 
 
+def is_plain_tcp(addr: str) -> bool:
+    parts = addr.split("/p2p/")[0].split("/")
+    return "tcp" in parts and not {"ws", "wss", "tls", "quic", "quic-v1"} & set(parts)
+
+
 async def run(args) -> int:
     listen = [multiaddr.Multiaddr(a) for a in args.listen]
     server_ctx = None
@@ -100,7 +108,7 @@ async def run(args) -> int:
     )
     host = new_host(
         listen_addrs=listen or None,
-        enable_tcp=False,
+        enable_tcp=any(is_plain_tcp(a) for a in [*args.listen, *([args.dial] if args.dial else [])]),
         enable_websocket=True,
         tls_server_config=server_ctx,
         tls_client_config=client_ctx if secure else None,
