@@ -280,6 +280,10 @@ impl Config {
 
     /// Most pending handshakes one client address may hold on a listener; more sockets from it are
     /// closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`].
+    ///
+    /// Behind a reverse proxy or a NAT that many clients share, every connection comes from the
+    /// same address: raise this for such a listener (up to [`Config::with_max_pending_handshakes`]
+    /// turns the per-address share off).
     pub fn with_max_pending_handshakes_per_ip(mut self, count: usize) -> Self {
         self.max_pending_handshakes_per_ip = count.max(1);
         self
