@@ -20,6 +20,15 @@
 //!
 //! Several `--listen` addresses on the same port share one socket; `/tcp/0` addresses are never
 //! shared (each gets a port of its own).
+//!
+//! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
+//!
+//! ```text
+//! cargo run --example ping -- --proxy socks5h://127.0.0.1:1080 --dial /dns/example.com/wss/p2p/12D3...
+//! cargo run --example ping -- --proxy http://user:pass@proxy:3128 --dial /ip4/203.0.113.7/tcp/443/tls/ws/p2p/12D3...
+//! # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY, as curl reads them
+//! HTTPS_PROXY=http://proxy:3128 cargo run --example ping -- --proxy env --dial /dns/example.com/wss/p2p/12D3...
+//! ```
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -32,7 +41,7 @@ use libp2p::{
     ping,
     swarm::{Swarm, SwarmEvent},
 };
-use libp2p_ws::{tls::dev::TestCa, Config, ServerCertificate, TlsConfig};
+use libp2p_ws::{tls::dev::TestCa, Config, Proxy, ProxyEnv, ServerCertificate, TlsConfig};
 
 #[derive(Parser, Debug)]
 #[command(about = "A libp2p ping node over WebSockets (libp2p-ws)")]
@@ -58,6 +67,11 @@ struct Args {
     /// PEM file of an extra root certificate to trust when dialing TLS addresses.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Dial through this proxy: http://[user:pass@]host:port (HTTP CONNECT),
+    /// socks5://... or socks5h://... (SOCKS5; socks5h lets the proxy resolve names), or `env`
+    /// for HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+    #[arg(long)]
+    proxy: Option<String>,
     /// Allow plain /ws listeners on non-loopback addresses (behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
@@ -207,9 +221,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         tls = tls.add_root_pem_file(ca)?;
     }
-    let config = Config::default()
+    let mut config = Config::default()
         .with_tls(tls)
         .with_insecure_listen(args.insecure_listen);
+    match args.proxy.as_deref() {
+        None => {}
+        Some("env") => {
+            config = config.with_proxy_env(ProxyEnv::from_env().context("--proxy env")?);
+        }
+        Some(url) => {
+            let proxy: Proxy = url.parse().with_context(|| format!("--proxy {url}"))?;
+            config = config.with_proxy(proxy);
+        }
+    }
     let mut swarm = new_swarm(args.runtime, config)?;
     eprintln!("local peer id {}", swarm.local_peer_id());
     for addr in &args.listen {

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::tls::TlsConfig;
+use crate::{
+    proxy::{Proxies, Proxy, ProxyEnv},
+    tls::TlsConfig,
+};
 
 /// Default for [`Config::with_handshake_timeout`]: 10 seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -202,6 +205,7 @@ pub struct Config {
     pub(crate) allow_insecure_listen: bool,
     pub(crate) port_sharing: bool,
     pub(crate) tls: TlsConfig,
+    pub(crate) proxy: Proxies,
 }
 
 impl Default for Config {
@@ -217,6 +221,7 @@ impl Default for Config {
             allow_insecure_listen: false,
             port_sharing: true,
             tls: TlsConfig::default(),
+            proxy: Proxies::Direct,
         }
     }
 }
@@ -351,6 +356,46 @@ impl Config {
     /// Default: [`TlsConfig::default`] (Mozilla roots, no server certificate).
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Dial every address (`/ws`, `/tls/ws` and `/tcp`) through `proxy` (HTTP CONNECT or SOCKS5,
+    /// see [`proxy`](crate::proxy)). TLS, its SNI and certificate verification, and the HTTP
+    /// upgrade's `Host` header stay end to end with the dialed address, through the tunnel; the
+    /// tunnel is opened within the handshake timeout. Listeners are not affected. Default: dial
+    /// directly.
+    ///
+    /// ```
+    /// let proxy = "socks5h://127.0.0.1:9050".parse().unwrap();
+    /// let config = libp2p_ws::Config::default().with_proxy(proxy);
+    /// ```
+    pub fn with_proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Proxies::Fixed(proxy);
+        self
+    }
+
+    /// Dial through the proxies the environment names (read once, by
+    /// [`ProxyEnv::from_env`](crate::ProxyEnv::from_env)): `HTTPS_PROXY` for `/tls/ws`,
+    /// `HTTP_PROXY` for `/ws`, `ALL_PROXY` for the rest, except for the hosts in `NO_PROXY`.
+    /// Opt-in: without this call the environment is not read.
+    ///
+    /// ```
+    /// let env = libp2p_ws::ProxyEnv::from_env()?;
+    /// let config = libp2p_ws::Config::default().with_proxy_env(env);
+    /// # Ok::<(), libp2p_ws::proxy::ProxyUrlError>(())
+    /// ```
+    pub fn with_proxy_env(mut self, env: ProxyEnv) -> Self {
+        self.proxy = if env.is_empty() {
+            Proxies::Direct
+        } else {
+            Proxies::Env(Box::new(env))
+        };
+        self
+    }
+
+    /// Dial directly (the default), undoing [`Config::with_proxy`] or [`Config::with_proxy_env`].
+    pub fn without_proxy(mut self) -> Self {
+        self.proxy = Proxies::Direct;
         self
     }
 

@@ -121,6 +121,15 @@ pub enum Error {
         "the first bytes of the connection are neither multistream-select, HTTP nor TLS; closed"
     )]
     Unrecognized,
+    /// Dialing through a proxy failed: the proxy could not be reached, refused the tunnel or
+    /// did not open it in time; the source says why.
+    #[error("dialing through the proxy {proxy} failed")]
+    Proxy {
+        /// The proxy's URL, without credentials.
+        proxy: String,
+        /// Why.
+        source: crate::proxy::ProxyError,
+    },
     /// The noise keypair could not be used.
     #[error("noise setup failed")]
     Noise(#[from] libp2p_noise::Error),

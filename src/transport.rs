@@ -41,6 +41,7 @@ use crate::{
     framed::{Connection, Role},
     handshake,
     provider::{self, IfEvent, Provider, Timer},
+    proxy::{self, ProxyError, TunnelTarget},
     tls,
 };
 
@@ -543,17 +544,18 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         let shared = self.shared.clone();
         Ok(async move {
             let timeout = shared.config.handshake_timeout;
+            let deadline = Instant::now() + timeout;
             let (stage, dial) = match target {
                 Addr::Ws(target) => (
                     "dialing (DNS, TCP, TLS and WebSocket upgrade)",
-                    dial_ws::<P>(shared, target).boxed(),
+                    dial_ws::<P>(shared, target, deadline).boxed(),
                 ),
                 Addr::Tcp(target) => (
                     "dialing (DNS and TCP)",
-                    dial_tcp::<P>(shared, target).boxed(),
+                    dial_tcp::<P>(shared, target, deadline).boxed(),
                 ),
             };
-            match provider::timeout::<P, _>(timeout, dial).await {
+            match provider::timeout_at::<P, _>(deadline, dial).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
                     stage,
@@ -635,20 +637,89 @@ async fn connect<P: Provider>(config: &Config, host: &Host, port: u16) -> Result
     }))
 }
 
+/// Opens the TCP stream of a dial of `kind` to `host:port`: directly, or through the proxy the
+/// configuration names for it (a tunnel opened by `deadline`).
+async fn open<P: Provider>(
+    config: &Config,
+    host: &Host,
+    port: u16,
+    kind: Kind,
+    deadline: Instant,
+) -> Result<P::Stream, Error> {
+    let Some(proxy) = config.proxy.route(host, kind) else {
+        return connect::<P>(config, host, port).await;
+    };
+    let failed = |source| Error::Proxy {
+        proxy: proxy.to_string(),
+        source,
+    };
+    let tunnel = async {
+        let target = match host {
+            Host::Ip(ip) => TunnelTarget::Addr(SocketAddr::new(*ip, port)),
+            Host::Dns { name, .. } if proxy.resolves_names() => {
+                TunnelTarget::Name(name.clone(), port)
+            }
+            Host::Dns { name, family } => {
+                let resolved =
+                    usable_addresses(name, *family, P::resolve(name.clone(), port).await)?;
+                TunnelTarget::Addr(resolved[0])
+            }
+        };
+        let proxy_host = match proxy.host().parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Dns {
+                name: proxy.host().to_string(),
+                family: DnsFamily::Any,
+            },
+        };
+        let mut tcp = match connect::<P>(config, &proxy_host, proxy.port()).await {
+            Ok(tcp) => tcp,
+            Err(Error::Connect { source, .. }) => return Err(failed(ProxyError::Connect(source))),
+            Err(Error::Dns { source, .. }) => return Err(failed(ProxyError::Resolve(source))),
+            Err(other) => return Err(other),
+        };
+        tracing::debug!(%proxy, ?target, "opening a tunnel");
+        proxy::tunnel(&mut tcp, proxy, &target, config.max_head_size)
+            .await
+            .map_err(failed)?;
+        Ok(tcp)
+    };
+    match provider::timeout_at::<P, _>(deadline, tunnel).await {
+        Some(result) => result,
+        None => Err(failed(ProxyError::Timeout {
+            after: config.handshake_timeout,
+        })),
+    }
+}
+
 async fn dial_tcp<P: Provider>(
     shared: Arc<Shared>,
     target: TcpAddr,
+    deadline: Instant,
 ) -> Result<Output<P::Stream>, Error> {
-    let tcp = connect::<P>(&shared.config, &target.host, target.port).await?;
+    let tcp = open::<P>(
+        &shared.config,
+        &target.host,
+        target.port,
+        Kind::Tcp,
+        deadline,
+    )
+    .await?;
     Ok(Output::Tcp(TcpConnection::new(tcp)))
 }
 
 async fn dial_ws<P: Provider>(
     shared: Arc<Shared>,
     target: WsAddr,
+    deadline: Instant,
 ) -> Result<Output<P::Stream>, Error> {
     let config = &shared.config;
-    let tcp = connect::<P>(config, &target.host, target.port).await?;
+    let kind = if target.is_secure() {
+        Kind::TlsWs
+    } else {
+        Kind::Ws
+    };
+    let tcp = open::<P>(config, &target.host, target.port, kind, deadline).await?;
     let mut stream = if target.is_secure() {
         let name = target.server_name();
         let server_name = tls::server_name(&name)?;

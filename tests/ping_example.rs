@@ -544,3 +544,62 @@ fn accept_errors_back_off_and_the_listener_recovers<R: Runtime>() {
 }
 
 ping_tests!(accept_errors_back_off_and_the_listener_recovers);
+
+/// `--proxy <url>` and `--proxy env`: the dialer reaches the listener through microsocks and
+/// tinyproxy, and the listener's `connected` line shows the proxy's outgoing address.
+fn dials_through_a_proxy<R: Runtime>() {
+    use common::daemon::{microsocks, tinyproxy, MICROSOCKS_SOURCE, TINYPROXY_SOURCE};
+    let socks = microsocks(None);
+    let http = tinyproxy(None);
+    let listener = Node::start::<R>(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
+    let addr = listening_addr(&listener);
+    let socks_url = format!("socks5h://{}", socks.addr);
+    let http_url = format!("http://{}", http.addr);
+    let mut with_env = Command::new(ping_binary());
+    with_env
+        .args([
+            "--runtime",
+            R::NAME,
+            "--proxy",
+            "env",
+            "--dial",
+            &addr,
+            "--count",
+            "1",
+        ])
+        .env("HTTP_PROXY", &http_url)
+        .env("NO_PROXY", "example.com")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (dialer, source) in [
+        (
+            Node::start::<R>(&["--proxy", &socks_url, "--dial", &addr, "--count", "1"]),
+            MICROSOCKS_SOURCE,
+        ),
+        (Node::spawn(with_env), TINYPROXY_SOURCE),
+    ] {
+        let (ok, lines, stderr) = dialer.finish();
+        assert!(ok, "dialer failed: {stderr}");
+        assert_pings(&lines, 1);
+        let connected = loop {
+            let line = listener.next_line();
+            if line.starts_with("connected ") {
+                break line;
+            }
+        };
+        assert!(
+            connected.contains(&format!("/ip4/{source}/tcp/")),
+            "the listener saw the proxy's address {source}: {connected}"
+        );
+    }
+    let (ok, _, stderr) =
+        Node::start::<R>(&["--proxy", "ftp://x", "--dial", &addr, "--count", "1"]).finish();
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: --proxy ftp://x") && stderr.contains("unsupported proxy scheme"),
+        "{stderr}"
+    );
+}
+
+ping_tests!(dials_through_a_proxy);
