@@ -21,6 +21,14 @@
 //! Several `--listen` addresses on the same port share one socket; `/tcp/0` addresses are never
 //! shared (each gets a port of its own).
 //!
+//! Behind a reverse proxy (nginx, haproxy) that names the client, the listener's `connected` lines
+//! show the client's address:
+//!
+//! ```text
+//! cargo run --example ping -- --listen /ip4/127.0.0.1/tcp/4001/ws --trusted-proxy 127.0.0.1/32 \
+//!     --proxy-protocol optional
+//! ```
+//!
 //! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
 //!
 //! ```text
@@ -41,7 +49,11 @@ use libp2p::{
     ping,
     swarm::{Swarm, SwarmEvent},
 };
-use libp2p_ws::{tls::dev::TestCa, Config, Proxy, ProxyEnv, ServerCertificate, TlsConfig};
+use libp2p_ws::{
+    forwarded::{ProxyProtocol, ReverseProxy},
+    tls::dev::TestCa,
+    Config, Proxy, ProxyEnv, ServerCertificate, TlsConfig,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "A libp2p ping node over WebSockets (libp2p-ws)")]
@@ -72,12 +84,30 @@ struct Args {
     /// for HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
     #[arg(long)]
     proxy: Option<String>,
+    /// Trust this network (CIDR, or one address) as reverse proxies that may name the client
+    /// (PROXY protocol, Forwarded, X-Forwarded-For, X-Real-IP); repeatable.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxy: Vec<libp2p_ws::proxy::IpNet>,
+    /// With --trusted-proxy: whether listeners read a PROXY protocol header (v1 or v2).
+    #[arg(long, value_enum, default_value_t = ProxyProtocolArg::Off)]
+    proxy_protocol: ProxyProtocolArg,
     /// Allow plain /ws listeners on non-loopback addresses (behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
+}
+
+/// `--proxy-protocol`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ProxyProtocolArg {
+    /// No PROXY header is read.
+    Off,
+    /// A PROXY header is read when a connection starts with one.
+    Optional,
+    /// Every connection must start with a PROXY header.
+    Required,
 }
 
 /// The runtimes the node can run on.
@@ -224,6 +254,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::default()
         .with_tls(tls)
         .with_insecure_listen(args.insecure_listen);
+    if !args.trusted_proxy.is_empty() {
+        let mode = match args.proxy_protocol {
+            ProxyProtocolArg::Off => ProxyProtocol::Off,
+            ProxyProtocolArg::Optional => ProxyProtocol::Optional,
+            ProxyProtocolArg::Required => ProxyProtocol::Required,
+        };
+        config = config.with_reverse_proxy(
+            ReverseProxy::new(args.trusted_proxy.iter().copied()).with_proxy_protocol(mode),
+        );
+    } else if args.proxy_protocol != ProxyProtocolArg::Off {
+        bail!("--proxy-protocol needs --trusted-proxy");
+    }
     match args.proxy.as_deref() {
         None => {}
         Some("env") => {

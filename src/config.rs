@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::{
+    forwarded::ReverseProxy,
     proxy::{Proxies, Proxy, ProxyEnv},
     tls::TlsConfig,
 };
@@ -206,6 +207,7 @@ pub struct Config {
     pub(crate) port_sharing: bool,
     pub(crate) tls: TlsConfig,
     pub(crate) proxy: Proxies,
+    pub(crate) reverse_proxy: Option<ReverseProxy>,
 }
 
 impl Default for Config {
@@ -222,6 +224,7 @@ impl Default for Config {
             port_sharing: true,
             tls: TlsConfig::default(),
             proxy: Proxies::Direct,
+            reverse_proxy: None,
         }
     }
 }
@@ -396,6 +399,30 @@ impl Config {
     /// Dial directly (the default), undoing [`Config::with_proxy`] or [`Config::with_proxy_env`].
     pub fn without_proxy(mut self) -> Self {
         self.proxy = Proxies::Direct;
+        self
+    }
+
+    /// Listeners behind reverse proxies (opt-in): connections from the trusted networks of
+    /// `proxies` may name the client (a PROXY protocol header, read before TLS and HTTP where the
+    /// listener's port has it on; `Forwarded`, `X-Forwarded-For` or `X-Real-IP` in the upgrade
+    /// request), and the `Incoming` event's `send_back_addr` is then the client's address and
+    /// port (port 0 when only a header without a port names it), in the listener's form: `/tls/ws`
+    /// when the proxy says the client came over TLS (`Forwarded: proto=https`,
+    /// `X-Forwarded-Proto: https`). The per-address pending-handshake limit applies to the
+    /// client's address; the proxy's own address is not held to it. From anyone else the
+    /// headers are ignored (and logged at debug). Malformed or oversized headers close the
+    /// connection with [`Error::ProxyProtocol`](crate::Error::ProxyProtocol) or
+    /// [`HandshakeError::Forwarded`](crate::HandshakeError::Forwarded) (answered 400). See
+    /// [`forwarded`](crate::forwarded). Default: none.
+    ///
+    /// ```
+    /// use libp2p_ws::forwarded::{ProxyProtocol, ReverseProxy};
+    /// let config = libp2p_ws::Config::default().with_reverse_proxy(
+    ///     ReverseProxy::new(["127.0.0.1".parse().unwrap()]).with_proxy_protocol(ProxyProtocol::Optional),
+    /// );
+    /// ```
+    pub fn with_reverse_proxy(mut self, proxies: ReverseProxy) -> Self {
+        self.reverse_proxy = Some(proxies);
         self
     }
 

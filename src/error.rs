@@ -130,6 +130,10 @@ pub enum Error {
         /// Why.
         source: crate::proxy::ProxyError,
     },
+    /// An inbound connection's PROXY protocol header was missing (where required), malformed or
+    /// too large; closed.
+    #[error("PROXY protocol")]
+    ProxyProtocol(#[source] crate::forwarded::ForwardedError),
     /// The noise keypair could not be used.
     #[error("noise setup failed")]
     Noise(#[from] libp2p_noise::Error),
@@ -261,6 +265,10 @@ pub enum HandshakeError {
     /// speaks libp2p over plain TCP.
     #[error("the server answered with multistream-select (libp2p over plain TCP); dial /tcp")]
     AnsweredWithMultistream,
+    /// A forwarding header (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) from a trusted reverse
+    /// proxy is malformed or has too many hops (answered with 400).
+    #[error("refused the forwarding headers of a trusted proxy (answered 400)")]
+    Forwarded(#[source] crate::forwarded::ForwardedError),
     /// A malformed or non-WebSocket HTTP request or response.
     #[error("invalid WebSocket handshake")]
     Protocol(#[source] soketto::handshake::Error),

@@ -109,6 +109,7 @@ mod admission;
 pub mod classify;
 mod config;
 mod error;
+pub mod forwarded;
 mod framed;
 mod handshake;
 pub mod provider;

@@ -603,3 +603,57 @@ fn dials_through_a_proxy<R: Runtime>() {
 }
 
 ping_tests!(dials_through_a_proxy);
+
+/// `--trusted-proxy` and `--proxy-protocol`: a ping listener behind haproxy (`send-proxy-v2`,
+/// connecting from 127.0.0.11) reports the dialer's address, 127.0.0.3 (the dialer reaches haproxy
+/// through microsocks, which connects out from there), not haproxy's; without `--trusted-proxy`
+/// the listener refuses `--proxy-protocol`.
+fn listener_behind_haproxy_reports_the_client<R: Runtime>() {
+    use common::daemon::{haproxy, microsocks, HAPROXY_SOURCE, MICROSOCKS_SOURCE};
+    let trusted = format!("{HAPROXY_SOURCE}/32");
+    let listener = Node::start::<R>(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "--trusted-proxy",
+        &trusted,
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--proxy-protocol",
+        "required",
+    ]);
+    let addr = listening_addr(&listener);
+    let port: u16 = port_of(&addr).parse().unwrap();
+    let front = haproxy(port, "send-proxy-v2");
+    let socks = microsocks(None);
+    let peer = addr.rsplit('/').next().unwrap();
+    let through = format!("/ip4/127.0.0.1/tcp/{}/ws/p2p/{peer}", front.addr.port());
+    let socks_url = format!("socks5://{}", socks.addr);
+    let (ok, lines, stderr) =
+        Node::start::<R>(&["--proxy", &socks_url, "--dial", &through, "--count", "1"]).finish();
+    assert!(ok, "dialer failed: {stderr}");
+    assert_pings(&lines, 1);
+    let connected = loop {
+        let line = listener.next_line();
+        if line.starts_with("connected ") {
+            break line;
+        }
+    };
+    assert!(
+        connected.contains(&format!("/ip4/{MICROSOCKS_SOURCE}/tcp/")) && connected.ends_with("/ws"),
+        "the listener reports the client, not haproxy: {connected}"
+    );
+    let (ok, _, stderr) = Node::start::<R>(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "--proxy-protocol",
+        "optional",
+    ])
+    .finish();
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: --proxy-protocol needs --trusted-proxy"),
+        "{stderr}"
+    );
+}
+
+ping_tests!(listener_behind_haproxy_reports_the_client);

@@ -75,6 +75,13 @@ impl Daemon {
         daemon
     }
 
+    /// Waits until `addr` (another address of the daemon's) accepts TCP connections too.
+    pub fn wait_for(&mut self, addr: SocketAddr) {
+        let first = std::mem::replace(&mut self.addr, addr);
+        self.wait_accepting();
+        self.addr = first;
+    }
+
     /// The daemon's dir (configuration, logs).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -113,7 +120,19 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM (so that nginx's master stops its workers too), then SIGKILL if it is still there
+    /// after 5 s.
     fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !std::thread::panicking() {
@@ -180,4 +199,104 @@ pub fn microsocks(auth: Option<(&str, &str)>) -> Daemon {
         ),
     ]);
     Daemon::start("microsocks", command, dir, ([127, 0, 0, 1], port).into())
+}
+
+/// Where haproxy connects to the origin from (the listener trusts it).
+pub const HAPROXY_SOURCE: &str = "127.0.0.11";
+/// Where nginx connects to the origin from (the listener trusts it).
+pub const NGINX_SOURCE: &str = "127.0.0.12";
+
+/// haproxy in TCP mode on 127.0.0.1 in front of the origin at 127.0.0.1:`origin`, sending a PROXY
+/// header (`send` is `send-proxy` or `send-proxy-v2`), from [`HAPROXY_SOURCE`] (the config the
+/// README shows).
+pub fn haproxy(origin: u16, send: &str) -> Daemon {
+    require("haproxy");
+    let dir = temp_dir("haproxy");
+    let port = free_port("127.0.0.1");
+    let config = format!(
+        "global\n    maxconn 64\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
+         frontend libp2p\n    bind 127.0.0.1:{port}\n    default_backend node\n\n\
+         backend node\n    server node1 127.0.0.1:{origin} {send} source {HAPROXY_SOURCE}\n"
+    );
+    let conf = dir.join("haproxy.cfg");
+    std::fs::write(&conf, config).expect("config");
+    let mut command = Command::new("haproxy");
+    command.arg("-db").arg("-f").arg(&conf);
+    Daemon::start("haproxy", command, dir, ([127, 0, 0, 1], port).into())
+}
+
+/// nginx terminating TLS (`cert_pem`, `key_pem`) in front of the `/ws` origin at
+/// 127.0.0.1:`origin`, connecting from [`NGINX_SOURCE`]: an `http` server that proxies the
+/// WebSocket upgrade with `X-Forwarded-For` and `X-Forwarded-Proto` (at `daemon.addr`), and a
+/// `stream` server that sends a PROXY header (at the returned address). The config the README shows.
+pub fn nginx(origin: u16, cert_pem: &str, key_pem: &str) -> (Daemon, SocketAddr) {
+    require("nginx");
+    let dir = temp_dir("nginx");
+    let https = free_port("127.0.0.1");
+    let stream = free_port("127.0.0.1");
+    std::fs::write(dir.join("cert.pem"), cert_pem).expect("cert");
+    std::fs::write(dir.join("key.pem"), key_pem).expect("key");
+    let d = dir.display();
+    let config = format!(
+        r#"load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+
+    server {{
+        listen 127.0.0.1:{https} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        location / {{
+            proxy_pass http://127.0.0.1:{origin};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_bind {NGINX_SOURCE};
+            proxy_read_timeout 1h;
+        }}
+    }}
+}}
+
+stream {{
+    server {{
+        listen 127.0.0.1:{stream} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        proxy_pass 127.0.0.1:{origin};
+        proxy_protocol on;
+        proxy_bind {NGINX_SOURCE};
+    }}
+}}
+"#
+    );
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, config).expect("config");
+    let mut command = Command::new("nginx");
+    command
+        .arg("-p")
+        .arg(&dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"]);
+    let stream_addr: SocketAddr = ([127, 0, 0, 1], stream).into();
+    let mut daemon = Daemon::start("nginx", command, dir, ([127, 0, 0, 1], https).into());
+    daemon.wait_for(stream_addr);
+    (daemon, stream_addr)
 }
