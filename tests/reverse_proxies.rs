@@ -37,11 +37,21 @@ struct Seen {
 struct Listener {
     port: u16,
     seen: futures::channel::mpsc::UnboundedReceiver<Seen>,
+    /// Each `Incoming` event's `send_back_addr`, when the event comes (before the upgrade ends).
+    incoming: futures::channel::mpsc::UnboundedReceiver<Multiaddr>,
     _stop: futures::channel::oneshot::Sender<()>,
 }
 
 async fn start_listener<R: Runtime>(trusted: &str, mode: ProxyProtocol) -> Listener {
-    let config = Config::default()
+    start_listener_with::<R>(Config::default(), trusted, mode).await
+}
+
+async fn start_listener_with<R: Runtime>(
+    config: Config,
+    trusted: &str,
+    mode: ProxyProtocol,
+) -> Listener {
+    let config = config
         .with_handshake_timeout(Duration::from_secs(5))
         .with_reverse_proxy(
             ReverseProxy::new([trusted.parse().unwrap()]).with_proxy_protocol(mode),
@@ -56,6 +66,7 @@ async fn start_listener<R: Runtime>(trusted: &str, mode: ProxyProtocol) -> Liste
         })
         .unwrap();
     let (tx, seen) = futures::channel::mpsc::unbounded();
+    let (incoming_tx, incoming) = futures::channel::mpsc::unbounded();
     let (stop, mut stop_rx) = futures::channel::oneshot::channel::<()>();
     R::spawn_detached(async move {
         use futures::FutureExt;
@@ -70,6 +81,7 @@ async fn start_listener<R: Runtime>(trusted: &str, mode: ProxyProtocol) -> Liste
                 ..
             } = event
             {
+                let _ = incoming_tx.unbounded_send(send_back_addr.clone());
                 let tx = tx.clone();
                 R::spawn_detached(async move {
                     let result = upgrade.await;
@@ -92,6 +104,7 @@ async fn start_listener<R: Runtime>(trusted: &str, mode: ProxyProtocol) -> Liste
     Listener {
         port,
         seen,
+        incoming,
         _stop: stop,
     }
 }
@@ -308,7 +321,72 @@ async fn malformed_headers_from_a_trusted_proxy_are_refused<R: Runtime>() {
     );
 }
 
+/// A connection from `source` to `to` that sends `bytes` and then nothing (blocking connect and
+/// write: loopback, into the socket buffer).
+fn stalled(source: &str, to: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
+        .unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+/// Whether the listener closes `stream` within `limit` (read on a thread).
+async fn closed_within(mut stream: TcpStream, limit: Duration) -> bool {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 64];
+        let closed = match stream.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        let _ = tx.send(closed);
+    });
+    rx.await.unwrap()
+}
+
+/// The per-address pending-handshake limit applies to the client a trusted proxy names, not to
+/// the proxy: with one pending handshake per address, the proxy's address holds three, the
+/// second naming 127.0.0.5 is closed at once, and one naming 127.0.0.6 is admitted.
+async fn per_address_limits_apply_to_the_client_a_proxy_names<R: Runtime>() {
+    let config = Config::default().with_max_pending_handshakes_per_ip(1);
+    let mut listener = start_listener_with::<R>(
+        config,
+        &format!("{HAPROXY_SOURCE}/32"),
+        ProxyProtocol::Required,
+    )
+    .await;
+    let to: SocketAddr = ([127, 0, 0, 1], listener.port).into();
+    let partial = |client: &str, port: u16| {
+        format!("PROXY TCP4 {client} 127.0.0.1 {port} 80\r\nGET / HTTP/1.1\r\nHost: x\r\n")
+            .into_bytes()
+    };
+    use futures::StreamExt;
+    let _first = stalled(HAPROXY_SOURCE, to, &partial("127.0.0.5", 5001));
+    assert_eq!(
+        listener.incoming.next().await.unwrap(),
+        expected("127.0.0.5", 5001, false)
+    );
+    let second = stalled(HAPROXY_SOURCE, to, &partial("127.0.0.5", 5002));
+    assert!(
+        closed_within(second, Duration::from_secs(3)).await,
+        "the second pending handshake of 127.0.0.5 is closed at once"
+    );
+    let _third = stalled(HAPROXY_SOURCE, to, &partial("127.0.0.6", 5003));
+    assert_eq!(
+        listener.incoming.next().await.unwrap(),
+        expected("127.0.0.6", 5003, false),
+        "the next Incoming is 127.0.0.6's (127.0.0.5's second never got one)"
+    );
+}
+
 runtime_tests!(
+    per_address_limits_apply_to_the_client_a_proxy_names,
     haproxy_send_proxy_v1_and_v2,
     nginx_tls_with_x_forwarded_for_and_proxy_protocol,
     headers_from_an_untrusted_client_are_ignored,
