@@ -151,9 +151,8 @@ async fn raw_upgrade<R: Runtime>(
                 Ok(n) => response.extend_from_slice(&buf[..n]),
             }
         }
+        // The listener's upgrade ends when it has sent its answer: closing now changes nothing.
         let _ = tx.send((String::from_utf8_lossy(&response).into_owned(), port));
-        // Keep the connection open a moment for the listener's side to finish.
-        std::thread::sleep(Duration::from_millis(200));
     });
     rx.await.expect("the raw client finishes")
 }
