@@ -657,3 +657,76 @@ fn listener_behind_haproxy_reports_the_client<R: Runtime>() {
 }
 
 ping_tests!(listener_behind_haproxy_reports_the_client);
+
+/// A ping listener behind nginx terminating TLS (a test CA): through its http proxy
+/// (`X-Forwarded-For`, `X-Forwarded-Proto: https`) the listener reports the dialer as
+/// `/ip4/127.0.0.3/tcp/0/tls/ws`; through its stream proxy (`proxy_protocol`, with
+/// `--proxy-protocol required`) as `/ip4/127.0.0.3/tcp/<port>/ws`. The dialer verifies nginx's
+/// certificate (`--ca`) and reaches nginx through microsocks, which connects from 127.0.0.3.
+fn listener_behind_nginx_reports_the_client<R: Runtime>() {
+    use common::daemon::{microsocks, nginx, temp_dir, MICROSOCKS_SOURCE, NGINX_SOURCE};
+    let ca = TestCa::new("ping nginx test CA").unwrap();
+    let (chain, key) = ca.issue(&["localhost"]).unwrap();
+    let dir = temp_dir("ping-nginx-ca");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.certificate_pem()).unwrap();
+    let socks = microsocks(None);
+    let socks_url = format!("socks5h://{}", socks.addr);
+    let trusted = format!("{NGINX_SOURCE}/32");
+    for (mode, stream) in [("off", false), ("required", true)] {
+        let listener = Node::start::<R>(&[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "--trusted-proxy",
+            &trusted,
+            "--proxy-protocol",
+            mode,
+        ]);
+        let addr = listening_addr(&listener);
+        let port: u16 = port_of(&addr).parse().unwrap();
+        let (front, stream_addr) = nginx(port, &chain_pem(&chain), &key_pem(&key));
+        let front_port = if stream {
+            stream_addr.port()
+        } else {
+            front.addr.port()
+        };
+        let peer = addr.rsplit('/').next().unwrap();
+        let through = format!("/dns/localhost/tcp/{front_port}/tls/ws/p2p/{peer}");
+        let (ok, lines, stderr) = Node::start::<R>(&[
+            "--proxy",
+            &socks_url,
+            "--ca",
+            ca_file.to_str().unwrap(),
+            "--dial",
+            &through,
+            "--count",
+            "1",
+        ])
+        .finish();
+        assert!(ok, "dialer failed ({mode}): {stderr}");
+        assert_pings(&lines, 1);
+        let connected = loop {
+            let line = listener.next_line();
+            if line.starts_with("connected ") {
+                break line;
+            }
+        };
+        let client = format!("/ip4/{MICROSOCKS_SOURCE}/tcp/");
+        if stream {
+            assert!(
+                connected.contains(&client)
+                    && connected.ends_with("/ws")
+                    && !connected.contains("/tls/"),
+                "stream + proxy_protocol: {connected}"
+            );
+        } else {
+            assert!(
+                connected.ends_with(&format!("{client}0/tls/ws")),
+                "http + X-Forwarded-For: {connected}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+ping_tests!(listener_behind_nginx_reports_the_client);

@@ -1,6 +1,6 @@
 //! Dialing through real forward proxies (issue 14), each started by its test on loopback:
 //! tinyproxy (HTTP CONNECT, with and without basic auth) and microsocks (SOCKS5, with and without
-//! username/password, `socks5h` names resolved by the proxy), over `/ws`, `/tls/ws` and
+//! username/password, `socks5h` names resolved by the proxy), over `/ws`, `/tls/ws`, `/tcp` and
 //! `/dns/.../tls/ws`; `NO_PROXY`; a proxy that refuses, a 407, SOCKS failure codes, and a proxy
 //! that never answers. The proxies connect out from their own loopback address (tinyproxy from
 //! 127.0.0.2, microsocks from 127.0.0.3), so the listener's view of the dialer shows that the
@@ -35,6 +35,7 @@ fn origin_certificate(ca: &TestCa) -> ServerCertificate {
 struct Origin {
     ws_port: u16,
     tls_port: u16,
+    tcp_port: u16,
     remotes: futures::channel::mpsc::UnboundedReceiver<IpAddr>,
     _stop: futures::channel::oneshot::Sender<()>,
 }
@@ -64,6 +65,7 @@ async fn origin<R: Runtime>(ca: &TestCa) -> Origin {
     let mut listener = Transport::<R>::new(config);
     let (_, ws) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0/ws").await;
     let (_, tls) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/ws").await;
+    let (_, tcp) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0").await;
     let (tx, remotes) = futures::channel::mpsc::unbounded();
     let (stop, mut stop_rx) = futures::channel::oneshot::channel::<()>();
     R::spawn_detached(async move {
@@ -96,16 +98,18 @@ async fn origin<R: Runtime>(ca: &TestCa) -> Origin {
     Origin {
         ws_port: port_of(&ws),
         tls_port: port_of(&tls),
+        tcp_port: port_of(&tcp),
         remotes,
         _stop: stop,
     }
 }
 
 impl Origin {
-    /// `template` with `{ws}` and `{tls}` replaced by the listeners' ports.
+    /// `template` with `{ws}`, `{tls}` and `{tcp}` replaced by the listeners' ports.
     fn addr(&self, template: &str) -> Multiaddr {
         template
             .replace("{ws}", &self.ws_port.to_string())
+            .replace("{tcp}", &self.tcp_port.to_string())
             .replace("{tls}", &self.tls_port.to_string())
             .parse()
             .expect("valid multiaddr")
@@ -175,6 +179,7 @@ async fn http_connect_carries_ws_tls_ws_and_dns<R: Runtime>() {
         "/ip4/127.0.0.1/tcp/{tls}/tls/ws",
         "/dns/localhost/tcp/{tls}/tls/ws",
         "/dns4/localhost/tcp/{tls}/wss",
+        "/ip4/127.0.0.1/tcp/{tcp}",
     ] {
         let from = dial_and_echo::<R>(&mut origin, via(&ca, &url), template).await;
         assert_eq!(
@@ -258,6 +263,8 @@ async fn socks5_with_and_without_auth<R: Runtime>() {
                 "/ip4/127.0.0.1/tcp/{ws}/ws",
                 "/ip4/127.0.0.1/tcp/{tls}/tls/ws",
                 "/dns/localhost/tcp/{tls}/tls/ws",
+                "/ip4/127.0.0.1/tcp/{tcp}",
+                "/dns/localhost/tcp/{tcp}",
             ] {
                 let from = dial_and_echo::<R>(&mut origin, via(&ca, &url), template).await;
                 assert_eq!(from, ip(MICROSOCKS_SOURCE), "{scheme} {template}");
