@@ -555,30 +555,30 @@ fn dials_through_a_proxy<R: Runtime>() {
     let addr = listening_addr(&listener);
     let socks_url = format!("socks5h://{}", socks.addr);
     let http_url = format!("http://{}", http.addr);
-    let mut with_env = Command::new(ping_binary());
-    with_env
-        .args([
-            "--runtime",
-            R::NAME,
-            "--proxy",
-            "env",
-            "--dial",
-            &addr,
-            "--count",
-            "1",
-        ])
-        .env("HTTP_PROXY", &http_url)
-        .env("NO_PROXY", "example.com")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (dialer, source) in [
-        (
-            Node::start::<R>(&["--proxy", &socks_url, "--dial", &addr, "--count", "1"]),
-            MICROSOCKS_SOURCE,
-        ),
-        (Node::spawn(with_env), TINYPROXY_SOURCE),
-    ] {
+    // One dialer after the other, so that the listener's `connected` lines come in order.
+    for (via_env, source) in [(false, MICROSOCKS_SOURCE), (true, TINYPROXY_SOURCE)] {
+        let dialer = if via_env {
+            let mut with_env = Command::new(ping_binary());
+            with_env
+                .args([
+                    "--runtime",
+                    R::NAME,
+                    "--proxy",
+                    "env",
+                    "--dial",
+                    &addr,
+                    "--count",
+                    "1",
+                ])
+                .env("HTTP_PROXY", &http_url)
+                .env("NO_PROXY", "example.com")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            Node::spawn(with_env)
+        } else {
+            Node::start::<R>(&["--proxy", &socks_url, "--dial", &addr, "--count", "1"])
+        };
         let (ok, lines, stderr) = dialer.finish();
         assert!(ok, "dialer failed: {stderr}");
         assert_pings(&lines, 1);
