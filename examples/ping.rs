@@ -20,6 +20,23 @@
 //!
 //! Several `--listen` addresses on the same port share one socket; `/tcp/0` addresses are never
 //! shared (each gets a port of its own).
+//!
+//! Behind a reverse proxy (nginx, haproxy) that names the client, the listener's `connected` lines
+//! show the client's address:
+//!
+//! ```text
+//! cargo run --example ping -- --listen /ip4/127.0.0.1/tcp/4001/ws --trusted-proxy 127.0.0.1/32 \
+//!     --proxy-protocol optional
+//! ```
+//!
+//! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
+//!
+//! ```text
+//! cargo run --example ping -- --proxy socks5h://127.0.0.1:1080 --dial /dns/example.com/wss/p2p/12D3...
+//! cargo run --example ping -- --proxy http://user:pass@proxy:3128 --dial /ip4/203.0.113.7/tcp/443/tls/ws/p2p/12D3...
+//! # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY, as curl reads them
+//! HTTPS_PROXY=http://proxy:3128 cargo run --example ping -- --proxy env --dial /dns/example.com/wss/p2p/12D3...
+//! ```
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -32,7 +49,11 @@ use libp2p::{
     ping,
     swarm::{Swarm, SwarmEvent},
 };
-use libp2p_ws::{tls::dev::TestCa, Config, ServerCertificate, TlsConfig};
+use libp2p_ws::{
+    forwarded::{ProxyProtocol, ReverseProxy},
+    tls::dev::TestCa,
+    Config, Proxy, ProxyEnv, ServerCertificate, TlsConfig,
+};
 
 #[derive(Parser, Debug)]
 #[command(about = "A libp2p ping node over WebSockets (libp2p-ws)")]
@@ -58,12 +79,35 @@ struct Args {
     /// PEM file of an extra root certificate to trust when dialing TLS addresses.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Dial through this proxy: http://[user:pass@]host:port (HTTP CONNECT),
+    /// socks5://... or socks5h://... (SOCKS5; socks5h lets the proxy resolve names), or `env`
+    /// for HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+    #[arg(long)]
+    proxy: Option<String>,
+    /// Trust this network (CIDR, or one address) as reverse proxies that may name the client
+    /// (PROXY protocol, Forwarded, X-Forwarded-For, X-Real-IP); repeatable.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxy: Vec<libp2p_ws::proxy::IpNet>,
+    /// With --trusted-proxy: whether listeners read a PROXY protocol header (v1 or v2).
+    #[arg(long, value_enum, default_value_t = ProxyProtocolArg::Off)]
+    proxy_protocol: ProxyProtocolArg,
     /// Allow plain /ws listeners on non-loopback addresses (behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
+}
+
+/// `--proxy-protocol`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ProxyProtocolArg {
+    /// No PROXY header is read.
+    Off,
+    /// A PROXY header is read when a connection starts with one.
+    Optional,
+    /// Every connection must start with a PROXY header.
+    Required,
 }
 
 /// The runtimes the node can run on.
@@ -207,9 +251,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         tls = tls.add_root_pem_file(ca)?;
     }
-    let config = Config::default()
+    let mut config = Config::default()
         .with_tls(tls)
         .with_insecure_listen(args.insecure_listen);
+    if !args.trusted_proxy.is_empty() {
+        let mode = match args.proxy_protocol {
+            ProxyProtocolArg::Off => ProxyProtocol::Off,
+            ProxyProtocolArg::Optional => ProxyProtocol::Optional,
+            ProxyProtocolArg::Required => ProxyProtocol::Required,
+        };
+        config = config.with_reverse_proxy(
+            ReverseProxy::new(args.trusted_proxy.iter().copied()).with_proxy_protocol(mode),
+        );
+    } else if args.proxy_protocol != ProxyProtocolArg::Off {
+        bail!("--proxy-protocol needs --trusted-proxy");
+    }
+    match args.proxy.as_deref() {
+        None => {}
+        Some("env") => {
+            config = config.with_proxy_env(ProxyEnv::from_env().context("--proxy env")?);
+        }
+        Some(url) => {
+            let proxy: Proxy = url.parse().with_context(|| format!("--proxy {url}"))?;
+            config = config.with_proxy(proxy);
+        }
+    }
     let mut swarm = new_swarm(args.runtime, config)?;
     eprintln!("local peer id {}", swarm.local_peer_id());
     for addr in &args.listen {

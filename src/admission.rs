@@ -72,9 +72,20 @@ impl Admission {
 
     /// Admits a connection from `ip`, evicting another pending handshake if the listener is full.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Ticket, Refusal> {
+        self.admit_with(ip, true)
+    }
+
+    /// Admits a connection from a trusted reverse proxy at `ip`: it carries many clients, so its
+    /// address is not held to `max_per_ip` (each client is, once its address is known, see
+    /// [`Ticket::reassign`]); the listener's total still applies.
+    pub(crate) fn admit_trusted(&self, ip: IpAddr) -> Result<Ticket, Refusal> {
+        self.admit_with(ip, false)
+    }
+
+    fn admit_with(&self, ip: IpAddr, per_ip_limit: bool) -> Result<Ticket, Refusal> {
         let mut state = self.lock();
         let own = state.per_ip.get(&ip).copied().unwrap_or(0);
-        if own >= state.max_per_ip {
+        if per_ip_limit && own >= state.max_per_ip {
             return Err(Refusal::AddressFull);
         }
         if state.entries.len() >= state.max_total {
@@ -173,6 +184,35 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Counts this pending handshake for `ip` from now on (the client a reverse proxy named),
+    /// within `max_per_ip`; refused (the ticket unchanged) if `ip` holds its share already.
+    pub(crate) fn reassign(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        let mut state = self.admission.lock();
+        let max_per_ip = state.max_per_ip;
+        let Some(old) = state.entries.get(&self.id).map(|e| e.ip) else {
+            return Ok(());
+        };
+        if old == ip {
+            return Ok(());
+        }
+        if state.per_ip.get(&ip).copied().unwrap_or(0) >= max_per_ip {
+            return Err(Refusal::AddressFull);
+        }
+        if let Some(count) = state.per_ip.get_mut(&old) {
+            *count -= 1;
+            if *count == 0 {
+                state.per_ip.remove(&old);
+            }
+        }
+        *state.per_ip.entry(ip).or_insert(0) += 1;
+        if let Some(entry) = state.entries.get_mut(&self.id) {
+            entry.ip = ip;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.lock().remove(self.id);
@@ -185,6 +225,28 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
+    }
+
+    #[test]
+    fn a_trusted_proxy_is_not_held_to_the_per_address_share_but_its_clients_are() {
+        let admission = Admission::new(10, 2);
+        let proxy = ip(1);
+        let mut tickets: Vec<_> = (0..4)
+            .map(|_| admission.admit_trusted(proxy).unwrap())
+            .collect();
+        assert_eq!(admission.pending(), 4);
+        tickets[0].reassign(ip(7)).unwrap();
+        tickets[1].reassign(ip(7)).unwrap();
+        assert_eq!(tickets[2].reassign(ip(7)), Err(Refusal::AddressFull));
+        assert!(
+            admission.admit(ip(7)).is_err(),
+            "the client holds its share"
+        );
+        drop(tickets.remove(0));
+        let _again = admission
+            .admit(ip(7))
+            .expect("a place of ip 7 is free again");
+        assert_eq!(admission.pending(), 4);
     }
 
     #[test]

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use crate::tls::TlsConfig;
+use crate::{
+    forwarded::ReverseProxy,
+    proxy::{Proxies, Proxy, ProxyEnv},
+    tls::TlsConfig,
+};
 
 /// Default for [`Config::with_handshake_timeout`]: 10 seconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -202,6 +206,8 @@ pub struct Config {
     pub(crate) allow_insecure_listen: bool,
     pub(crate) port_sharing: bool,
     pub(crate) tls: TlsConfig,
+    pub(crate) proxy: Proxies,
+    pub(crate) reverse_proxy: Option<ReverseProxy>,
 }
 
 impl Default for Config {
@@ -217,6 +223,8 @@ impl Default for Config {
             allow_insecure_listen: false,
             port_sharing: true,
             tls: TlsConfig::default(),
+            proxy: Proxies::Direct,
+            reverse_proxy: None,
         }
     }
 }
@@ -355,6 +363,70 @@ impl Config {
     /// Default: [`TlsConfig::default`] (Mozilla roots, no server certificate).
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Dial every address (`/ws`, `/tls/ws` and `/tcp`) through `proxy` (HTTP CONNECT or SOCKS5,
+    /// see [`proxy`](crate::proxy)). TLS, its SNI and certificate verification, and the HTTP
+    /// upgrade's `Host` header stay end to end with the dialed address, through the tunnel; the
+    /// tunnel is opened within the handshake timeout. Listeners are not affected. Default: dial
+    /// directly.
+    ///
+    /// ```
+    /// let proxy = "socks5h://127.0.0.1:9050".parse().unwrap();
+    /// let config = libp2p_ws::Config::default().with_proxy(proxy);
+    /// ```
+    pub fn with_proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Proxies::Fixed(proxy);
+        self
+    }
+
+    /// Dial through the proxies the environment names (read once, by
+    /// [`ProxyEnv::from_env`](crate::ProxyEnv::from_env)): `HTTPS_PROXY` for `/tls/ws`,
+    /// `HTTP_PROXY` for `/ws`, `ALL_PROXY` for the rest, except for the hosts in `NO_PROXY`.
+    /// Opt-in: without this call the environment is not read.
+    ///
+    /// ```
+    /// let env = libp2p_ws::ProxyEnv::from_env()?;
+    /// let config = libp2p_ws::Config::default().with_proxy_env(env);
+    /// # Ok::<(), libp2p_ws::proxy::ProxyUrlError>(())
+    /// ```
+    pub fn with_proxy_env(mut self, env: ProxyEnv) -> Self {
+        self.proxy = if env.is_empty() {
+            Proxies::Direct
+        } else {
+            Proxies::Env(Box::new(env))
+        };
+        self
+    }
+
+    /// Dial directly (the default), undoing [`Config::with_proxy`] or [`Config::with_proxy_env`].
+    pub fn without_proxy(mut self) -> Self {
+        self.proxy = Proxies::Direct;
+        self
+    }
+
+    /// Listeners behind reverse proxies (opt-in): connections from the trusted networks of
+    /// `proxies` may name the client (a PROXY protocol header, read before TLS and HTTP where the
+    /// listener's port has it on; `Forwarded`, `X-Forwarded-For` or `X-Real-IP` in the upgrade
+    /// request), and the `Incoming` event's `send_back_addr` is then the client's address and
+    /// port (port 0 when only a header without a port names it), in the listener's form: `/tls/ws`
+    /// when the proxy says the client came over TLS (`Forwarded: proto=https`,
+    /// `X-Forwarded-Proto: https`). The per-address pending-handshake limit applies to the
+    /// client's address; the proxy's own address is not held to it. From anyone else the
+    /// headers are ignored (and logged at debug). Malformed or oversized headers close the
+    /// connection with [`Error::ProxyProtocol`](crate::Error::ProxyProtocol) or
+    /// [`HandshakeError::Forwarded`](crate::HandshakeError::Forwarded) (answered 400). See
+    /// [`forwarded`](crate::forwarded). Default: none.
+    ///
+    /// ```
+    /// use libp2p_ws::forwarded::{ProxyProtocol, ReverseProxy};
+    /// let config = libp2p_ws::Config::default().with_reverse_proxy(
+    ///     ReverseProxy::new(["127.0.0.1".parse().unwrap()]).with_proxy_protocol(ProxyProtocol::Optional),
+    /// );
+    /// ```
+    pub fn with_reverse_proxy(mut self, proxies: ReverseProxy) -> Self {
+        self.reverse_proxy = Some(proxies);
         self
     }
 

@@ -121,6 +121,19 @@ pub enum Error {
         "the first bytes of the connection are neither multistream-select, HTTP nor TLS; closed"
     )]
     Unrecognized,
+    /// Dialing through a proxy failed: the proxy could not be reached, refused the tunnel or
+    /// did not open it in time; the source says why.
+    #[error("dialing through the proxy {proxy} failed")]
+    Proxy {
+        /// The proxy's URL, without credentials.
+        proxy: String,
+        /// Why.
+        source: crate::proxy::ProxyError,
+    },
+    /// An inbound connection's PROXY protocol header was missing (where required), malformed or
+    /// too large; closed.
+    #[error("PROXY protocol")]
+    ProxyProtocol(#[source] crate::forwarded::ForwardedError),
     /// The noise keypair could not be used.
     #[error("noise setup failed")]
     Noise(#[from] libp2p_noise::Error),
@@ -252,6 +265,10 @@ pub enum HandshakeError {
     /// speaks libp2p over plain TCP.
     #[error("the server answered with multistream-select (libp2p over plain TCP); dial /tcp")]
     AnsweredWithMultistream,
+    /// A forwarding header (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) from a trusted reverse
+    /// proxy is malformed or has too many hops (answered with 400).
+    #[error("refused the forwarding headers of a trusted proxy (answered 400)")]
+    Forwarded(#[source] crate::forwarded::ForwardedError),
     /// A malformed or non-WebSocket HTTP request or response.
     #[error("invalid WebSocket handshake")]
     Protocol(#[source] soketto::handshake::Error),

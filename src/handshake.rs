@@ -30,10 +30,28 @@ pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<Vec<u8
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
+    accept_inspecting(io, max_head, path, &mut |_| Ok(())).await
+}
+
+/// The request's headers, as (name, value) pairs, for [`accept_inspecting`].
+pub type Headers<'a> = &'a [httparse::Header<'a>];
+
+/// [`accept`], handing the request's headers to `inspect` once they passed the upgrade's own
+/// checks; an error from it refuses the upgrade (answered 400 for
+/// [`HandshakeError::Forwarded`]).
+pub(crate) async fn accept_inspecting<T>(
+    io: &mut T,
+    max_head: usize,
+    path: &str,
+    inspect: &mut (dyn FnMut(Headers<'_>) -> Result<(), HandshakeError> + Send),
+) -> Result<Vec<u8>, HandshakeError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let mut bounded = Bounded::new(io, max_head);
     let mut server = handshake::Server::new(&mut bounded);
     server.set_buffer(buffers::take());
-    let result = serve(&mut server, max_head, path).await;
+    let result = serve(&mut server, max_head, path, inspect).await;
     buffers::give(server.take_buffer());
     result
 }
@@ -42,6 +60,7 @@ async fn serve<T>(
     server: &mut handshake::Server<'_, &mut Bounded<'_, T>>,
     max_head: usize,
     path: &str,
+    inspect: &mut (dyn FnMut(Headers<'_>) -> Result<(), HandshakeError> + Send),
 ) -> Result<Vec<u8>, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -59,7 +78,7 @@ where
             // soketto's buffer holds everything read so far: the request head and whatever the
             // client sent behind it.
             let buffer = server.take_buffer();
-            let checked = check_request(&buffer).and_then(|head_len| {
+            let checked = check_request(&buffer, inspect).and_then(|head_len| {
                 routed?;
                 Ok((key, buffer[head_len..].to_vec()))
             });
@@ -98,7 +117,10 @@ const MAX_HEADERS: usize = 32;
 /// section 3.2: a server answers 400 to more), one `Sec-WebSocket-Key` (RFC 6455 section 11.3.1)
 /// that is the base64 encoding of 16 bytes (section 4.1; soketto checks only its length). Returns
 /// the length of the request head.
-fn check_request(buffer: &[u8]) -> Result<usize, HandshakeError> {
+fn check_request(
+    buffer: &[u8],
+    inspect: &mut (dyn FnMut(Headers<'_>) -> Result<(), HandshakeError> + Send),
+) -> Result<usize, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(buffer) {
@@ -127,9 +149,11 @@ fn check_request(buffer: &[u8]) -> Result<usize, HandshakeError> {
         }
     }
     match named("Sec-WebSocket-Key").next() {
-        Some(key) if is_base64_of_16_bytes(key.value) => Ok(head_len),
-        _ => Err(HandshakeError::InvalidKey),
+        Some(key) if is_base64_of_16_bytes(key.value) => {}
+        _ => return Err(HandshakeError::InvalidKey),
     }
+    inspect(request.headers)?;
+    Ok(head_len)
 }
 
 /// Whether `key` is the (canonical, padded) base64 encoding of exactly 16 bytes: 22 characters of
@@ -513,10 +537,16 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
     #[test]
     fn requests_with_two_hosts_or_keys_or_a_bad_key_are_refused_with_400() {
         let with = |extra: &str| REQUEST.replace("\r\n\r\n", &format!("\r\n{extra}\r\n\r\n"));
-        assert_eq!(check_request(REQUEST.as_bytes()).unwrap(), REQUEST.len());
+        assert_eq!(
+            check_request(REQUEST.as_bytes(), &mut |_| Ok(())).unwrap(),
+            REQUEST.len()
+        );
         let mut trailing = REQUEST.as_bytes().to_vec();
         trailing.extend_from_slice(&[0x89, 0x80, 1, 2, 3, 4]);
-        assert_eq!(check_request(&trailing).unwrap(), REQUEST.len());
+        assert_eq!(
+            check_request(&trailing, &mut |_| Ok(())).unwrap(),
+            REQUEST.len()
+        );
         let cases = [
             (with("Host: b"), "two Host headers"),
             (with("hOsT: a"), "two Host headers, same value"),
@@ -530,11 +560,11 @@ Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSoc
             ),
         ];
         for (request, what) in cases {
-            let error = check_request(request.as_bytes()).expect_err(what);
+            let error = check_request(request.as_bytes(), &mut |_| Ok(())).expect_err(what);
             assert_eq!(reject_status(&error), Some(400), "{what}: {error}");
         }
         assert!(matches!(
-            check_request(with("Host: b").as_bytes()),
+            check_request(with("Host: b").as_bytes(), &mut |_| Ok(())),
             Err(HandshakeError::DuplicateHeader { name: "Host" })
         ));
     }

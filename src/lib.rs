@@ -109,9 +109,11 @@ mod admission;
 pub mod classify;
 mod config;
 mod error;
+pub mod forwarded;
 mod framed;
 mod handshake;
 pub mod provider;
+pub mod proxy;
 pub mod tls;
 mod transport;
 mod upgrade;
@@ -126,6 +128,7 @@ pub use config::{
 };
 pub use error::{Error, FrameError, HandshakeError, TlsError};
 pub use framed::{apply_mask, Connection, MessageChunk, Role};
+pub use proxy::{Proxy, ProxyEnv, ProxyError};
 pub use tls::{ServerCertificate, TlsConfig};
 pub use transport::{
     Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport, ACCEPT_ERROR_BACKOFF,

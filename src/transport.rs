@@ -38,9 +38,11 @@ use crate::{
     classify::{self, Class, Served, Verdict, MAX_PREFIX},
     config::Config,
     error::{Chain, Error, HandshakeError, TlsError},
+    forwarded::{self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol},
     framed::{Connection, Role},
     handshake,
     provider::{self, IfEvent, Provider, Timer},
+    proxy::{self, ProxyError, TunnelTarget},
     tls,
 };
 
@@ -91,6 +93,15 @@ pub(crate) struct Prefix {
 }
 
 impl Prefix {
+    /// A prefix holding `bytes` (at most [`MAX_PREFIX`] of them).
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut prefix = Prefix::default();
+        let n = bytes.len().min(MAX_PREFIX);
+        prefix.buf[..n].copy_from_slice(&bytes[..n]);
+        prefix.end = n as u8;
+        prefix
+    }
+
     fn bytes(&self) -> &[u8] {
         &self.buf[self.start as usize..self.end as usize]
     }
@@ -543,17 +554,18 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         let shared = self.shared.clone();
         Ok(async move {
             let timeout = shared.config.handshake_timeout;
+            let deadline = Instant::now() + timeout;
             let (stage, dial) = match target {
                 Addr::Ws(target) => (
                     "dialing (DNS, TCP, TLS and WebSocket upgrade)",
-                    dial_ws::<P>(shared, target).boxed(),
+                    dial_ws::<P>(shared, target, deadline).boxed(),
                 ),
                 Addr::Tcp(target) => (
                     "dialing (DNS and TCP)",
-                    dial_tcp::<P>(shared, target).boxed(),
+                    dial_tcp::<P>(shared, target, deadline).boxed(),
                 ),
             };
-            match provider::timeout::<P, _>(timeout, dial).await {
+            match provider::timeout_at::<P, _>(deadline, dial).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
                     stage,
@@ -635,20 +647,89 @@ async fn connect<P: Provider>(config: &Config, host: &Host, port: u16) -> Result
     }))
 }
 
+/// Opens the TCP stream of a dial of `kind` to `host:port`: directly, or through the proxy the
+/// configuration names for it (a tunnel opened by `deadline`).
+async fn open<P: Provider>(
+    config: &Config,
+    host: &Host,
+    port: u16,
+    kind: Kind,
+    deadline: Instant,
+) -> Result<P::Stream, Error> {
+    let Some(proxy) = config.proxy.route(host, kind) else {
+        return connect::<P>(config, host, port).await;
+    };
+    let failed = |source| Error::Proxy {
+        proxy: proxy.to_string(),
+        source,
+    };
+    let tunnel = async {
+        let target = match host {
+            Host::Ip(ip) => TunnelTarget::Addr(SocketAddr::new(*ip, port)),
+            Host::Dns { name, .. } if proxy.resolves_names() => {
+                TunnelTarget::Name(name.clone(), port)
+            }
+            Host::Dns { name, family } => {
+                let resolved =
+                    usable_addresses(name, *family, P::resolve(name.clone(), port).await)?;
+                TunnelTarget::Addr(resolved[0])
+            }
+        };
+        let proxy_host = match proxy.host().parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Dns {
+                name: proxy.host().to_string(),
+                family: DnsFamily::Any,
+            },
+        };
+        let mut tcp = match connect::<P>(config, &proxy_host, proxy.port()).await {
+            Ok(tcp) => tcp,
+            Err(Error::Connect { source, .. }) => return Err(failed(ProxyError::Connect(source))),
+            Err(Error::Dns { source, .. }) => return Err(failed(ProxyError::Resolve(source))),
+            Err(other) => return Err(other),
+        };
+        tracing::debug!(%proxy, ?target, "opening a tunnel");
+        proxy::tunnel(&mut tcp, proxy, &target, config.max_head_size)
+            .await
+            .map_err(failed)?;
+        Ok(tcp)
+    };
+    match provider::timeout_at::<P, _>(deadline, tunnel).await {
+        Some(result) => result,
+        None => Err(failed(ProxyError::Timeout {
+            after: config.handshake_timeout,
+        })),
+    }
+}
+
 async fn dial_tcp<P: Provider>(
     shared: Arc<Shared>,
     target: TcpAddr,
+    deadline: Instant,
 ) -> Result<Output<P::Stream>, Error> {
-    let tcp = connect::<P>(&shared.config, &target.host, target.port).await?;
+    let tcp = open::<P>(
+        &shared.config,
+        &target.host,
+        target.port,
+        Kind::Tcp,
+        deadline,
+    )
+    .await?;
     Ok(Output::Tcp(TcpConnection::new(tcp)))
 }
 
 async fn dial_ws<P: Provider>(
     shared: Arc<Shared>,
     target: WsAddr,
+    deadline: Instant,
 ) -> Result<Output<P::Stream>, Error> {
     let config = &shared.config;
-    let tcp = connect::<P>(config, &target.host, target.port).await?;
+    let kind = if target.is_secure() {
+        Kind::TlsWs
+    } else {
+        Kind::Ws
+    };
+    let tcp = open::<P>(config, &target.host, target.port, kind, deadline).await?;
     let mut stream = if target.is_secure() {
         let name = target.server_name();
         let server_name = tls::server_name(&name)?;
@@ -686,9 +767,12 @@ enum Serve {
     },
 }
 
-/// Reads the first bytes of a connection, at most [`MAX_PREFIX`], until [`classify`] decides.
-async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Verdict, Prefix)> {
-    let mut prefix = Prefix::default();
+/// Reads the first bytes of a connection, at most [`MAX_PREFIX`], until [`classify`] decides;
+/// `prefix` holds what was read before (after a PROXY header, the bytes that told it was none).
+async fn sniff<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut prefix: Prefix,
+) -> io::Result<(Verdict, Prefix)> {
     loop {
         match classify::classify(prefix.bytes()) {
             Verdict::NeedMore if usize::from(prefix.end) < MAX_PREFIX => {}
@@ -733,6 +817,54 @@ async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
     }
 }
 
+/// Reads a PROXY protocol header if `mode` asks for one: exactly its bytes, nothing after it
+/// (at most [`MAX_PROXY_HEADER`](forwarded::MAX_PROXY_HEADER)). Returns the header, if there was
+/// one, and the bytes read that turned out not to be one (for [`sniff`]).
+async fn read_proxy_header<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mode: ProxyProtocol,
+) -> Result<(Option<ProxyHeader>, Prefix), Error> {
+    if mode == ProxyProtocol::Off {
+        return Ok((None, Prefix::default()));
+    }
+    let mut buf = Vec::new();
+    loop {
+        match forwarded::parse_proxy_header(&buf).map_err(Error::ProxyProtocol)? {
+            ProxyParse::NotProxy if mode == ProxyProtocol::Required => {
+                return Err(Error::ProxyProtocol(ForwardedError::ProxyHeaderMissing))
+            }
+            ProxyParse::NotProxy => return Ok((None, Prefix::from_bytes(&buf))),
+            ProxyParse::NeedMore(n) => {
+                let start = buf.len();
+                buf.resize(start + n, 0);
+                io.read_exact(&mut buf[start..])
+                    .await
+                    .map_err(sniff_error)?;
+            }
+            ProxyParse::Done { header, .. } => return Ok((Some(header), Prefix::default())),
+        }
+    }
+}
+
+/// What an upgrade does with the forwarding headers of the request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Inspect {
+    /// No reverse proxies are configured.
+    Off,
+    /// Not from a trusted proxy: forwarding headers are ignored (logged at debug).
+    Ignore,
+    /// From a trusted proxy: the believed headers name the client.
+    Believe,
+}
+
+/// The forwarding headers, for the debug log of ignored ones.
+const FORWARDING_HEADERS: [&str; 4] = [
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "X-Forwarded-Proto",
+];
+
 fn sniff_error(error: io::Error) -> Error {
     Error::Handshake(HandshakeError::Io(error))
 }
@@ -744,8 +876,11 @@ async fn accept_single<P: Provider>(
     mut tcp: P::Stream,
     kind: Kind,
     serve: Serve,
+    inspect: Inspect,
 ) -> Result<Output<P::Stream>, Error> {
-    let (verdict, prefix) = sniff(&mut tcp).await.map_err(sniff_error)?;
+    let (verdict, prefix) = sniff(&mut tcp, Prefix::default())
+        .await
+        .map_err(sniff_error)?;
     if let Verdict::Known(class) = verdict {
         if class.kind() != kind {
             let sign = classify::door_sign(class, Served::default().with(kind));
@@ -755,22 +890,53 @@ async fn accept_single<P: Provider>(
     }
     // Unrecognised bytes go to the listener's own handler, which answers as it always did (an
     // HTTP 400, a TLS alert, a failed multistream-select negotiation).
-    accept::<P>(shared, tcp, prefix, serve).await
+    accept::<P>(shared, tcp, prefix, serve, inspect)
+        .await
+        .map(|(output, _)| output)
 }
 
-/// Serves a classified connection (the bytes read to classify it in `prefix`).
+/// Serves a classified connection (the bytes read to classify it in `prefix`); with
+/// [`Inspect::Believe`], also returns the client the request's forwarding headers name.
 async fn accept<P: Provider>(
     shared: Arc<Shared>,
     tcp: P::Stream,
     prefix: Prefix,
     serve: Serve,
-) -> Result<Output<P::Stream>, Error> {
+    inspect: Inspect,
+) -> Result<(Output<P::Stream>, Option<ForwardedClient>), Error> {
     let config = &shared.config;
+    let reverse = config.reverse_proxy.as_ref();
+    let mut client = None;
+    let mut inspect_headers = |headers: handshake::Headers<'_>| -> Result<(), HandshakeError> {
+        match (inspect, reverse) {
+            (Inspect::Believe, Some(reverse)) => {
+                client = forwarded::client_from_headers(
+                    headers.iter().map(|h| (h.name, h.value)),
+                    reverse.trusted(),
+                    reverse.headers(),
+                )
+                .map_err(HandshakeError::Forwarded)?;
+            }
+            (Inspect::Ignore, _)
+                if headers.iter().any(|h| {
+                    FORWARDING_HEADERS
+                        .iter()
+                        .any(|name| h.name.eq_ignore_ascii_case(name))
+                }) =>
+            {
+                tracing::debug!(
+                    "forwarding headers from a peer that is not a trusted proxy; ignored"
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    };
     if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
         tracing::debug!(%e, "could not set TCP_NODELAY");
     }
     let path = match serve {
-        Serve::Tcp => return Ok(Output::Tcp(TcpConnection::with_prefix(tcp, prefix))),
+        Serve::Tcp => return Ok((Output::Tcp(TcpConnection::with_prefix(tcp, prefix)), None)),
         Serve::Ws {
             tls: Some(acceptor),
             path,
@@ -791,20 +957,39 @@ async fn accept<P: Provider>(
                     source,
                 })?;
             let mut stream = Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)));
-            let rest = handshake::accept(&mut stream, config.max_head_size, &path).await?;
-            return Ok(Output::WebSocket(
-                Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
+            let rest = handshake::accept_inspecting(
+                &mut stream,
+                config.max_head_size,
+                &path,
+                &mut inspect_headers,
+            )
+            .await?;
+            return Ok((
+                Output::WebSocket(
+                    Connection::new(stream, Role::Server, config.frame, &rest)
+                        .with_timers(P::timer),
+                ),
+                client,
             ));
         }
         Serve::Ws { tls: None, path } => path,
     };
     let mut stream = Socket::Plain(tcp);
     let mut ahead = TcpConnection::with_prefix(&mut stream, prefix);
-    let mut rest = handshake::accept(&mut ahead, config.max_head_size, &path).await?;
+    let mut rest = handshake::accept_inspecting(
+        &mut ahead,
+        config.max_head_size,
+        &path,
+        &mut inspect_headers,
+    )
+    .await?;
     // The handshake reads the read-ahead first; any of it left follows what it read.
     rest.extend_from_slice(ahead.prefix.bytes());
-    Ok(Output::WebSocket(
-        Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
+    Ok((
+        Output::WebSocket(
+            Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
+        ),
+        client,
     ))
 }
 
@@ -858,14 +1043,30 @@ struct Member {
     serve: Serve,
 }
 
-/// A connection on a shared socket, classified and admitted, waiting to be reported.
+/// A connection classified (and, from a trusted reverse proxy, maybe upgraded) before its
+/// `Incoming` event, admitted, waiting to be reported.
 struct Sorted<S> {
-    tcp: S,
-    prefix: Prefix,
+    io: SortedIo<S>,
     class: Class,
     remote: SocketAddr,
+    /// The client: `remote`, or whom a trusted reverse proxy named.
+    client: SocketAddr,
+    /// Whether a trusted reverse proxy said the client came over TLS.
+    https: bool,
     ticket: Ticket,
     deadline: Instant,
+}
+
+/// Where a sorted connection stands.
+enum SortedIo<S> {
+    /// Classified: its upgrade runs in the `Incoming` event's future.
+    Pending {
+        tcp: S,
+        prefix: Prefix,
+        inspect: Inspect,
+    },
+    /// Upgraded already (the request's forwarding headers had to be read first).
+    Ready(Box<Result<Output<S>, Error>>),
 }
 
 /// One listening socket and the listeners (`listen_on`s) it serves, one per kind.
@@ -1020,7 +1221,21 @@ impl<P: Provider> Port<P> {
     }
 
     fn on_accept(&mut self, tcp: P::Stream, remote: SocketAddr) -> Option<Event<P::Stream>> {
-        let mut ticket = match self.admission.admit(remote.ip()) {
+        let reverse = self.shared.config.reverse_proxy.as_ref();
+        let trusted = reverse.is_some_and(|r| r.trusts(remote.ip()));
+        let proxy_protocol = reverse.map_or(ProxyProtocol::Off, |r| {
+            r.proxy_protocol_for(self.local.port())
+        });
+        let inspect = match reverse {
+            None => Inspect::Off,
+            Some(_) => Inspect::Ignore,
+        };
+        let admitted = if trusted {
+            self.admission.admit_trusted(remote.ip())
+        } else {
+            self.admission.admit(remote.ip())
+        };
+        let mut ticket = match admitted {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 tracing::debug!(%remote, ?refusal, "too many pending handshakes; closing the new socket");
@@ -1030,28 +1245,55 @@ impl<P: Provider> Port<P> {
         let timeout = self.shared.config.handshake_timeout;
         let deadline = Instant::now() + timeout;
         if let [member] = self.members.as_slice() {
-            let (kind, serve) = (member.addr.kind(), member.serve.clone());
-            let shared = self.shared.clone();
-            let upgrade = async move {
-                let result = provider::timeout::<P, _>(
-                    timeout,
-                    accept_single::<P>(shared, tcp, kind, serve),
-                )
-                .await;
-                result.unwrap_or(Err(Error::Timeout {
-                    stage: "accepting (TLS and WebSocket upgrade)",
-                    after: timeout,
-                }))
-            };
-            return Some(self.incoming_event(0, upgrade.boxed(), remote, ticket));
+            if !trusted && proxy_protocol == ProxyProtocol::Off {
+                let (kind, serve) = (member.addr.kind(), member.serve.clone());
+                let shared = self.shared.clone();
+                let upgrade = async move {
+                    let result = provider::timeout::<P, _>(
+                        timeout,
+                        accept_single::<P>(shared, tcp, kind, serve, inspect),
+                    )
+                    .await;
+                    result.unwrap_or(Err(Error::Timeout {
+                        stage: "accepting (TLS and WebSocket upgrade)",
+                        after: timeout,
+                    }))
+                };
+                return Some(self.incoming_event(0, upgrade.boxed(), remote, false, ticket));
+            }
         }
-        // Shared: classify first, then report to the listener of the connection's kind.
+        // Classify first (after a PROXY header; from a trusted proxy whose forwarding headers are
+        // believed, through the HTTP upgrade), then report to the listener of the kind.
         let served = self.served.clone();
+        let serves: Vec<(Kind, Serve)> = if trusted {
+            self.members
+                .iter()
+                .map(|m| (m.addr.kind(), m.serve.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let shared = self.shared.clone();
         self.sorting.push(
             async move {
-                let mut tcp = tcp;
-                let sort = async {
-                    let (verdict, prefix) = match sniff(&mut tcp).await {
+                let sort = async move {
+                    let mut tcp = tcp;
+                    let (header, prefix) = match read_proxy_header(&mut tcp, proxy_protocol).await {
+                        Ok(read) => read,
+                        Err(error) => {
+                            tracing::debug!(%remote, error = %Chain(&error), "closing");
+                            return None;
+                        }
+                    };
+                    let mut peer = remote;
+                    if let Some(source) = header.and_then(|h| h.source) {
+                        if trusted {
+                            peer = source;
+                        } else {
+                            tracing::debug!(%remote, claimed = %source, "PROXY header from a peer that is not a trusted proxy; ignored");
+                        }
+                    }
+                    let (verdict, prefix) = match sniff(&mut tcp, prefix).await {
                         Ok(sniffed) => sniffed,
                         Err(error) => {
                             tracing::debug!(%remote, %error, "connection closed before it could be classified");
@@ -1059,32 +1301,53 @@ impl<P: Provider> Port<P> {
                         }
                     };
                     let served = Served::from_bits(served.load(Ordering::Relaxed));
-                    match verdict {
-                        Verdict::Known(class) if served.has(class.kind()) => Some((class, prefix)),
+                    let class = match verdict {
+                        Verdict::Known(class) if served.has(class.kind()) => class,
                         Verdict::Known(class) => {
                             let error = Error::NotServed { spoke: class };
                             tracing::debug!(%remote, %error, "closing");
                             refuse::<P>(&mut tcp, classify::door_sign(class, served)).await;
-                            None
+                            return None;
                         }
                         _ => {
                             tracing::debug!(%remote, error = %Error::Unrecognized, "closing");
                             refuse::<P>(&mut tcp, &[]).await;
-                            None
+                            return None;
                         }
+                    };
+                    let reverse = shared.config.reverse_proxy.as_ref();
+                    let believe = trusted
+                        && reverse.is_some_and(|r| r.trusts(peer.ip()) && r.headers().any());
+                    if believe && class.kind() != Kind::Tcp {
+                        let (_, serve) = serves.iter().find(|(k, _)| *k == class.kind())?;
+                        let result =
+                            accept::<P>(shared.clone(), tcp, prefix, serve.clone(), Inspect::Believe)
+                                .await;
+                        return Some(match result {
+                            Ok((output, Some(client))) => (
+                                class,
+                                SortedIo::Ready(Box::new(Ok(output))),
+                                SocketAddr::new(client.ip, client.port.unwrap_or(0)),
+                                client.https,
+                            ),
+                            Ok((output, None)) => (class, SortedIo::Ready(Box::new(Ok(output))), peer, false),
+                            Err(error) => (class, SortedIo::Ready(Box::new(Err(error))), peer, false),
+                        });
                     }
+                    Some((class, SortedIo::Pending { tcp, prefix, inspect }, peer, false))
                 };
                 match ticket.phase(provider::timeout::<P, _>(timeout, sort)).await {
-                    Ok(Some(Some((class, prefix)))) => Some(Sorted {
-                        tcp,
-                        prefix,
+                    Ok(Some(Some((class, io, client, https)))) => Some(Sorted {
+                        io,
                         class,
                         remote,
+                        client,
+                        https,
                         ticket,
                         deadline,
                     }),
                     Ok(None) => {
-                        tracing::debug!(%remote, ?timeout, "no classifiable bytes within the handshake timeout; closing");
+                        tracing::debug!(%remote, ?timeout, "not classified (or, from a trusted proxy, not upgraded) within the handshake timeout; closing");
                         None
                     }
                     Ok(Some(None)) => None,
@@ -1099,12 +1362,15 @@ impl<P: Provider> Port<P> {
         None
     }
 
-    /// The `Incoming` event of member `at` for a connection, with its admission ticket.
+    /// The `Incoming` event of member `at` for a connection from `remote` (the client, when a
+    /// trusted reverse proxy named it; `https` when it said the client came over TLS), with its
+    /// admission ticket.
     fn incoming_event(
         &self,
         at: usize,
         upgrade: ListenerUpgrade<P::Stream>,
         remote: SocketAddr,
+        https: bool,
         ticket: Ticket,
     ) -> Event<P::Stream> {
         let member = &self.members[at];
@@ -1117,8 +1383,8 @@ impl<P: Provider> Port<P> {
                 host: Host::Ip(remote.ip()),
                 port: remote.port(),
                 security: match ws.security {
-                    Security::Plain => Security::Plain,
-                    Security::Tls { .. } => Security::Tls { sni: None },
+                    Security::Plain if !https => Security::Plain,
+                    _ => Security::Tls { sni: None },
                 },
                 path: "/".into(),
                 peer_id: None,
@@ -1150,7 +1416,8 @@ impl<P: Provider> Port<P> {
         }
     }
 
-    /// The `Incoming` event for a classified connection, if its kind still has a listener.
+    /// The `Incoming` event for a sorted connection, if its kind still has a listener (and its
+    /// client, when a proxy named one, has room among the pending handshakes).
     fn on_sorted(&mut self, sorted: Sorted<P::Stream>) -> Option<Event<P::Stream>> {
         let Some(at) = self
             .members
@@ -1160,27 +1427,51 @@ impl<P: Provider> Port<P> {
             tracing::debug!(remote = %sorted.remote, class = %sorted.class, "its listener was removed meanwhile; closing");
             return None;
         };
-        let serve = self.members[at].serve.clone();
-        let shared = self.shared.clone();
         let Sorted {
-            tcp,
-            prefix,
+            io,
             remote,
-            ticket,
+            client,
+            https,
+            mut ticket,
             deadline,
             ..
         } = sorted;
-        let timeout = self.shared.config.handshake_timeout;
-        let left = deadline.saturating_duration_since(Instant::now());
-        let upgrade = async move {
-            let result =
-                provider::timeout::<P, _>(left, accept::<P>(shared, tcp, prefix, serve)).await;
-            result.unwrap_or(Err(Error::Timeout {
-                stage: "accepting (classification, TLS and WebSocket upgrade)",
-                after: timeout,
-            }))
+        if client.ip() != remote.ip() {
+            if let Err(refusal) = ticket.reassign(client.ip()) {
+                tracing::debug!(%remote, %client, ?refusal, "too many pending handshakes of the client a proxy named; closing");
+                return None;
+            }
+            tracing::debug!(%remote, %client, https, "a trusted reverse proxy named the client");
+        }
+        let upgrade = match io {
+            SortedIo::Ready(result) => async move { *result }.boxed(),
+            SortedIo::Pending {
+                tcp,
+                prefix,
+                inspect,
+            } => {
+                let serve = self.members[at].serve.clone();
+                let shared = self.shared.clone();
+                let timeout = self.shared.config.handshake_timeout;
+                let left = deadline.saturating_duration_since(Instant::now());
+                async move {
+                    let result = provider::timeout::<P, _>(
+                        left,
+                        accept::<P>(shared, tcp, prefix, serve, inspect),
+                    )
+                    .await;
+                    match result {
+                        Some(result) => result.map(|(output, _)| output),
+                        None => Err(Error::Timeout {
+                            stage: "accepting (classification, TLS and WebSocket upgrade)",
+                            after: timeout,
+                        }),
+                    }
+                }
+                .boxed()
+            }
         };
-        Some(self.incoming_event(at, upgrade.boxed(), remote, ticket))
+        Some(self.incoming_event(at, upgrade, client, https, ticket))
     }
 
     fn on_accept_error(&mut self, error: io::Error) {

@@ -544,3 +544,189 @@ fn accept_errors_back_off_and_the_listener_recovers<R: Runtime>() {
 }
 
 ping_tests!(accept_errors_back_off_and_the_listener_recovers);
+
+/// `--proxy <url>` and `--proxy env`: the dialer reaches the listener through microsocks and
+/// tinyproxy, and the listener's `connected` line shows the proxy's outgoing address.
+fn dials_through_a_proxy<R: Runtime>() {
+    use common::daemon::{microsocks, tinyproxy, MICROSOCKS_SOURCE, TINYPROXY_SOURCE};
+    let socks = microsocks(None);
+    let http = tinyproxy(None);
+    let listener = Node::start::<R>(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
+    let addr = listening_addr(&listener);
+    let socks_url = format!("socks5h://{}", socks.addr);
+    let http_url = format!("http://{}", http.addr);
+    // One dialer after the other, so that the listener's `connected` lines come in order.
+    for (via_env, source) in [(false, MICROSOCKS_SOURCE), (true, TINYPROXY_SOURCE)] {
+        let dialer = if via_env {
+            let mut with_env = Command::new(ping_binary());
+            with_env
+                .args([
+                    "--runtime",
+                    R::NAME,
+                    "--proxy",
+                    "env",
+                    "--dial",
+                    &addr,
+                    "--count",
+                    "1",
+                ])
+                .env("HTTP_PROXY", &http_url)
+                .env("NO_PROXY", "example.com")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            Node::spawn(with_env)
+        } else {
+            Node::start::<R>(&["--proxy", &socks_url, "--dial", &addr, "--count", "1"])
+        };
+        let (ok, lines, stderr) = dialer.finish();
+        assert!(ok, "dialer failed: {stderr}");
+        assert_pings(&lines, 1);
+        let connected = loop {
+            let line = listener.next_line();
+            if line.starts_with("connected ") {
+                break line;
+            }
+        };
+        assert!(
+            connected.contains(&format!("/ip4/{source}/tcp/")),
+            "the listener saw the proxy's address {source}: {connected}"
+        );
+    }
+    let (ok, _, stderr) =
+        Node::start::<R>(&["--proxy", "ftp://x", "--dial", &addr, "--count", "1"]).finish();
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: --proxy ftp://x") && stderr.contains("unsupported proxy scheme"),
+        "{stderr}"
+    );
+}
+
+ping_tests!(dials_through_a_proxy);
+
+/// `--trusted-proxy` and `--proxy-protocol`: a ping listener behind haproxy (`send-proxy-v2`,
+/// connecting from 127.0.0.11) reports the dialer's address, 127.0.0.3 (the dialer reaches haproxy
+/// through microsocks, which connects out from there), not haproxy's; without `--trusted-proxy`
+/// the listener refuses `--proxy-protocol`.
+fn listener_behind_haproxy_reports_the_client<R: Runtime>() {
+    use common::daemon::{haproxy, microsocks, HAPROXY_SOURCE, MICROSOCKS_SOURCE};
+    let trusted = format!("{HAPROXY_SOURCE}/32");
+    let listener = Node::start::<R>(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "--trusted-proxy",
+        &trusted,
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--proxy-protocol",
+        "required",
+    ]);
+    let addr = listening_addr(&listener);
+    let port: u16 = port_of(&addr).parse().unwrap();
+    let front = haproxy(port, "send-proxy-v2");
+    let socks = microsocks(None);
+    let peer = addr.rsplit('/').next().unwrap();
+    let through = format!("/ip4/127.0.0.1/tcp/{}/ws/p2p/{peer}", front.addr.port());
+    let socks_url = format!("socks5://{}", socks.addr);
+    let (ok, lines, stderr) =
+        Node::start::<R>(&["--proxy", &socks_url, "--dial", &through, "--count", "1"]).finish();
+    assert!(ok, "dialer failed: {stderr}");
+    assert_pings(&lines, 1);
+    let connected = loop {
+        let line = listener.next_line();
+        if line.starts_with("connected ") {
+            break line;
+        }
+    };
+    assert!(
+        connected.contains(&format!("/ip4/{MICROSOCKS_SOURCE}/tcp/")) && connected.ends_with("/ws"),
+        "the listener reports the client, not haproxy: {connected}"
+    );
+    let (ok, _, stderr) = Node::start::<R>(&[
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "--proxy-protocol",
+        "optional",
+    ])
+    .finish();
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: --proxy-protocol needs --trusted-proxy"),
+        "{stderr}"
+    );
+}
+
+ping_tests!(listener_behind_haproxy_reports_the_client);
+
+/// A ping listener behind nginx terminating TLS (a test CA): through its http proxy
+/// (`X-Forwarded-For`, `X-Forwarded-Proto: https`) the listener reports the dialer as
+/// `/ip4/127.0.0.3/tcp/0/tls/ws`; through its stream proxy (`proxy_protocol`, with
+/// `--proxy-protocol required`) as `/ip4/127.0.0.3/tcp/<port>/ws`. The dialer verifies nginx's
+/// certificate (`--ca`) and reaches nginx through microsocks, which connects from 127.0.0.3.
+fn listener_behind_nginx_reports_the_client<R: Runtime>() {
+    use common::daemon::{microsocks, nginx, temp_dir, MICROSOCKS_SOURCE, NGINX_SOURCE};
+    let ca = TestCa::new("ping nginx test CA").unwrap();
+    let (chain, key) = ca.issue(&["localhost"]).unwrap();
+    let dir = temp_dir("ping-nginx-ca");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.certificate_pem()).unwrap();
+    let socks = microsocks(None);
+    let socks_url = format!("socks5h://{}", socks.addr);
+    let trusted = format!("{NGINX_SOURCE}/32");
+    for (mode, stream) in [("off", false), ("required", true)] {
+        let listener = Node::start::<R>(&[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "--trusted-proxy",
+            &trusted,
+            "--proxy-protocol",
+            mode,
+        ]);
+        let addr = listening_addr(&listener);
+        let port: u16 = port_of(&addr).parse().unwrap();
+        let (front, stream_addr) = nginx(port, &chain_pem(&chain), &key_pem(&key));
+        let front_port = if stream {
+            stream_addr.port()
+        } else {
+            front.addr.port()
+        };
+        let peer = addr.rsplit('/').next().unwrap();
+        let through = format!("/dns/localhost/tcp/{front_port}/tls/ws/p2p/{peer}");
+        let (ok, lines, stderr) = Node::start::<R>(&[
+            "--proxy",
+            &socks_url,
+            "--ca",
+            ca_file.to_str().unwrap(),
+            "--dial",
+            &through,
+            "--count",
+            "1",
+        ])
+        .finish();
+        assert!(ok, "dialer failed ({mode}): {stderr}");
+        assert_pings(&lines, 1);
+        let connected = loop {
+            let line = listener.next_line();
+            if line.starts_with("connected ") {
+                break line;
+            }
+        };
+        let client = format!("/ip4/{MICROSOCKS_SOURCE}/tcp/");
+        if stream {
+            assert!(
+                connected.contains(&client)
+                    && connected.ends_with("/ws")
+                    && !connected.contains("/tls/"),
+                "stream + proxy_protocol: {connected}"
+            );
+        } else {
+            assert!(
+                connected.ends_with(&format!("{client}0/tls/ws")),
+                "http + X-Forwarded-For: {connected}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+ping_tests!(listener_behind_nginx_reports_the_client);

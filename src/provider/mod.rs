@@ -122,7 +122,15 @@ pub(crate) async fn timeout<P: Provider, F: Future>(
     after: Duration,
     future: F,
 ) -> Option<F::Output> {
-    let deadline = Instant::now() + after;
+    timeout_at::<P, F>(Instant::now() + after, future).await
+}
+
+/// Runs `future` until `deadline` at most; `None` when the time ran out. The future is polled
+/// before the timer, so of two nested timeouts with one deadline the inner one reports.
+pub(crate) async fn timeout_at<P: Provider, F: Future>(
+    deadline: Instant,
+    future: F,
+) -> Option<F::Output> {
     let mut timer = None;
     let mut future = std::pin::pin!(future);
     futures::future::poll_fn(move |cx| {

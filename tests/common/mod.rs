@@ -2,6 +2,7 @@
 //! every test body written once and run on each runtime ([`Runtime`], [`runtime_tests!`]).
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod raw;
 use std::{
     future::Future,
