@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(parse_proxy_header(&data[..len]), incremental.clone().unwrap());
     }
     if let Some(Ok(ProxyParse::NotProxy)) = incremental {
-        assert!(have < 12, "decided only after the signature's length");
+        assert!(have <= 12, "NotProxy decided after more than the signature's 12 bytes");
     }
 
     // Forwarding headers: the input's lines as `name: value`, the first byte choosing the sources
