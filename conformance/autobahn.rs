@@ -3,7 +3,7 @@
 //! It is built on exactly what the crate ships, on either runtime provider: the listener is the
 //! crate's `Transport` (`libp2p_ws::async_std::Transport` or `libp2p_ws::tokio::Transport`) with
 //! `Config::default()` (so `FrameLimits::default()`), the client is the provider's TCP connect,
-//! `handshake_io::connect` and `Connection::new(.., Role::Client, FrameLimits::default(), ..)`
+//! `unstable::connect` and `Connection::new(.., Role::Client, FrameLimits::default(), ..)`
 //! with the provider's timers. Each WebSocket message is read with
 //! `Connection::poll_read_message` and echoed whole with `Connection::poll_send_message` (same
 //! kind: text or binary), which is what the Autobahn cases expect of an echo peer.
@@ -179,7 +179,7 @@ async fn connect<P: Provider>(
     let mut tcp = P::connect(addr).await?;
     P::set_nodelay(&tcp, true)?;
     let leftover =
-        libp2p_ws::handshake_io::connect(&mut tcp, libp2p_ws::DEFAULT_MAX_HEAD_SIZE, host, target)
+        libp2p_ws::unstable::connect(&mut tcp, libp2p_ws::DEFAULT_MAX_HEAD_SIZE, host, target)
             .await
             .map_err(std::io::Error::other)?;
     Ok(Connection::new(tcp, Role::Client, config.frame_limits(), &leftover).with_timers(P::timer))

@@ -51,8 +51,9 @@ use libp2p::{
 };
 use libp2p_ws::{
     forwarded::{ProxyProtocol, ReverseProxy},
+    proxy::{Proxy, ProxyEnv},
     tls::dev::TestCa,
-    Config, Proxy, ProxyEnv, ServerCertificate, TlsConfig,
+    Config, ServerCertificate, TlsConfig,
 };
 
 #[derive(Parser, Debug)]

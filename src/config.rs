@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::{
     forwarded::ReverseProxy,
     proxy::{Proxies, Proxy, ProxyEnv},
-    tls::TlsConfig,
+    tls_config::TlsConfig,
 };
 
 /// Default for [`Config::with_handshake_timeout`]: 10 seconds.
@@ -382,12 +382,12 @@ impl Config {
     }
 
     /// Dial through the proxies the environment names (read once, by
-    /// [`ProxyEnv::from_env`](crate::ProxyEnv::from_env)): `HTTPS_PROXY` for `/tls/ws`,
+    /// [`ProxyEnv::from_env`](crate::proxy::ProxyEnv::from_env)): `HTTPS_PROXY` for `/tls/ws`,
     /// `HTTP_PROXY` for `/ws`, `ALL_PROXY` for the rest, except for the hosts in `NO_PROXY`.
     /// Opt-in: without this call the environment is not read.
     ///
     /// ```
-    /// let env = libp2p_ws::ProxyEnv::from_env()?;
+    /// let env = libp2p_ws::proxy::ProxyEnv::from_env()?;
     /// let config = libp2p_ws::Config::default().with_proxy_env(env);
     /// # Ok::<(), libp2p_ws::proxy::ProxyUrlError>(())
     /// ```

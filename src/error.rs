@@ -62,8 +62,8 @@ pub enum Error {
     /// A stage of connection setup took longer than its timeout.
     #[error("{stage} timed out after {after:?}")]
     Timeout {
-        /// What timed out, e.g. "WebSocket handshake (TCP, TLS and HTTP upgrade)".
-        stage: &'static str,
+        /// What timed out.
+        stage: TimeoutStage,
         /// The configured timeout.
         after: Duration,
     },
@@ -73,9 +73,14 @@ pub enum Error {
     /// The HTTP upgrade failed: see [`HandshakeError`].
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
-    /// Accepting a TCP connection failed.
+    /// Accepting a TCP connection failed (reported to every listener on the port; the listener
+    /// pauses for [`ACCEPT_ERROR_BACKOFF`](crate::ACCEPT_ERROR_BACKOFF)).
     #[error("failed to accept a connection")]
-    Accept(#[source] io::Error),
+    Accept(#[source] SharedIoError),
+    /// Watching the network interfaces (for a listener on an unspecified address) failed; the
+    /// listener keeps the addresses it reported.
+    #[error("watching the network interfaces failed")]
+    InterfaceWatch(#[source] SharedIoError),
     /// Plain `/ws` on an address that is not loopback.
     #[error(
         "refusing to listen on {addr}: plain /ws is only allowed on loopback addresses (the libp2p \
@@ -139,6 +144,38 @@ pub enum Error {
     Noise(#[from] libp2p_noise::Error),
 }
 
+/// The stage of connection setup that an [`Error::Timeout`] cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutStage {
+    /// Dialing a WebSocket address: DNS, TCP (through a proxy if configured), TLS and the HTTP
+    /// upgrade, bounded by the handshake timeout.
+    DialWebSocket,
+    /// Dialing a `/tcp` address: DNS and TCP, bounded by the handshake timeout.
+    DialTcp,
+    /// Accepting on a port with one form: TLS and the HTTP upgrade (and a PROXY protocol header
+    /// where configured), bounded by the handshake timeout.
+    Accept,
+    /// Accepting on a shared port: telling the forms apart, then TLS and the HTTP upgrade,
+    /// bounded by the handshake timeout.
+    AcceptShared,
+    /// The complete stack's upgrade: the WebSocket handshake, then noise and yamux, bounded by
+    /// the upgrade timeout.
+    Upgrade,
+}
+
+impl fmt::Display for TimeoutStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutStage::DialWebSocket => "dialing (DNS, TCP, TLS and WebSocket upgrade)",
+            TimeoutStage::DialTcp => "dialing (DNS and TCP)",
+            TimeoutStage::Accept => "accepting (TLS and WebSocket upgrade)",
+            TimeoutStage::AcceptShared => "accepting (classification, TLS and WebSocket upgrade)",
+            TimeoutStage::Upgrade => "upgrading (WebSocket, noise and yamux)",
+        })
+    }
+}
+
 /// Errors of TLS configuration and TLS handshakes.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -167,10 +204,10 @@ pub enum TlsError {
         /// The name the certificate was checked against.
         server_name: String,
     },
-    /// Another TLS handshake failure.
+    /// Another failure of an outbound TLS handshake.
     #[error("TLS handshake with {server_name} failed")]
     Handshake {
-        /// The server name (dialing) or `"client"` (listening).
+        /// The server name.
         server_name: String,
         /// The underlying error.
         source: io::Error,
@@ -192,9 +229,45 @@ pub enum TlsError {
     /// The name to verify is neither a DNS name nor an IP address.
     #[error("TLS: {0:?} is not a valid server name")]
     InvalidServerName(String),
-    /// A certificate, key or PEM file could not be used.
-    #[error("TLS: {0}")]
-    Certificate(String),
+    /// Certificates could not be read from a PEM file or text.
+    #[error("TLS: could not read PEM certificates from {from}")]
+    ReadCertificates {
+        /// The file (or "the PEM text").
+        from: String,
+        /// The PEM parser's error.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A PEM file or text holds no certificate.
+    #[error("TLS: no PEM certificate found in {from}")]
+    NoCertificates {
+        /// The file (or "the PEM text").
+        from: String,
+    },
+    /// A private key could not be read from a PEM file or text (or there is none).
+    #[error("TLS: could not read a private key from {from}")]
+    ReadPrivateKey {
+        /// The file (or "the PEM text").
+        from: String,
+        /// The PEM parser's error.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate and the private key do not belong together (or the key's type is not
+    /// supported).
+    #[error("TLS: the certificate and the private key do not fit together")]
+    KeyMismatch(#[source] futures_rustls::rustls::Error),
+    /// A root certificate added with `TlsConfig::add_root_*` is not a valid CA certificate.
+    #[error("TLS: invalid root certificate")]
+    InvalidRoot(#[source] futures_rustls::rustls::Error),
+    /// Generating a throwaway certificate (the `rcgen` helpers in [`crate::tls::dev`]) failed.
+    #[error("TLS: generating a certificate failed")]
+    Generate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS client configuration could not be built (it is built once, at the first TLS
+    /// dial, and every TLS dial reports this then); the source says why.
+    #[error("TLS: the client configuration could not be built")]
+    ClientConfig(#[source] std::sync::Arc<TlsError>),
+    /// An inbound TLS handshake (on a `/tls/ws` listener) failed.
+    #[error("inbound TLS handshake failed")]
+    Accept(#[source] io::Error),
     /// rustls refused the configuration.
     #[error("rustls refused the TLS configuration")]
     Config(#[from] futures_rustls::rustls::Error),
@@ -295,16 +368,9 @@ fn reason_suffix(status: u16) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// A client sent an unmasked frame (RFC 6455 section 5.1).
-    #[error("WebSocket protocol error: the client sent an unmasked frame")]
-    UnmaskedClientFrame,
-    /// A server sent a masked frame (RFC 6455 section 5.1).
-    #[error("WebSocket protocol error: the server sent a masked frame")]
-    MaskedServerFrame,
-    /// A frame that violates RFC 6455: reserved bits or opcodes, fragmented or oversized control
-    /// frames, continuation frames out of order, an invalid close payload.
-    #[error("WebSocket protocol error: {0}")]
-    Protocol(&'static str),
+    /// The peer broke a rule of RFC 6455: see [`ProtocolViolation`].
+    #[error("WebSocket protocol error")]
+    Protocol(#[source] ProtocolViolation),
     /// A frame larger than the limit.
     #[error("WebSocket frame of {len} bytes exceeds the limit of {limit} bytes")]
     FrameTooLarge {
@@ -319,28 +385,114 @@ pub enum FrameError {
         /// The configured limit.
         limit: usize,
     },
-    /// A text message or a close reason that is not valid UTF-8 (RFC 6455 section 8.1); the
-    /// string names which.
-    #[error("WebSocket protocol error: {0} is not valid UTF-8")]
-    InvalidUtf8(&'static str),
     /// The peer did not answer a keep-alive ping in time.
     #[error("the peer did not answer a WebSocket ping within {0:?}")]
     KeepAliveTimeout(Duration),
+    /// The close handshake (close frames both ways, flushing and closing the socket) did not
+    /// finish within the close timeout.
+    #[error("WebSocket close timed out after {0:?}")]
+    CloseTimeout(Duration),
     /// The peer closed the TCP connection without a WebSocket close frame.
     #[error("the connection ended without a WebSocket close frame")]
     UnexpectedEof,
-    /// The connection failed earlier; every later call reports this.
-    #[error("the WebSocket connection failed earlier: {0}")]
-    Failed(String),
+    /// The connection failed earlier; every later call reports this, with the first error as its
+    /// source.
+    #[error("the WebSocket connection failed earlier")]
+    Failed(#[source] Box<FrameError>),
+    /// The socket failed; kept as the source of [`FrameError::Failed`] for later calls (the first
+    /// call gets the socket's `io::Error` itself).
+    #[error(transparent)]
+    Io(SharedIoError),
+}
+
+/// A socket error shared by every later call on a failed connection (`io::Error` is not `Clone`).
+/// Two are equal when they are the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("socket error ({kind})", kind = .0.kind())]
+pub struct SharedIoError(#[source] pub std::sync::Arc<io::Error>);
+
+impl PartialEq for SharedIoError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedIoError {}
+
+/// A rule of RFC 6455 that the peer broke, one variant per rule; [`ProtocolViolation::close_code`]
+/// is the close code the connection is failed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// A client sent an unmasked frame (section 5.1).
+    #[error("the client sent an unmasked frame")]
+    UnmaskedClientFrame,
+    /// A server sent a masked frame (section 5.1).
+    #[error("the server sent a masked frame")]
+    MaskedServerFrame,
+    /// A frame with a reserved bit (RSV1-3) set; no extension was negotiated (section 5.2).
+    #[error("a frame has a reserved bit set")]
+    ReservedBit,
+    /// A frame with a reserved opcode (3-7, 0xB-0xF; section 5.2).
+    #[error("a frame has a reserved opcode")]
+    ReservedOpcode,
+    /// A control frame without the FIN bit (section 5.5).
+    #[error("a control frame is fragmented")]
+    FragmentedControl,
+    /// A control frame with a payload over 125 bytes (section 5.5).
+    #[error("a control frame's payload is longer than 125 bytes")]
+    ControlTooLong,
+    /// A control frame whose length uses the 16- or 64-bit form (section 5.2 requires the
+    /// minimal encoding).
+    #[error("a control frame's length is not in the 7-bit form")]
+    ControlLengthNotMinimal,
+    /// A continuation frame with no message to continue (section 5.4).
+    #[error("a continuation frame came outside a message")]
+    UnexpectedContinuation,
+    /// A new text or binary frame before the previous message's last fragment (section 5.4).
+    #[error("a new data frame came before the previous message ended")]
+    UnfinishedMessage,
+    /// A close frame with a 1-byte payload (section 5.5.1).
+    #[error("a close frame has a 1-byte payload")]
+    CloseFrameTooShort,
+    /// A close frame with a code that must not be sent (section 7.4).
+    #[error("a close frame has the invalid close code {0}")]
+    InvalidCloseCode(u16),
+    /// A close frame whose reason is not valid UTF-8 (section 5.5.1).
+    #[error("a close frame's reason is not valid UTF-8")]
+    InvalidCloseReason,
+    /// A text message that is not valid UTF-8 (section 8.1), found at its first invalid byte.
+    #[error("a text message is not valid UTF-8")]
+    InvalidUtf8Text,
+    /// A frame header that cannot be decoded for another reason.
+    #[error("an invalid frame header")]
+    InvalidHeader,
+}
+
+impl ProtocolViolation {
+    /// The close code the connection is failed with: 1007 for invalid UTF-8, 1002 otherwise.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            ProtocolViolation::InvalidUtf8Text | ProtocolViolation::InvalidCloseReason => 1007,
+            _ => 1002,
+        }
+    }
+}
+
+impl From<ProtocolViolation> for FrameError {
+    fn from(violation: ProtocolViolation) -> Self {
+        FrameError::Protocol(violation)
+    }
 }
 
 impl FrameError {
     /// The close code sent to the peer when this error ends the connection.
     pub fn close_code(&self) -> u16 {
         match self {
+            FrameError::Protocol(violation) => violation.close_code(),
             FrameError::FrameTooLarge { .. } | FrameError::MessageTooLarge { .. } => 1009,
-            FrameError::InvalidUtf8(_) => 1007,
             FrameError::KeepAliveTimeout(_) => 1011,
+            FrameError::Failed(first) => first.close_code(),
             _ => 1002,
         }
     }
@@ -351,12 +503,20 @@ impl FrameError {
         error.get_ref()?.downcast_ref::<FrameError>()
     }
 
-    pub(crate) fn into_io(self) -> io::Error {
-        let kind = match self {
-            FrameError::KeepAliveTimeout(_) => io::ErrorKind::TimedOut,
+    /// The `io::ErrorKind` this error is reported with.
+    fn kind(&self) -> io::ErrorKind {
+        match self {
+            FrameError::KeepAliveTimeout(_) | FrameError::CloseTimeout(_) => {
+                io::ErrorKind::TimedOut
+            }
             FrameError::UnexpectedEof => io::ErrorKind::UnexpectedEof,
+            FrameError::Io(e) => e.0.kind(),
+            FrameError::Failed(first) => first.kind(),
             _ => io::ErrorKind::InvalidData,
-        };
-        io::Error::new(kind, self)
+        }
+    }
+
+    pub(crate) fn into_io(self) -> io::Error {
+        io::Error::new(self.kind(), self)
     }
 }

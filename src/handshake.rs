@@ -26,6 +26,8 @@ use crate::error::HandshakeError;
 /// 431 for a head over the limit, 400 for anything else malformed (among others a
 /// `Sec-WebSocket-Key` that is not the base64 encoding of 16 bytes, and more than one `Host` or
 /// `Sec-WebSocket-Key` header).
+#[cfg(any(test, feature = "unstable-internals"))]
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<Vec<u8>, HandshakeError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -34,7 +36,7 @@ where
 }
 
 /// The request's headers, as (name, value) pairs, for [`accept_inspecting`].
-pub type Headers<'a> = &'a [httparse::Header<'a>];
+pub(crate) type Headers<'a> = &'a [httparse::Header<'a>];
 
 /// [`accept`], handing the request's headers to `inspect` once they passed the upgrade's own
 /// checks; an error from it refuses the upgrade (answered 400 for
@@ -185,6 +187,7 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
 /// [`HandshakeError::UnsolicitedExtension`] or [`HandshakeError::UnsolicitedSubprotocol`] (RFC 6455
 /// section 4.1); a wrong `Sec-WebSocket-Accept` with
 /// [`HandshakeError::Protocol`]`(`[`InvalidSecWebSocketAccept`](handshake::Error::InvalidSecWebSocketAccept)`)`.
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub async fn connect<T>(
     io: &mut T,
     max_head: usize,
@@ -356,6 +359,7 @@ fn map_error(e: handshake::Error, max_head: usize) -> HandshakeError {
 
 /// Decodes a request target into the path it names: the query is dropped and percent-escapes are
 /// decoded. `None` if it is not an origin-form target or not UTF-8.
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub fn decode_target(target: &str) -> Option<String> {
     let path = target.split('?').next().unwrap_or_default();
     if !path.starts_with('/') {

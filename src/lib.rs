@@ -97,7 +97,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 #[cfg(not(any(feature = "async-std", feature = "tokio")))]
 compile_error!(
@@ -112,13 +112,21 @@ mod error;
 pub mod forwarded;
 mod framed;
 mod handshake;
+mod proto;
 pub mod provider;
 pub mod proxy;
-pub mod tls;
+#[path = "tls.rs"]
+mod tls_config;
+/// Throwaway certificates (self-signed, or a test CA and leaves) for tests and local development:
+/// [`tls::dev`] (feature `rcgen`). The TLS configuration itself is [`TlsConfig`] and
+/// [`ServerCertificate`].
+pub mod tls {
+    #[cfg(feature = "rcgen")]
+    pub use crate::tls_config::dev;
+}
 mod transport;
 mod upgrade;
 
-pub use addr::{Addr, AddrError, Kind, TcpAddr, WsAddr};
 pub use config::{
     Config, FrameLimits, KeepAlive, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_KEEP_ALIVE, DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEAD_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
@@ -126,10 +134,12 @@ pub use config::{
     DEFAULT_READ_BUFFER_SIZE, DEFAULT_UPGRADE_TIMEOUT, DEFAULT_WRITE_BUFFER_SIZE,
     MAX_HEAD_SIZE_LIMIT,
 };
-pub use error::{Error, FrameError, HandshakeError, TlsError};
-pub use framed::{apply_mask, Connection, MessageChunk, Role};
-pub use proxy::{Proxy, ProxyEnv, ProxyError};
-pub use tls::{ServerCertificate, TlsConfig};
+pub use error::{
+    Error, FrameError, HandshakeError, ProtocolViolation, SharedIoError, TimeoutStage, TlsError,
+};
+pub use framed::Connection;
+pub use proto::Role;
+pub use tls_config::{ServerCertificate, TlsConfig};
 pub use transport::{
     Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport, ACCEPT_ERROR_BACKOFF,
     ACCEPT_ERROR_REPORT_INTERVAL,
@@ -158,8 +168,14 @@ pub mod tokio {
     );
 }
 
-/// Sans-IO pieces for fuzzing and for other runtimes: the HTTP upgrade over any
-/// `AsyncRead + AsyncWrite` (with bounded reads), and request-target decoding.
-pub mod handshake_io {
+/// Hooks for fuzzing, conformance testing and tools, with **no stability promise** (feature
+/// `unstable-internals`): the HTTP upgrade over any `AsyncRead + AsyncWrite` (with bounded reads)
+/// and request-target decoding, message-level reads and writes on a [`Connection`]
+/// ([`Connection::poll_read_message`], [`Connection::poll_send_message`]), masking, and the
+/// sans-IO frame core for fuzzing it without a socket.
+#[cfg(feature = "unstable-internals")]
+pub mod unstable {
+    pub use crate::framed::MessageChunk;
     pub use crate::handshake::{accept, connect, decode_target};
+    pub use crate::proto::{apply_mask, fuzz::FrameCore};
 }

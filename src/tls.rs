@@ -159,9 +159,7 @@ impl TlsConfig {
                 roots.add_parsable_certificates(native.certs);
             }
             for root in &self.extra_roots {
-                roots
-                    .add(root.clone())
-                    .map_err(|e| TlsError::Certificate(format!("invalid root certificate: {e}")))?;
+                roots.add(root.clone()).map_err(TlsError::InvalidRoot)?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
@@ -287,11 +285,14 @@ where
 {
     let certs = iter
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Certificate(format!("reading certificates from {what}: {e}")))?;
+        .map_err(|source| TlsError::ReadCertificates {
+            from: what.to_string(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::Certificate(format!(
-            "no PEM certificate found in {what}"
-        )));
+        return Err(TlsError::NoCertificates {
+            from: what.to_string(),
+        });
     }
     Ok(certs)
 }
@@ -301,16 +302,19 @@ fn certified_key_from_pem_files(chain: &Path, key: &Path) -> Result<CertifiedKey
         CertificateDer::pem_file_iter(chain),
         &chain.display().to_string(),
     )?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        TlsError::Certificate(format!("reading a private key from {}: {e}", key.display()))
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::ReadPrivateKey {
+        from: key.display().to_string(),
+        source,
     })?;
     certified_key(certs, key)
 }
 
 fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
     let certs = load_certs(Ok(CertificateDer::pem_slice_iter(chain)), "the PEM text")?;
-    let key = PrivateKeyDer::from_pem_slice(key)
-        .map_err(|e| TlsError::Certificate(format!("reading a private key from PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|source| TlsError::ReadPrivateKey {
+        from: "the PEM text".into(),
+        source,
+    })?;
     certified_key(certs, key)
 }
 
@@ -319,12 +323,11 @@ fn certified_key(
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, TlsError> {
     if chain.is_empty() {
-        return Err(TlsError::Certificate(
-            "the certificate chain is empty".into(),
-        ));
+        return Err(TlsError::NoCertificates {
+            from: "the certificate chain".into(),
+        });
     }
-    let key = CertifiedKey::from_der(chain, key, &provider())
-        .map_err(|e| TlsError::Certificate(format!("certificate and key do not fit: {e}")))?;
+    let key = CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::KeyMismatch)?;
     Ok(key)
 }
 
@@ -425,7 +428,7 @@ pub mod dev {
     pub type CertAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
     fn rcgen_error(e: rcgen::Error) -> TlsError {
-        TlsError::Certificate(format!("rcgen: {e}"))
+        TlsError::Generate(Box::new(e))
     }
 
     /// A self-signed certificate valid for `names` (DNS names or IP addresses).

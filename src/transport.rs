@@ -37,13 +37,14 @@ use crate::{
     admission::{Admission, Ticket},
     classify::{self, Class, Served, Verdict, MAX_PREFIX},
     config::Config,
-    error::{Chain, Error, HandshakeError, TlsError},
+    error::{Chain, Error, HandshakeError, SharedIoError, TimeoutStage, TlsError},
     forwarded::{self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol},
-    framed::{Connection, Role},
+    framed::Connection,
     handshake,
+    proto::Role,
     provider::{self, IfEvent, Provider, Timer},
     proxy::{self, ProxyError, TunnelTarget},
-    tls,
+    tls_config,
 };
 
 /// How long a listener pauses accepting after `accept` failed (EMFILE, ENFILE, ENOBUFS...), so that
@@ -374,7 +375,7 @@ pub struct Transport<P: Provider> {
 
 struct Shared {
     config: Config,
-    client_tls: OnceLock<Result<Arc<ClientConfig>, String>>,
+    client_tls: OnceLock<Result<Arc<ClientConfig>, Arc<TlsError>>>,
     /// Set when a layer above takes over each inbound connection's admission ticket (see
     /// [`Transport::hand_off_tickets`]).
     handoff: OnceLock<Handoff>,
@@ -387,9 +388,9 @@ pub(crate) type Handoff = Arc<Mutex<Option<Ticket>>>;
 impl Shared {
     fn client_tls(&self) -> Result<Arc<ClientConfig>, TlsError> {
         self.client_tls
-            .get_or_init(|| self.config.tls.client_config().map_err(|e| e.to_string()))
+            .get_or_init(|| self.config.tls.client_config().map_err(Arc::new))
             .clone()
-            .map_err(TlsError::Certificate)
+            .map_err(TlsError::ClientConfig)
     }
 }
 
@@ -557,11 +558,11 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
             let deadline = Instant::now() + timeout;
             let (stage, dial) = match target {
                 Addr::Ws(target) => (
-                    "dialing (DNS, TCP, TLS and WebSocket upgrade)",
+                    TimeoutStage::DialWebSocket,
                     dial_ws::<P>(shared, target, deadline).boxed(),
                 ),
                 Addr::Tcp(target) => (
-                    "dialing (DNS and TCP)",
+                    TimeoutStage::DialTcp,
                     dial_tcp::<P>(shared, target, deadline).boxed(),
                 ),
             };
@@ -732,12 +733,12 @@ async fn dial_ws<P: Provider>(
     let tcp = open::<P>(config, &target.host, target.port, kind, deadline).await?;
     let mut stream = if target.is_secure() {
         let name = target.server_name();
-        let server_name = tls::server_name(&name)?;
+        let server_name = tls_config::server_name(&name)?;
         let connector = TlsConnector::from(shared.client_tls()?);
         let tls = connector
             .connect(server_name, tcp)
             .await
-            .map_err(|e| tls::classify_client_error(&name, e))?;
+            .map_err(|e| tls_config::classify_client_error(&name, e))?;
         Socket::Tls(Box::new(futures_rustls::TlsStream::Client(tls)))
     } else {
         Socket::Plain(tcp)
@@ -952,10 +953,7 @@ async fn accept<P: Provider>(
                     }
                 })
                 .await
-                .map_err(|source| TlsError::Handshake {
-                    server_name: "client".into(),
-                    source,
-                })?;
+                .map_err(TlsError::Accept)?;
             let mut stream = Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)));
             let rest = handshake::accept_inspecting(
                 &mut stream,
@@ -1255,7 +1253,7 @@ impl<P: Provider> Port<P> {
                     )
                     .await;
                     result.unwrap_or(Err(Error::Timeout {
-                        stage: "accepting (TLS and WebSocket upgrade)",
+                        stage: TimeoutStage::Accept,
                         after: timeout,
                     }))
                 };
@@ -1463,7 +1461,7 @@ impl<P: Provider> Port<P> {
                     match result {
                         Some(result) => result.map(|(output, _)| output),
                         None => Err(Error::Timeout {
-                            stage: "accepting (classification, TLS and WebSocket upgrade)",
+                            stage: TimeoutStage::AcceptShared,
                             after: timeout,
                         }),
                     }
@@ -1485,9 +1483,8 @@ impl<P: Provider> Port<P> {
             pause = ?ACCEPT_ERROR_BACKOFF,
             "accepting a connection failed; pausing the listener"
         );
-        let kind = error.kind();
-        let text = error.to_string();
-        self.on_error(|| Error::Accept(io::Error::new(kind, text.clone())));
+        let error = SharedIoError(Arc::new(error));
+        self.on_error(|| Error::Accept(error.clone()));
     }
 }
 
@@ -1509,9 +1506,8 @@ impl<P: Provider> Stream for Port<P> {
             match P::if_watcher() {
                 Ok(watcher) => this.if_watcher = Some(watcher),
                 Err(error) => {
-                    let kind = error.kind();
-                    let text = error.to_string();
-                    this.on_error(|| Error::Accept(io::Error::new(kind, text.clone())));
+                    let error = SharedIoError(Arc::new(error));
+                    this.on_error(|| Error::InterfaceWatch(error.clone()));
                 }
             }
         }
@@ -1519,9 +1515,8 @@ impl<P: Provider> Stream for Port<P> {
             match watcher.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(event))) => this.on_if_event(event),
                 Poll::Ready(Some(Err(error))) => {
-                    let kind = error.kind();
-                    let text = error.to_string();
-                    this.on_error(|| Error::Accept(io::Error::new(kind, text.clone())));
+                    let error = SharedIoError(Arc::new(error));
+                    this.on_error(|| Error::InterfaceWatch(error.clone()));
                 }
                 Poll::Ready(None) => this.if_watcher = None,
                 Poll::Pending => break,

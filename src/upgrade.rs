@@ -24,7 +24,7 @@ use libp2p_identity::{Keypair, PeerId};
 
 use crate::{
     config::Config,
-    error::Error,
+    error::{Error, TimeoutStage},
     provider::Provider,
     transport::{Handoff, Transport},
 };
@@ -32,7 +32,7 @@ use crate::{
 /// The WebSocket transport on runtime `P` upgraded with noise (authentication and encryption) and
 /// yamux (multiplexing), negotiated by multistream-select, bounded by
 /// [`Config::with_upgrade_timeout`], and boxed.
-pub fn upgraded<P: Provider>(
+pub(crate) fn upgraded<P: Provider>(
     keypair: &Keypair,
     config: Config,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
@@ -52,7 +52,7 @@ pub fn upgraded<P: Provider>(
             TransportTimeoutError::Timeout => io::Error::new(
                 io::ErrorKind::TimedOut,
                 Error::Timeout {
-                    stage: "upgrading (WebSocket, noise and yamux)",
+                    stage: TimeoutStage::Upgrade,
                     after: timeout,
                 },
             ),
@@ -143,7 +143,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A transport constructor for libp2p's `SwarmBuilder` (`with_other_transport`): a closure that
 /// builds [`upgraded`] from the builder's keypair.
-pub fn constructor<P: Provider>(
+pub(crate) fn constructor<P: Provider>(
     config: Config,
 ) -> impl FnOnce(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
     move |keypair| upgraded::<P>(keypair, config).map_err(|e| Box::new(e) as BoxError)

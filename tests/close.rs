@@ -13,7 +13,9 @@ use std::{
 
 use common::{raw::case, *};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p_ws::{tls::dev::TestCa, Config, FrameError, ServerCertificate, TlsConfig};
+use libp2p_ws::{
+    tls::dev::TestCa, Config, FrameError, ProtocolViolation, ServerCertificate, TlsConfig,
+};
 
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Every case must finish within this (a close that never returns fails with the case's name).
@@ -154,7 +156,7 @@ async fn close_gives_up_at_close_timeout_when_the_peer_stops_reading<R: Runtime>
                 let error = ours.read(&mut buf).await.expect_err("invalid UTF-8");
                 assert_eq!(
                     FrameError::from_io(&error),
-                    Some(&FrameError::InvalidUtf8("a text message")),
+                    Some(&FrameError::Protocol(ProtocolViolation::InvalidUtf8Text)),
                     "{name}: {error}"
                 );
             }

@@ -479,7 +479,7 @@ async fn oversized_request_heads_are_answered_431_after_reading_at_most_the_limi
                 read: read.clone(),
             };
             let limit = libp2p_ws::DEFAULT_MAX_HEAD_SIZE;
-            let result = libp2p_ws::handshake_io::accept(&mut counting, limit, "/").await;
+            let result = libp2p_ws::unstable::accept(&mut counting, limit, "/").await;
             drop(counting);
             let answer = client.await;
             let read = read.load(Ordering::Relaxed);
@@ -613,7 +613,7 @@ async fn dial_to_a_server_sending_64_mib_of_headers_fails_fast_after_reading_the
             read: read.clone(),
         };
         let limit = libp2p_ws::DEFAULT_MAX_HEAD_SIZE;
-        let result = libp2p_ws::handshake_io::connect(&mut counting, limit, "127.0.0.1", "/").await;
+        let result = libp2p_ws::unstable::connect(&mut counting, limit, "127.0.0.1", "/").await;
         drop(counting);
         server.await;
         let read = read.load(Ordering::Relaxed);
@@ -810,7 +810,13 @@ fn protocol(e: &FrameError) -> bool {
 }
 
 fn invalid_utf8(e: &FrameError) -> bool {
-    matches!(e, FrameError::InvalidUtf8(_))
+    matches!(
+        e,
+        FrameError::Protocol(
+            libp2p_ws::ProtocolViolation::InvalidUtf8Text
+                | libp2p_ws::ProtocolViolation::InvalidCloseReason
+        )
+    )
 }
 
 async fn rfc6455_violations_close_with_the_right_code_and_a_typed_error<R: Runtime>() {
@@ -822,7 +828,7 @@ async fn rfc6455_violations_close_with_the_right_code_and_a_typed_error<R: Runti
                 "unmasked client frame".into(),
                 frame(true, 0, 2, None, b"hi"),
                 1002,
-                |e| *e == FrameError::UnmaskedClientFrame,
+                |e| *e == FrameError::Protocol(libp2p_ws::ProtocolViolation::UnmaskedClientFrame),
             ),
             (
                 "fragmented ping".into(),
@@ -935,7 +941,7 @@ async fn rfc6455_violations_close_with_the_right_code_and_a_typed_error<R: Runti
                 "masked server frame",
                 frame(true, 0, 2, m, b"hi"),
                 1002,
-                |e| *e == FrameError::MaskedServerFrame,
+                |e| *e == FrameError::Protocol(libp2p_ws::ProtocolViolation::MaskedServerFrame),
             ),
             (
                 "fragmented ping",

@@ -17,9 +17,9 @@ use common::{daemon::*, *};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::core::{multiaddr::Protocol, transport::TransportEvent, Multiaddr, Transport as _};
 use libp2p_ws::{
-    proxy::{Credentials, ProxyError},
+    proxy::{Credentials, Proxy, ProxyEnv, ProxyError},
     tls::dev::TestCa,
-    Config, Error, Proxy, ProxyEnv, ServerCertificate, TlsConfig, TlsError,
+    Config, Error, ServerCertificate, TlsConfig, TlsError,
 };
 
 /// A certificate for the origin's names, from `ca`.

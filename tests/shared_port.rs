@@ -25,7 +25,8 @@ use libp2p::{
     Multiaddr,
 };
 use libp2p_ws::{
-    tls::dev::TestCa, Config, Error, HandshakeError, Kind, ServerCertificate, TlsConfig, TlsError,
+    addr::Kind, tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate, TlsConfig,
+    TlsError,
 };
 
 fn server_config(ca: &TestCa) -> Config {

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use libp2p_core::Multiaddr;
-use libp2p_ws::WsAddr;
+use libp2p_ws::addr::WsAddr;
 
 fuzz_target!(|data: &[u8]| {
     // Binary multiaddrs reach every protocol code; text ones reach the string parsers.

@@ -1,4 +1,4 @@
-//! The client side of the HTTP upgrade (`handshake_io::connect`) reading the server's response
+//! The client side of the HTTP upgrade (`unstable::connect`) reading the server's response
 //! from the fuzz input (`{ACCEPT}` in the input is replaced by the right `Sec-WebSocket-Accept`, so
 //! that upgrades can succeed); on success, the frame reader (`Role::Client`) reads the rest,
 //! starting with the bytes read past the head.
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         io.substitute_accept = true;
         let max_head = DEFAULT_MAX_HEAD_SIZE;
         let result =
-            libp2p_ws::handshake_io::connect(&mut io, max_head, "example.com", "/a?b").await;
+            libp2p_ws::unstable::connect(&mut io, max_head, "example.com", "/a?b").await;
         assert!(
             io.written.starts_with(b"GET /a?b HTTP/1.1\r\n"),
             "request line"

@@ -24,7 +24,7 @@ pub struct Listener {
 }
 
 /// A TCP stream (async-std's).
-pub type TcpStream = async_std::net::TcpStream;
+pub(crate) type TcpStream = async_std::net::TcpStream;
 
 /// The interface watcher (if-watch's smol backend).
 pub struct IfWatcher(if_watch::smol::IfWatcher);

@@ -318,7 +318,7 @@ pub async fn raw_listener() -> (TcpListener, Multiaddr) {
 /// server handshake), leaving a raw server peer.
 pub async fn raw_accept(listener: &TcpListener) -> Raw {
     let (mut s, _) = listener.accept().await.expect("accept");
-    let leftover = libp2p_ws::handshake_io::accept(&mut s, 8192, "/")
+    let leftover = libp2p_ws::unstable::accept(&mut s, 8192, "/")
         .await
         .expect("upgrade");
     let mut raw = Raw::new(s);
@@ -335,7 +335,7 @@ pub async fn raw_accept_edited(
 ) -> (Raw, Vec<u8>) {
     let (s, _) = listener.accept().await.expect("accept");
     let mut capture = Capture { s, out: Vec::new() };
-    let leftover = libp2p_ws::handshake_io::accept(&mut capture, 8192, "/")
+    let leftover = libp2p_ws::unstable::accept(&mut capture, 8192, "/")
         .await
         .expect("upgrade");
     let response = edit(&String::from_utf8(capture.out).expect("ASCII response"));
