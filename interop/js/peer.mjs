@@ -3,8 +3,12 @@
 //   --listen <ma> (repeatable)  --dial <ma>  --count <n>  --timeout <secs>
 //   --cert <pem> --key <pem>    (TLS server chain/key for /tls/ws listen addresses)
 //   --ca <pem> is handled by the wrapper through NODE_EXTRA_CA_CERTS.
-// stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr.
+//   --local-address <ip>        (dials connect from this local address: /ws, /tls/ws and /tcp)
+// stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr,
+// among them `local peer id <id>` and, per WebSocket dialed, `websocket local address /ip4/<ip>/tcp/<port>`.
+import diagnostics from 'node:diagnostics_channel'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { tcp } from '@libp2p/tcp'
 import { createNode, dialAndPing } from './common.js'
 
@@ -22,6 +26,10 @@ function parseArgs (argv) {
       case '--cert': args.cert = value; break
       case '--key': args.key = value; break
       case '--ca': args.ca = value; break
+      case '--local-address':
+        if (isIP(value) === 0) throw new Error(`--local-address ${value}: not an IP address`)
+        args.localAddress = value
+        break
       default: throw new Error(`unknown argument ${flag}`)
     }
     i++
@@ -30,13 +38,35 @@ function parseArgs (argv) {
 }
 
 const out = (line) => process.stdout.write(line + '\n')
+
+// @libp2p/websockets 10 dials with Node's own WebSocket (undici) as `new WebSocket(uri)`, which
+// takes no socket options and connects through undici's global dispatcher (the object under
+// Symbol.for('undici.globalDispatcher.1'), which `setGlobalDispatcher` of the undici package sets).
+// Replace it with an Agent of Node's own undici (the default one's class) whose connections bind
+// `localAddress` (undici's Client option, given to net/tls.connect).
+function bindWebSocketDials (localAddress) {
+  void globalThis.WebSocket // Node loads undici, which installs the default dispatcher, on first use
+  const key = Symbol.for('undici.globalDispatcher.1')
+  const Agent = globalThis[key]?.constructor
+  if (typeof Agent !== 'function') throw new Error('--local-address: this Node has no undici global dispatcher')
+  globalThis[key] = new Agent({ localAddress })
+}
+
+// undici reports each WebSocket it opened, with its socket's local address.
+diagnostics.subscribe('undici:websocket:open', ({ address }) => {
+  const family = address?.family === 'IPv6' ? 'ip6' : 'ip4'
+  console.error(`websocket local address /${family}/${address?.address}/tcp/${address?.port}`)
+})
+
 // WebSocket failures surface as ErrorEvent objects; show their message.
 const fmt = (err) => err?.stack ?? err?.error?.stack ?? err?.message ?? String(err)
 
 async function main () {
   const args = parseArgs(process.argv.slice(2))
   const https = args.cert != null ? { cert: readFileSync(args.cert), key: readFileSync(args.key) } : undefined
-  const node = await createNode({ listen: args.listen, https, transports: [tcp()] })
+  if (args.localAddress != null) bindWebSocketDials(args.localAddress)
+  const tcpInit = args.localAddress != null ? { dialOpts: { localAddress: args.localAddress } } : {}
+  const node = await createNode({ listen: args.listen, https, transports: [tcp(tcpInit)] })
   await node.start()
   console.error(`local peer id ${node.peerId.toString()}`)
 
