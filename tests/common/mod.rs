@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod helpers;
+pub mod process;
 pub mod raw;
 use std::{
     future::Future,
