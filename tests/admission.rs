@@ -13,7 +13,7 @@ use std::{
 
 use common::*;
 use futures::StreamExt;
-use libp2p::{core::Transport as _, swarm::SwarmEvent};
+use libp2p::swarm::SwarmEvent;
 use libp2p_ws::Config;
 
 /// A blocking TCP connection from `source` (a loopback address) to `target`.
@@ -32,30 +32,6 @@ fn upgrade_request(target: SocketAddr) -> String {
     )
 }
 
-fn socket_addr(addr: &libp2p::Multiaddr) -> SocketAddr {
-    use libp2p::core::multiaddr::Protocol;
-    let mut ip = None;
-    let mut port = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(IpAddr::V4(a)),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    SocketAddr::new(ip.expect("ip4"), port.expect("tcp port"))
-}
-
-/// Resident memory of this process, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// 300 silent sockets from one address and 1,800 from 30 others (each of those through the HTTP
 /// upgrade, then silent inside noise) hold handshakes open; a dial from 127.0.0.1 still completes
 /// its upgrade and a ping within 3 s, and the listener's memory stays bounded.
@@ -66,8 +42,8 @@ async fn a_victim_dial_gets_through_a_slowloris_from_many_addresses<R: Runtime>(
         .listen_on("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
         .unwrap();
     let addr = first_listen_addr(&mut listener).await;
-    let target = socket_addr(&addr);
-    let rss_before = rss_kib();
+    let target = raw::socket_addr(&addr);
+    let rss_before = helpers::rss_kib().unwrap_or(0);
 
     // The flood runs on a thread of its own (blocking connects) while the listener is polled.
     let (done_tx, mut done) = futures::channel::mpsc::unbounded();
@@ -102,7 +78,7 @@ async fn a_victim_dial_gets_through_a_slowloris_from_many_addresses<R: Runtime>(
             result = done.next() => break result.expect("the flooder reports"),
         }
     };
-    let rss_flooded = rss_kib();
+    let rss_flooded = helpers::rss_kib().unwrap_or(0);
 
     let start = Instant::now();
     within::<R, _>(Duration::from_secs(3), async {
@@ -140,20 +116,8 @@ async fn connections_inside_noise_count_as_pending<R: Runtime>() {
         .with_max_pending_handshakes(4)
         .with_max_pending_handshakes_per_ip(4);
     let mut transport = R::upgraded(&libp2p::identity::Keypair::generate_ed25519(), config);
-    transport
-        .listen_on(
-            libp2p::core::transport::ListenerId::next(),
-            "/ip4/127.0.0.1/tcp/0/ws".parse().unwrap(),
-        )
-        .unwrap();
-    let addr = loop {
-        if let libp2p::core::transport::TransportEvent::NewAddress { listen_addr, .. } =
-            futures::future::poll_fn(|cx| std::pin::Pin::new(&mut transport).poll(cx)).await
-        {
-            break listen_addr;
-        }
-    };
-    let target = socket_addr(&addr);
+    let (_, addr) = listen_any(&mut transport, "/ip4/127.0.0.1/tcp/0/ws").await;
+    let target = raw::socket_addr(&addr);
     let stop = drive_listener::<R, _>(transport, |upgrade| {
         R::spawn_detached(async move {
             let _ = upgrade.await;

@@ -21,10 +21,7 @@ use std::{
 
 use common::{raw::*, *};
 use futures::{future::poll_fn, AsyncRead, AsyncReadExt, AsyncWriteExt};
-use libp2p::core::{
-    transport::{ListenerId, TransportEvent},
-    Transport as _,
-};
+use libp2p::core::Transport as _;
 use libp2p::identity::Keypair;
 use libp2p_ws::{Config, FrameError, KeepAlive};
 
@@ -239,31 +236,13 @@ async fn the_upgrade_timeout_fires_against_a_peer_streaming_empty_frames<R: Runt
                     )
                 }
                 Ours::Listener => {
-                    transport
-                        .listen_on(
-                            ListenerId::next(),
-                            "/ip4/127.0.0.1/tcp/0/ws".parse().unwrap(),
-                        )
-                        .unwrap();
-                    let addr = loop {
-                        if let TransportEvent::NewAddress { listen_addr, .. } =
-                            poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await
-                        {
-                            break listen_addr;
-                        }
-                    };
+                    let (_, addr) = listen_any(&mut transport, "/ip4/127.0.0.1/tcp/0/ws").await;
                     let socket = common::raw::socket_addr(&addr);
                     let start = Instant::now();
                     let mut raw =
                         Raw::new(async_std::net::TcpStream::connect(socket).await.unwrap());
                     raw.send(UPGRADE_REQUEST).await.unwrap();
-                    let upgrade = loop {
-                        if let TransportEvent::Incoming { upgrade, .. } =
-                            poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await
-                        {
-                            break upgrade;
-                        }
-                    };
+                    let upgrade = next_incoming(&mut transport).await;
                     let upgrading = spawn::<R, _>(upgrade);
                     let head = raw.read_head().await.unwrap();
                     assert!(head.starts_with("HTTP/1.1 101"), "{head}");

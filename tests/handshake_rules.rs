@@ -299,6 +299,51 @@ async fn listener_answers_400_to_a_bad_key_or_repeated_host_or_key_headers<R: Ru
     }
 }
 
+// ----- requests that are no upgrade get an HTTP error --------------------------------------------
+
+async fn non_upgrade_requests_get_an_http_error_response<R: Runtime>() {
+    within::<R, _>(WAIT, async {
+        let server = Server::<R>::plain(Config::default()).await;
+        let cases: [(&str, &[u8], &str); 5] = [
+            ("plain GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
+            (
+                "upgrade on another path",
+                b"GET /other HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                "404",
+            ),
+            (
+                "POST",
+                b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                "405",
+            ),
+            ("garbage", b"\x00\x01\x02 nonsense\r\n\r\n", "400"),
+            (
+                "wrong WebSocket version",
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+                "4",
+            ),
+        ];
+        for (what, request, status) in cases {
+            let mut raw = Raw::new(TcpStream::connect(server.socket).await.unwrap());
+            raw.send(request).await.unwrap();
+            let answer = raw.read_to_close().await;
+            let status_line = answer.lines().next().unwrap_or("").to_string();
+            println!(
+                "figure ({}): {what}: answered {status_line:?}, then closed",
+                R::NAME
+            );
+            assert!(
+                status_line.starts_with(&format!("HTTP/1.1 {status}")),
+                "{what}: {answer:?}"
+            );
+        }
+    })
+    .await;
+}
+
 // ----- promised but untested: a head limit under 8 KiB --------------------------------------------
 
 async fn a_head_limit_of_1_kib_refuses_a_1_5_kib_head_with_431_and_takes_a_900_byte_head<
@@ -379,4 +424,5 @@ runtime_tests!(
     dial_fails_on_a_101_with_an_unrequested_extension_or_subprotocol_or_a_wrong_accept,
     listener_answers_400_to_a_bad_key_or_repeated_host_or_key_headers,
     a_head_limit_of_1_kib_refuses_a_1_5_kib_head_with_431_and_takes_a_900_byte_head,
+    non_upgrade_requests_get_an_http_error_response,
 );

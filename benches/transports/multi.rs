@@ -33,9 +33,11 @@ use libp2p::{
     PeerId,
 };
 
-use super::{
-    allowed_cpus, stream_dialer, stream_listener, throughput, within, Mode, Received, Rt, Stack,
-    RUNTIME, WAIT,
+use crate::{
+    protocol::{stream_dialer, stream_listener, throughput, Received},
+    runtime::{allowed_cpus, within, Rt, RUNTIME},
+    stacks::{Mode, Stack},
+    WAIT,
 };
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new("/libp2p-ws-bench/1.0.0");

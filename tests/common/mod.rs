@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod helpers;
+pub mod process;
 pub mod raw;
 use std::{
     future::Future,
@@ -14,8 +16,8 @@ use std::{
 use futures::{future::poll_fn, FutureExt as _};
 use libp2p::{
     core::{
-        transport::{DialOpts, ListenerId, PortUse, TransportEvent},
-        Endpoint, Multiaddr, Transport as _,
+        transport::{ListenerId, TransportEvent},
+        Multiaddr, Transport as _,
     },
     identity::Keypair,
     ping,
@@ -279,12 +281,7 @@ pub async fn within<R: Runtime, F: Future>(limit: Duration, future: F) -> F::Out
         .unwrap_or_else(|| panic!("timed out after {limit:?} on {}", R::NAME))
 }
 
-pub fn dial_opts() -> DialOpts {
-    DialOpts {
-        role: Endpoint::Dialer,
-        port_use: PortUse::New,
-    }
-}
+pub use helpers::dial_opts;
 
 /// The next event of a bare transport.
 pub async fn next_event<R: Runtime>(
@@ -298,13 +295,38 @@ pub async fn listen<R: Runtime>(
     transport: &mut Transport<R>,
     addr: &str,
 ) -> (ListenerId, Multiaddr) {
+    listen_any(transport, addr).await
+}
+
+/// Listens on `addr` with any transport (bare or upgraded) and returns the listener id and the
+/// first address it reports.
+pub async fn listen_any<T>(transport: &mut T, addr: &str) -> (ListenerId, Multiaddr)
+where
+    T: libp2p::core::Transport + Unpin,
+    T::Error: std::fmt::Debug,
+{
     let id = ListenerId::next();
     transport
         .listen_on(id, addr.parse().expect("valid multiaddr"))
         .expect("listen_on succeeds");
     loop {
-        if let TransportEvent::NewAddress { listen_addr, .. } = next_event::<R>(transport).await {
+        if let TransportEvent::NewAddress { listen_addr, .. } =
+            poll_fn(|cx| Pin::new(&mut *transport).poll(cx)).await
+        {
             return (id, listen_addr);
+        }
+    }
+}
+
+/// The next incoming connection's upgrade on any transport (other events are skipped).
+pub async fn next_incoming<T: libp2p::core::Transport + Unpin>(
+    transport: &mut T,
+) -> T::ListenerUpgrade {
+    loop {
+        if let TransportEvent::Incoming { upgrade, .. } =
+            poll_fn(|cx| Pin::new(&mut *transport).poll(cx)).await
+        {
+            return upgrade;
         }
     }
 }
@@ -319,12 +341,10 @@ pub async fn connected_pair<R: Runtime>(
     let (_, addr) = listen::<R>(&mut listener, listen_addr).await;
     let mut dialer = Transport::<R>::new(client_config);
     let dial = spawn::<R, _>(dialer.dial(addr, dial_opts()).expect("dial accepted"));
-    let upgrade = loop {
-        if let TransportEvent::Incoming { upgrade, .. } = next_event::<R>(&mut listener).await {
-            break upgrade;
-        }
-    };
-    let server = upgrade.await.expect("server side upgrades");
+    let server = next_incoming(&mut listener)
+        .await
+        .await
+        .expect("server side upgrades");
     let client = dial.await.expect("client side upgrades");
     (server, client)
 }
@@ -454,24 +474,9 @@ pub async fn muxer_pair<R: Runtime>(listen_addr: &str) -> (Muxer, Muxer) {
     let dialer_key = Keypair::generate_ed25519();
     let mut listener = R::upgraded(&listener_key, Config::default());
     let mut dialer = R::upgraded(&dialer_key, Config::default());
-    listener
-        .listen_on(ListenerId::next(), listen_addr.parse().expect("valid"))
-        .expect("listens");
-    let addr = loop {
-        if let TransportEvent::NewAddress { listen_addr, .. } =
-            poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await
-        {
-            break listen_addr;
-        }
-    };
+    let (_, addr) = listen_any(&mut listener, listen_addr).await;
     let dial = spawn::<R, _>(dialer.dial(addr, dial_opts()).expect("dial accepted"));
-    let upgrade = loop {
-        if let TransportEvent::Incoming { upgrade, .. } =
-            poll_fn(|cx| Pin::new(&mut listener).poll(cx)).await
-        {
-            break upgrade;
-        }
-    };
+    let upgrade = next_incoming(&mut listener).await;
     let expected_dialer = dialer_key.public().to_peer_id();
     let listener_muxer = Muxer::spawn_when_ready::<R>(async move {
         let (peer, muxer) = upgrade.await.expect("listener side upgrades");

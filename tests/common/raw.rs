@@ -22,7 +22,7 @@ use futures::{
     channel::{mpsc, oneshot},
     AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt,
 };
-use libp2p::core::{multiaddr::Protocol, Multiaddr, Transport as _};
+use libp2p::core::{Multiaddr, Transport as _};
 use libp2p_ws::{Config, Error};
 
 use super::{dial_opts, Output, Runtime, Transport};
@@ -89,17 +89,9 @@ impl<R: Runtime> Server<R> {
     }
 }
 
+/// The IP address and TCP port of a listen address (whatever follows them).
 pub fn socket_addr(addr: &Multiaddr) -> SocketAddr {
-    let (mut ip, mut port) = (None, None);
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(a.into()),
-            Protocol::Ip6(a) => ip = Some(a.into()),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    SocketAddr::new(ip.expect("ip"), port.expect("port"))
+    super::helpers::ip_and_port(addr).expect("an IP address and a TCP port")
 }
 
 /// Dials `addr` with a bare transport on runtime `R`.
