@@ -19,8 +19,15 @@
 //! Multiaddr --addr (pure)--> DNS, TCP connect / accept (the runtime provider)
 //!   --> TLS (futures-rustls; /tls/ws, /wss) --> HTTP upgrade (soketto, bounded reads)
 //!   --> Connection: WebSocket binary frames as a byte stream
+//!         (a stream adapter over the sans-IO RFC 6455 core: no IO, runtime or clock inside)
 //!   --> multistream-select --> noise --> multistream-select --> yamux   (`upgraded`, `constructor`)
 //! ```
+//!
+//! Errors are typed per layer ([`Error`], [`TlsError`], [`HandshakeError`], [`FrameError`] with
+//! [`ProtocolViolation`]); each says its own part and leaves the cause to `source()`.
+//! Test and tooling hooks (message-level API, the handshake over any IO, the sans-IO frame core)
+//! are behind the feature `unstable-internals`, in `libp2p_ws::unstable`, with no stability
+//! promise.
 //!
 //! Listeners only accept sockets and report addresses; every per-connection step runs inside the
 //! connection's own future, bounded by the handshake timeout (and, for the complete stack, the
