@@ -73,6 +73,14 @@ impl Sender {
         let end = self.open.unwrap_or(self.buf.len());
         self.pos = (self.pos + n).min(end);
         if self.pos < end {
+            if self.pos >= self.frame_size {
+                // A socket that never quite catches up: drop the sent prefix now, or the buffer
+                // would keep growing behind it (unsent bytes stay bounded, the allocation would
+                // not). At most one move of the unsent bytes per frame's worth sent.
+                self.buf.drain(..self.pos);
+                self.open = self.open.map(|start| start - self.pos);
+                self.pos = 0;
+            }
             return;
         }
         self.pong_queued = false;

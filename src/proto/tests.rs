@@ -539,3 +539,35 @@ fn every_split_of_a_mixed_stream_reads_the_same() {
         assert!(data == expected, "pieces of {split}");
     }
 }
+
+#[test]
+fn a_socket_that_never_catches_up_cannot_grow_the_write_buffer() {
+    // Each round the writer fills the buffer and the socket takes a little less than was added, so
+    // the buffer is never fully sent: the sent prefix must still be dropped.
+    let size = 1024;
+    let mut core = Core::new(Role::Server, &limits().with_write_buffer_size(size), Instant::now());
+    let chunk = [5u8; 700];
+    let (mut written, mut sent) = (0usize, Vec::new());
+    for round in 0..2000 {
+        loop {
+            let n = core.send.write(&chunk);
+            if n == 0 {
+                break;
+            }
+            written += n;
+        }
+        core.send.finalize();
+        let pending = core.send.pending();
+        let take = pending.len().saturating_sub(1 + round % 7).max(1);
+        sent.extend_from_slice(&pending[..take]);
+        core.send.advance(take);
+        assert!(
+            core.send.capacity() <= 4 * (size + super::HEADER_SLOT),
+            "round {round}: the buffer grew to {} bytes",
+            core.send.capacity()
+        );
+    }
+    sent.extend_from_slice(core.send.pending());
+    let data = read_back(Role::Client, &sent);
+    assert_eq!(data.len(), written);
+}
