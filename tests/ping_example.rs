@@ -121,7 +121,12 @@ impl Node {
         if let Some(mut pipe) = self.child.stderr.take() {
             pipe.read_to_string(&mut stderr).unwrap();
         }
-        let lines: Vec<String> = self.lines.try_iter().collect();
+        // The child has exited, but its last lines may still be on their way through the reader
+        // thread: take lines until the thread is done (its sender dropped at the pipe's EOF).
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(WAIT) {
+            lines.push(line);
+        }
         (status.success(), lines, stderr)
     }
 }
