@@ -1,0 +1,368 @@
+//! The forwarding headers of the HTTP upgrade request, sans IO: `Forwarded` (RFC 7239),
+//! `X-Forwarded-For` (with `X-Forwarded-Proto`) and `X-Real-IP`; [`client_from_headers`] finds
+//! the client they describe.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::ForwardedError;
+use crate::proxy::IpNet;
+
+/// Most hops in a forwarding header (`Forwarded`, `X-Forwarded-For`).
+pub const MAX_HOPS: usize = 64;
+
+/// Which forwarding headers of the upgrade request a listener believes (from trusted proxies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeaderSources {
+    forwarded: bool,
+    x_forwarded_for: bool,
+    x_real_ip: bool,
+}
+
+impl Default for HeaderSources {
+    /// All three.
+    fn default() -> Self {
+        HeaderSources {
+            forwarded: true,
+            x_forwarded_for: true,
+            x_real_ip: true,
+        }
+    }
+}
+
+impl HeaderSources {
+    /// None: only the PROXY protocol (if on) changes the client address.
+    pub fn none() -> Self {
+        HeaderSources {
+            forwarded: false,
+            x_forwarded_for: false,
+            x_real_ip: false,
+        }
+    }
+
+    /// `Forwarded` (RFC 7239), the first consulted.
+    pub fn with_forwarded(mut self, on: bool) -> Self {
+        self.forwarded = on;
+        self
+    }
+
+    /// `X-Forwarded-For` (with `X-Forwarded-Proto`), consulted when `Forwarded` is absent.
+    pub fn with_x_forwarded_for(mut self, on: bool) -> Self {
+        self.x_forwarded_for = on;
+        self
+    }
+
+    /// `X-Real-IP`, consulted last.
+    pub fn with_x_real_ip(mut self, on: bool) -> Self {
+        self.x_real_ip = on;
+        self
+    }
+
+    /// Whether any header is believed.
+    pub fn any(&self) -> bool {
+        self.forwarded || self.x_forwarded_for || self.x_real_ip
+    }
+}
+
+/// The client as a trusted proxy describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedClient {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The client's port, when the header gives one (`Forwarded: for="[..]:port"`).
+    pub port: Option<u16>,
+    /// Whether the client reached the proxy over TLS (`proto=https`, `X-Forwarded-Proto: https`).
+    pub https: bool,
+}
+
+/// One hop of a forwarding header: an address (and port), or an unknown or obfuscated node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Addr(IpAddr, Option<u16>, Option<bool>),
+    Unknown,
+}
+
+/// The client described by the forwarding headers of a request from a trusted proxy, or `None`
+/// when no believed header is present (or the hop it names is unknown/obfuscated). `headers` are
+/// the request's (name, value) pairs; several headers of one name form one list. The client is
+/// the right-most hop that is not in `trusted` (the left-most when all are).
+pub fn client_from_headers<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    trusted: &[IpNet],
+    sources: HeaderSources,
+) -> Result<Option<ForwardedClient>, ForwardedError> {
+    let joined = |name: &'static str| -> Result<Option<String>, ForwardedError> {
+        let mut out: Option<String> = None;
+        for (_, value) in headers
+            .clone()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            let value =
+                std::str::from_utf8(value).map_err(|_| ForwardedError::MalformedHeader {
+                    header: name,
+                    reason: "not UTF-8".into(),
+                })?;
+            match &mut out {
+                Some(all) => {
+                    all.push(',');
+                    all.push_str(value);
+                }
+                None => out = Some(value.to_string()),
+            }
+        }
+        Ok(out)
+    };
+    let hops = if let Some(value) = sources
+        .forwarded
+        .then(|| joined("Forwarded"))
+        .transpose()?
+        .flatten()
+    {
+        parse_forwarded(&value)?
+    } else if let Some(value) = sources
+        .x_forwarded_for
+        .then(|| joined("X-Forwarded-For"))
+        .transpose()?
+        .flatten()
+    {
+        parse_ip_list("X-Forwarded-For", &value)?
+    } else if let Some(value) = sources
+        .x_real_ip
+        .then(|| joined("X-Real-IP"))
+        .transpose()?
+        .flatten()
+    {
+        let hops = parse_ip_list("X-Real-IP", &value)?;
+        if hops.len() != 1 {
+            return Err(ForwardedError::MalformedHeader {
+                header: "X-Real-IP",
+                reason: "not exactly one address".into(),
+            });
+        }
+        hops
+    } else {
+        return Ok(None);
+    };
+    let chosen = hops
+        .iter()
+        .rev()
+        .find(|hop| match hop {
+            Hop::Addr(ip, ..) => !trusted.iter().any(|net| net.contains(*ip)),
+            Hop::Unknown => true,
+        })
+        .or(hops.first());
+    let Some(Hop::Addr(ip, port, proto)) = chosen.copied() else {
+        return Ok(None);
+    };
+    let https = match proto {
+        Some(https) => https,
+        None => match joined("X-Forwarded-Proto")? {
+            Some(value) => value
+                .rsplit(',')
+                .next()
+                .map(|p| {
+                    p.trim().eq_ignore_ascii_case("https") || p.trim().eq_ignore_ascii_case("wss")
+                })
+                .unwrap_or(false),
+            None => false,
+        },
+    };
+    Ok(Some(ForwardedClient { ip, port, https }))
+}
+
+/// An address as hops write it: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
+fn parse_node(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some((ip, None));
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let ip = ip.parse::<Ipv6Addr>().ok()?;
+        return match after {
+            "" => Some((IpAddr::V6(ip), None)),
+            _ => Some((IpAddr::V6(ip), Some(parse_port(after.strip_prefix(':')?)?))),
+        };
+    }
+    let (ip, port) = s.split_once(':')?;
+    Some((IpAddr::V4(ip.parse().ok()?), Some(parse_port(port)?)))
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_ip_list(header: &'static str, value: &str) -> Result<Vec<Hop>, ForwardedError> {
+    let mut hops = Vec::new();
+    for entry in value.split(',') {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        if hops.len() == MAX_HOPS {
+            return Err(ForwardedError::TooManyHops {
+                header,
+                limit: MAX_HOPS,
+            });
+        }
+        if entry.eq_ignore_ascii_case("unknown") {
+            hops.push(Hop::Unknown);
+            continue;
+        }
+        let (ip, port) = parse_node(entry).ok_or_else(|| ForwardedError::MalformedHeader {
+            header,
+            reason: format!("{:?} is not an IP address", shorten(entry)),
+        })?;
+        hops.push(Hop::Addr(ip, port, None));
+    }
+    if hops.is_empty() {
+        return Err(ForwardedError::MalformedHeader {
+            header,
+            reason: "no address".into(),
+        });
+    }
+    Ok(hops)
+}
+
+/// RFC 7239: comma-separated elements of `;`-separated `name=value` pairs, values tokens or
+/// quoted strings. Only `for` and `proto` are read; an element without `for` is an unknown hop.
+fn parse_forwarded(value: &str) -> Result<Vec<Hop>, ForwardedError> {
+    let malformed = |reason: String| ForwardedError::MalformedHeader {
+        header: "Forwarded",
+        reason,
+    };
+    let mut hops = Vec::new();
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    let mut element_for: Option<Hop> = None;
+    let mut element_proto: Option<bool> = None;
+    let mut element_empty = true;
+    let finish = |hops: &mut Vec<Hop>,
+                  f: Option<Hop>,
+                  p: Option<bool>,
+                  empty: bool|
+     -> Result<(), ForwardedError> {
+        if empty {
+            return Ok(());
+        }
+        if hops.len() == MAX_HOPS {
+            return Err(ForwardedError::TooManyHops {
+                header: "Forwarded",
+                limit: MAX_HOPS,
+            });
+        }
+        hops.push(match f {
+            Some(Hop::Addr(ip, port, _)) => Hop::Addr(ip, port, p),
+            _ => Hop::Unknown,
+        });
+        Ok(())
+    };
+    loop {
+        while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+            i += 1;
+        }
+        if i == bytes.len() {
+            finish(&mut hops, element_for, element_proto, element_empty)?;
+            break;
+        }
+        match bytes[i] {
+            b',' => {
+                finish(
+                    &mut hops,
+                    element_for.take(),
+                    element_proto.take(),
+                    element_empty,
+                )?;
+                element_empty = true;
+                i += 1;
+                continue;
+            }
+            b';' => {
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let start = i;
+        while i < bytes.len() && is_tchar(bytes[i]) {
+            i += 1;
+        }
+        let name = &value[start..i];
+        if name.is_empty() || bytes.get(i) != Some(&b'=') {
+            return Err(malformed(format!("expected name=value at byte {start}")));
+        }
+        i += 1;
+        let val = if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            let mut out = String::new();
+            loop {
+                match bytes.get(i) {
+                    None => return Err(malformed("unterminated quoted string".into())),
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') => {
+                        let c = *bytes
+                            .get(i + 1)
+                            .ok_or_else(|| malformed("unterminated quoted string".into()))?;
+                        out.push(c as char);
+                        i += 2;
+                    }
+                    Some(&c) if c == b'\t' || (b' '..0x7f).contains(&c) => {
+                        out.push(c as char);
+                        i += 1;
+                    }
+                    Some(_) => {
+                        return Err(malformed(
+                            "control or non-ASCII byte in a quoted string".into(),
+                        ))
+                    }
+                }
+            }
+            out
+        } else {
+            let start = i;
+            while i < bytes.len() && is_tchar(bytes[i]) {
+                i += 1;
+            }
+            if start == i {
+                return Err(malformed(format!("{name}= without a value")));
+            }
+            value[start..i].to_string()
+        };
+        element_empty = false;
+        if name.eq_ignore_ascii_case("for") {
+            element_for = Some(
+                if val.eq_ignore_ascii_case("unknown") || val.starts_with('_') {
+                    Hop::Unknown
+                } else {
+                    let (ip, port) = parse_node(&val).ok_or_else(|| {
+                        malformed(format!(
+                            "for={:?} is not a node (an IP address, [IPv6], port optional)",
+                            shorten(&val)
+                        ))
+                    })?;
+                    Hop::Addr(ip, port, None)
+                },
+            );
+        } else if name.eq_ignore_ascii_case("proto") {
+            element_proto =
+                Some(val.eq_ignore_ascii_case("https") || val.eq_ignore_ascii_case("wss"));
+        }
+    }
+    if hops.is_empty() {
+        return Err(malformed("no element".into()));
+    }
+    Ok(hops)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
+}

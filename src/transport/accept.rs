@@ -1,0 +1,259 @@
+//! Serving an accepted connection: reading a PROXY protocol header, classifying the first bytes
+//! (and refusing a connection for a kind the socket does not serve), then TLS and the HTTP upgrade
+//! (reading or ignoring the forwarding headers of the request), or nothing for `/tcp`.
+
+use std::{io, pin::Pin, sync::Arc, task::Poll};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsAcceptor;
+
+use super::{output::Prefix, Output, Shared, Socket, TcpConnection};
+use crate::{
+    addr::Kind,
+    classify::{self, Served, Verdict, MAX_PREFIX},
+    error::{Error, HandshakeError, TlsError},
+    forwarded::{self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol},
+    framed::Connection,
+    handshake,
+    proto::Role,
+    provider::Provider,
+};
+
+/// Most bytes read (and dropped) from a connection that is refused, after the sign was sent, so
+/// that closing it does not reset the connection before the dialer read the sign.
+const MAX_DRAIN: usize = 64 * 1024;
+
+/// How a listener serves the connections of its kind.
+#[derive(Clone)]
+pub(super) enum Serve {
+    /// `/tcp`: the stream as it is.
+    Tcp,
+    /// `/ws` or `/tls/ws`: TLS if `tls`, then the HTTP upgrade for `path`.
+    Ws {
+        tls: Option<TlsAcceptor>,
+        path: String,
+    },
+}
+
+/// Reads the first bytes of a connection, at most [`MAX_PREFIX`], until [`classify`] decides;
+/// `prefix` holds what was read before (after a PROXY header, the bytes that told it was none).
+pub(super) async fn sniff<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut prefix: Prefix,
+) -> io::Result<(Verdict, Prefix)> {
+    loop {
+        match classify::classify(prefix.bytes()) {
+            Verdict::NeedMore if usize::from(prefix.end) < MAX_PREFIX => {}
+            Verdict::NeedMore => return Ok((Verdict::Unknown, prefix)),
+            verdict => return Ok((verdict, prefix)),
+        }
+        let n = io.read(&mut prefix.buf[usize::from(prefix.end)..]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        prefix.end += n as u8;
+    }
+}
+
+/// Closes a connection this port does not serve: sends `sign` (see
+/// [`door_sign`](classify::door_sign)) and a FIN at once, then reads and drops what the client
+/// sent that has already arrived (at most [`MAX_DRAIN`] bytes, without waiting), so that the close
+/// does not reset the connection before the client read the sign.
+pub(super) async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
+    if !sign.is_empty() && io.write_all(sign).await.is_err() {
+        return;
+    }
+    if io.close().await.is_err() || P::shutdown_write(io).is_err() {
+        return;
+    }
+    // Only what has arrived already: waiting for the client to close would hold the connection
+    // (and its admission ticket) until the timeout.
+    let mut drained = 0;
+    let mut scratch = [0u8; 2048];
+    while drained < MAX_DRAIN {
+        let read = futures::future::poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *io).poll_read(cx, &mut scratch) {
+                Poll::Ready(Ok(n)) if n > 0 => Some(n),
+                _ => None,
+            })
+        })
+        .await;
+        match read {
+            Some(n) => drained += n,
+            None => return,
+        }
+    }
+}
+
+/// Reads a PROXY protocol header if `mode` asks for one: exactly its bytes, nothing after it
+/// (at most [`MAX_PROXY_HEADER`](forwarded::MAX_PROXY_HEADER)). Returns the header, if there was
+/// one, and the bytes read that turned out not to be one (for [`sniff`]).
+pub(super) async fn read_proxy_header<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mode: ProxyProtocol,
+) -> Result<(Option<ProxyHeader>, Prefix), Error> {
+    if mode == ProxyProtocol::Off {
+        return Ok((None, Prefix::default()));
+    }
+    let mut buf = Vec::new();
+    loop {
+        match forwarded::parse_proxy_header(&buf).map_err(Error::ProxyProtocol)? {
+            ProxyParse::NotProxy if mode == ProxyProtocol::Required => {
+                return Err(Error::ProxyProtocol(ForwardedError::ProxyHeaderMissing))
+            }
+            ProxyParse::NotProxy => return Ok((None, Prefix::from_bytes(&buf))),
+            ProxyParse::NeedMore(n) => {
+                let start = buf.len();
+                buf.resize(start + n, 0);
+                io.read_exact(&mut buf[start..])
+                    .await
+                    .map_err(sniff_error)?;
+            }
+            ProxyParse::Done { header, .. } => return Ok((Some(header), Prefix::default())),
+        }
+    }
+}
+
+/// What an upgrade does with the forwarding headers of the request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Inspect {
+    /// No reverse proxies are configured.
+    Off,
+    /// Not from a trusted proxy: forwarding headers are ignored (logged at debug).
+    Ignore,
+    /// From a trusted proxy: the believed headers name the client.
+    Believe,
+}
+
+/// The forwarding headers, for the debug log of ignored ones.
+const FORWARDING_HEADERS: [&str; 4] = [
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "X-Forwarded-Proto",
+];
+
+fn sniff_error(error: io::Error) -> Error {
+    Error::Handshake(HandshakeError::Io(error))
+}
+
+/// The upgrade of a connection on a socket that serves one kind: classifies it (closing a wrong
+/// door at once), then serves it.
+pub(super) async fn accept_single<P: Provider>(
+    shared: Arc<Shared>,
+    mut tcp: P::Stream,
+    kind: Kind,
+    serve: Serve,
+    inspect: Inspect,
+) -> Result<Output<P::Stream>, Error> {
+    let (verdict, prefix) = sniff(&mut tcp, Prefix::default())
+        .await
+        .map_err(sniff_error)?;
+    if let Verdict::Known(class) = verdict {
+        if class.kind() != kind {
+            let sign = classify::door_sign(class, Served::default().with(kind));
+            refuse::<P>(&mut tcp, sign).await;
+            return Err(Error::NotServed { spoke: class });
+        }
+    }
+    // Unrecognised bytes go to the listener's own handler, which answers as it always did (an
+    // HTTP 400, a TLS alert, a failed multistream-select negotiation).
+    accept::<P>(shared, tcp, prefix, serve, inspect)
+        .await
+        .map(|(output, _)| output)
+}
+
+/// Serves a classified connection (the bytes read to classify it in `prefix`); with
+/// [`Inspect::Believe`], also returns the client the request's forwarding headers name.
+pub(super) async fn accept<P: Provider>(
+    shared: Arc<Shared>,
+    tcp: P::Stream,
+    prefix: Prefix,
+    serve: Serve,
+    inspect: Inspect,
+) -> Result<(Output<P::Stream>, Option<ForwardedClient>), Error> {
+    let config = &shared.config;
+    let reverse = config.reverse_proxy.as_ref();
+    let mut client = None;
+    let mut inspect_headers = |headers: handshake::Headers<'_>| -> Result<(), HandshakeError> {
+        match (inspect, reverse) {
+            (Inspect::Believe, Some(reverse)) => {
+                client = forwarded::client_from_headers(
+                    headers.iter().map(|h| (h.name, h.value)),
+                    reverse.trusted(),
+                    reverse.headers(),
+                )
+                .map_err(HandshakeError::Forwarded)?;
+            }
+            (Inspect::Ignore, _)
+                if headers.iter().any(|h| {
+                    FORWARDING_HEADERS
+                        .iter()
+                        .any(|name| h.name.eq_ignore_ascii_case(name))
+                }) =>
+            {
+                tracing::debug!(
+                    "forwarding headers from a peer that is not a trusted proxy; ignored"
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
+        tracing::debug!(%e, "could not set TCP_NODELAY");
+    }
+    let path = match serve {
+        Serve::Tcp => return Ok((Output::Tcp(TcpConnection::with_prefix(tcp, prefix)), None)),
+        Serve::Ws {
+            tls: Some(acceptor),
+            path,
+        } => {
+            // The read-ahead is the start of the ClientHello: rustls takes it before the rest.
+            let tls = acceptor
+                .accept_with(tcp, |session| {
+                    let mut rest = prefix.bytes();
+                    while !rest.is_empty() {
+                        if !matches!(session.read_tls(&mut rest), Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                })
+                .await
+                .map_err(TlsError::Accept)?;
+            let mut stream = Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)));
+            let rest = handshake::accept_inspecting(
+                &mut stream,
+                config.max_head_size,
+                &path,
+                &mut inspect_headers,
+            )
+            .await?;
+            return Ok((
+                Output::WebSocket(
+                    Connection::new(stream, Role::Server, config.frame, &rest)
+                        .with_timers(P::timer),
+                ),
+                client,
+            ));
+        }
+        Serve::Ws { tls: None, path } => path,
+    };
+    let mut stream = Socket::Plain(tcp);
+    let mut ahead = TcpConnection::with_prefix(&mut stream, prefix);
+    let mut rest = handshake::accept_inspecting(
+        &mut ahead,
+        config.max_head_size,
+        &path,
+        &mut inspect_headers,
+    )
+    .await?;
+    // The handshake reads the read-ahead first; any of it left follows what it read.
+    rest.extend_from_slice(ahead.prefix.bytes());
+    Ok((
+        Output::WebSocket(
+            Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
+        ),
+        client,
+    ))
+}
