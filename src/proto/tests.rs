@@ -545,7 +545,11 @@ fn a_socket_that_never_catches_up_cannot_grow_the_write_buffer() {
     // Each round the writer fills the buffer and the socket takes a little less than was added, so
     // the buffer is never fully sent: the sent prefix must still be dropped.
     let size = 1024;
-    let mut core = Core::new(Role::Server, &limits().with_write_buffer_size(size), Instant::now());
+    let mut core = Core::new(
+        Role::Server,
+        &limits().with_write_buffer_size(size),
+        Instant::now(),
+    );
     let chunk = [5u8; 700];
     let (mut written, mut sent) = (0usize, Vec::new());
     for round in 0..2000 {
