@@ -342,12 +342,45 @@ pub enum HandshakeError {
     /// proxy is malformed or has too many hops (answered with 400).
     #[error("refused the forwarding headers of a trusted proxy (answered 400)")]
     Forwarded(#[source] crate::forwarded::ForwardedError),
-    /// A malformed or non-WebSocket HTTP request or response.
+    /// A malformed or non-WebSocket HTTP request or response: see [`UpgradeViolation`].
     #[error("invalid WebSocket handshake")]
-    Protocol(#[source] soketto::handshake::Error),
+    Protocol(#[source] UpgradeViolation),
     /// The connection failed during the handshake.
     #[error("i/o error during the WebSocket handshake")]
     Io(#[from] io::Error),
+}
+
+/// What was wrong with an HTTP upgrade request or response (RFC 6455 section 4), one variant per
+/// rule.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpgradeViolation {
+    /// The request's method is not `GET` (answered 405).
+    #[error("the request method is not GET")]
+    NotGet,
+    /// The HTTP version is not 1.1 (answered 505).
+    #[error("the HTTP version is not 1.1")]
+    HttpVersion,
+    /// A header the upgrade needs is missing (answered 426 by a listener).
+    #[error("the {0} header is missing")]
+    MissingHeader(String),
+    /// A header of the upgrade has a value other than the upgrade needs (answered 426 by a
+    /// listener).
+    #[error("the {0} header has an unexpected value")]
+    UnexpectedHeader(String),
+    /// The `Sec-WebSocket-Key` is not 24 characters long (answered 400).
+    #[error("the Sec-WebSocket-Key is {0} bytes long, not 24")]
+    KeyLength(usize),
+    /// The response's `Sec-WebSocket-Accept` does not match the request's key: the client must fail
+    /// the connection (section 4.1).
+    #[error("the Sec-WebSocket-Accept of the response does not match the key")]
+    AcceptMismatch,
+    /// The HTTP head could not be parsed.
+    #[error("the HTTP head is malformed")]
+    MalformedHttp(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A header value that must be text is not valid UTF-8.
+    #[error("a header value is not valid UTF-8")]
+    Utf8(#[source] std::str::Utf8Error),
 }
 
 fn reason_suffix(status: u16) -> &'static str {

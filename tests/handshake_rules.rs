@@ -165,7 +165,7 @@ async fn dial_fails_on_a_101_with_an_unrequested_extension_or_subprotocol_or_a_w
         ("wrong Sec-WebSocket-Accept", "ACCEPT", |e| {
             matches!(
                 e,
-                HandshakeError::Protocol(soketto::handshake::Error::InvalidSecWebSocketAccept)
+                HandshakeError::Protocol(libp2p_ws::UpgradeViolation::AcceptMismatch)
             )
         }),
         (

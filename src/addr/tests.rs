@@ -1,4 +1,5 @@
 //! Unit tests of the address grammar and its canonical forms.
+
 use super::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -14,7 +14,7 @@ use std::{
 use futures::{AsyncRead, AsyncWrite};
 use soketto::handshake::{self, server::Response, ServerResponse};
 
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, UpgradeViolation};
 
 /// Performs the server side of the upgrade on `io`: reads the request (at most `max_head` bytes),
 /// checks that it asks for `path`, and answers `101 Switching Protocols`. Returns any bytes received
@@ -129,14 +129,14 @@ fn check_request(
         Ok(httparse::Status::Complete(len)) => len,
         // soketto parsed the same bytes with the same header limit; neither can happen.
         Ok(httparse::Status::Partial) => {
-            return Err(HandshakeError::Protocol(
-                handshake::Error::IncompleteHttpRequest,
-            ))
+            return Err(HandshakeError::Protocol(UpgradeViolation::MalformedHttp(
+                "incomplete request head".into(),
+            )))
         }
         Err(e) => {
-            return Err(HandshakeError::Protocol(handshake::Error::Http(Box::new(
-                e,
-            ))))
+            return Err(HandshakeError::Protocol(UpgradeViolation::MalformedHttp(
+                Box::new(e),
+            )))
         }
     };
     let named = |name: &'static str| {
@@ -186,7 +186,7 @@ fn is_base64_of_16_bytes(key: &[u8]) -> bool {
 /// A 101 response that selects an extension or a subprotocol (this side asks for none) fails with
 /// [`HandshakeError::UnsolicitedExtension`] or [`HandshakeError::UnsolicitedSubprotocol`] (RFC 6455
 /// section 4.1); a wrong `Sec-WebSocket-Accept` with
-/// [`HandshakeError::Protocol`]`(`[`InvalidSecWebSocketAccept`](handshake::Error::InvalidSecWebSocketAccept)`)`.
+/// [`HandshakeError::Protocol`]`(`[`UpgradeViolation::AcceptMismatch`]`)`.
 #[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub async fn connect<T>(
     io: &mut T,
@@ -219,7 +219,7 @@ where
     let switched = match &response {
         Ok(ServerResponse::Accepted { .. }) => true,
         // soketto fails a 101 with any subprotocol (we offer none) without naming it.
-        Err(HandshakeError::Protocol(handshake::Error::UnsolicitedProtocol)) => true,
+        Err(HandshakeError::UnsolicitedSubprotocol { .. }) => true,
         _ => false,
     };
     if switched {
@@ -327,20 +327,21 @@ mod buffers {
 
 /// The HTTP status a listener answers a failed upgrade request with, if it answers at all.
 fn reject_status(error: &HandshakeError) -> Option<u16> {
-    use soketto::handshake::Error as E;
+    use UpgradeViolation as V;
     Some(match error {
         HandshakeError::PathNotFound { .. } => 404,
         HandshakeError::HeadTooLarge { .. } => 431,
         HandshakeError::InvalidKey | HandshakeError::DuplicateHeader { .. } => 400,
-        HandshakeError::Protocol(E::InvalidRequestMethod) => 405,
-        HandshakeError::Protocol(E::HeaderNotFound(_) | E::UnexpectedHeader(_)) => 426,
-        HandshakeError::Protocol(E::UnsupportedHttpVersion) => 505,
-        HandshakeError::Io(_) | HandshakeError::Protocol(E::Io(_)) => return None,
+        HandshakeError::Protocol(V::NotGet) => 405,
+        HandshakeError::Protocol(V::MissingHeader(_) | V::UnexpectedHeader(_)) => 426,
+        HandshakeError::Protocol(V::HttpVersion) => 505,
+        HandshakeError::Io(_) => return None,
         _ => 400,
     })
 }
 
 fn map_error(e: handshake::Error, max_head: usize) -> HandshakeError {
+    use UpgradeViolation as V;
     match e {
         handshake::Error::Io(io) if HeadLimitReached::is(&io) => {
             HandshakeError::HeadTooLarge { limit: max_head }
@@ -353,7 +354,28 @@ fn map_error(e: handshake::Error, max_head: usize) -> HandshakeError {
         {
             HandshakeError::HeadTooLarge { limit: max_head }
         }
-        other => HandshakeError::Protocol(other),
+        handshake::Error::Http(inner) => HandshakeError::Protocol(V::MalformedHttp(inner)),
+        handshake::Error::UnsupportedHttpVersion => HandshakeError::Protocol(V::HttpVersion),
+        handshake::Error::SecWebSocketKeyInvalidLength(len) => {
+            HandshakeError::Protocol(V::KeyLength(len))
+        }
+        handshake::Error::InvalidRequestMethod => HandshakeError::Protocol(V::NotGet),
+        handshake::Error::HeaderNotFound(name) => HandshakeError::Protocol(V::MissingHeader(name)),
+        handshake::Error::UnexpectedHeader(name) => {
+            HandshakeError::Protocol(V::UnexpectedHeader(name))
+        }
+        handshake::Error::InvalidSecWebSocketAccept => HandshakeError::Protocol(V::AcceptMismatch),
+        // We ask for none; the response's header is named by `check_unsolicited`.
+        handshake::Error::UnsolicitedExtension => HandshakeError::UnsolicitedExtension {
+            extension: String::new(),
+        },
+        handshake::Error::UnsolicitedProtocol => HandshakeError::UnsolicitedSubprotocol {
+            protocol: String::new(),
+        },
+        handshake::Error::Utf8(e) => HandshakeError::Protocol(V::Utf8(e)),
+        handshake::Error::Extension(e) => HandshakeError::Protocol(V::MalformedHttp(e)),
+        // soketto's error enum may grow; say what it said.
+        other => HandshakeError::Protocol(V::MalformedHttp(other.to_string().into())),
     }
 }
 

@@ -1,4 +1,5 @@
 //! Unit tests of the HTTP upgrade (both sides, over in-memory IO).
+
 use super::*;
 
 #[test]
@@ -44,7 +45,10 @@ fn too_many_headers_is_a_head_too_large() {
         HandshakeError::HeadTooLarge { limit: 77 }
     ));
     let other = handshake::Error::Http(Box::new(httparse::Error::HeaderName));
-    assert!(matches!(map_error(other, 77), HandshakeError::Protocol(_)));
+    assert!(matches!(
+        map_error(other, 77),
+        HandshakeError::Protocol(UpgradeViolation::MalformedHttp(_))
+    ));
 }
 
 #[test]
@@ -152,8 +156,31 @@ fn reject_statuses() {
         reject_status(&HandshakeError::HeadTooLarge { limit: 1 }),
         Some(431)
     );
-    let no_upgrade = HandshakeError::Protocol(handshake::Error::HeaderNotFound("Upgrade".into()));
+    let no_upgrade = map_error(handshake::Error::HeaderNotFound("Upgrade".into()), 1);
+    assert!(
+        matches!(&no_upgrade, HandshakeError::Protocol(UpgradeViolation::MissingHeader(h)) if h == "Upgrade")
+    );
     assert_eq!(reject_status(&no_upgrade), Some(426));
+    for (soketto, status) in [
+        (handshake::Error::InvalidRequestMethod, Some(405)),
+        (handshake::Error::UnsupportedHttpVersion, Some(505)),
+        (
+            handshake::Error::UnexpectedHeader("Connection".into()),
+            Some(426),
+        ),
+        (handshake::Error::SecWebSocketKeyInvalidLength(3), Some(400)),
+        (
+            handshake::Error::Io(io::ErrorKind::ConnectionReset.into()),
+            None,
+        ),
+    ] {
+        let text = soketto.to_string();
+        assert_eq!(reject_status(&map_error(soketto, 1)), status, "{text}");
+    }
+    assert!(matches!(
+        map_error(handshake::Error::InvalidSecWebSocketAccept, 1),
+        HandshakeError::Protocol(UpgradeViolation::AcceptMismatch)
+    ));
     assert_eq!(
         reject_status(&HandshakeError::Io(io::ErrorKind::ConnectionReset.into())),
         None
