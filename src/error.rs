@@ -139,9 +139,38 @@ pub enum Error {
     /// too large; closed.
     #[error("PROXY protocol")]
     ProxyProtocol(#[source] crate::forwarded::ForwardedError),
+    /// An upgrade of the complete stack (`upgraded`, `constructor`) failed after the WebSocket
+    /// connection was up: multistream-select and noise, or multistream-select and yamux. The
+    /// source is rust-libp2p's error for that step.
+    #[error("the {step} upgrade failed")]
+    Upgrade {
+        /// Which upgrade failed.
+        step: UpgradeStep,
+        /// rust-libp2p's error (multistream-select's or the protocol's).
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The noise keypair could not be used.
     #[error("noise setup failed")]
     Noise(#[from] libp2p_noise::Error),
+}
+
+/// Which upgrade of the complete stack an [`Error::Upgrade`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpgradeStep {
+    /// Negotiating and running noise (authentication and encryption).
+    Noise,
+    /// Negotiating and running yamux (multiplexing).
+    Yamux,
+}
+
+impl fmt::Display for UpgradeStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpgradeStep::Noise => "noise (multistream-select, then noise)",
+            UpgradeStep::Yamux => "yamux (multistream-select, then yamux)",
+        })
+    }
 }
 
 /// The stage of connection setup that an [`Error::Timeout`] cut short.
@@ -173,6 +202,21 @@ impl fmt::Display for TimeoutStage {
             TimeoutStage::AcceptShared => "accepting (classification, TLS and WebSocket upgrade)",
             TimeoutStage::Upgrade => "upgrading (WebSocket, noise and yamux)",
         })
+    }
+}
+
+impl Error {
+    /// Finds the transport's `Error` inside an `io::Error` from the complete stack (`upgraded`,
+    /// `constructor`), through the `io::Error` layers that boxing transports adds.
+    pub fn from_io(error: &io::Error) -> Option<&Error> {
+        let mut inner = error.get_ref()?;
+        for _ in 0..8 {
+            if let Some(ours) = inner.downcast_ref::<Error>() {
+                return Some(ours);
+            }
+            inner = inner.downcast_ref::<io::Error>()?.get_ref()?;
+        }
+        None
     }
 }
 

@@ -143,7 +143,7 @@ pub use config::{
 };
 pub use error::{
     Error, FrameError, HandshakeError, ProtocolViolation, SharedIoError, TimeoutStage, TlsError,
-    UpgradeViolation,
+    UpgradeStep, UpgradeViolation,
 };
 pub use framed::Connection;
 pub use proto::Role;

@@ -24,7 +24,7 @@ use libp2p_identity::{Keypair, PeerId};
 
 use crate::{
     config::Config,
-    error::{Error, TimeoutStage},
+    error::{Error, TimeoutStage, UpgradeStep},
     provider::Provider,
     transport::{Handoff, Transport},
 };
@@ -57,10 +57,23 @@ pub(crate) fn upgraded<P: Provider>(
                 },
             ),
             TransportTimeoutError::TimerError(error) => error,
+            // The WebSocket transport's own error.
             TransportTimeoutError::Other(Either::Left(Either::Left(error))) => {
                 io::Error::other(error)
             }
-            TransportTimeoutError::Other(error) => io::Error::other(error),
+            // The upgrades' errors, kept apart from the transport's and named by step.
+            TransportTimeoutError::Other(Either::Left(Either::Right(error))) => {
+                io::Error::other(Error::Upgrade {
+                    step: UpgradeStep::Noise,
+                    source: Box::new(error),
+                })
+            }
+            TransportTimeoutError::Other(Either::Right(error)) => {
+                io::Error::other(Error::Upgrade {
+                    step: UpgradeStep::Yamux,
+                    source: Box::new(error),
+                })
+            }
         })
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{raw::*, *};
 use futures::{future::poll_fn, AsyncReadExt, AsyncWriteExt};
 use libp2p::core::{
     transport::{ListenerId, TransportEvent},
@@ -247,7 +247,47 @@ async fn an_error_chain_shows_each_message_once<R: Runtime>() {
     );
 }
 
+/// The complete stack keeps the upgrades' failures apart from the transport's and names the
+/// step: a listener that completes the WebSocket upgrade and then answers multistream-select with
+/// garbage fails the dial with `Error::Upgrade { step: Noise }`, shown once in a `{:#}` chain.
+async fn an_upgrade_failure_names_its_step<R: Runtime>() {
+    let (listener, addr) = raw_listener().await;
+    let peer = spawn::<R, _>(async move {
+        let mut raw = raw_accept(&listener).await;
+        raw.send(&frame(true, 0, 2, None, b"\x13/not-multistream/9\n"))
+            .await
+            .unwrap();
+        raw.read_to_close().await
+    });
+    let mut dialer = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        Config::default(),
+    );
+    let error = within::<R, _>(
+        Duration::from_secs(10),
+        dialer.dial(addr, dial_opts()).expect("dial accepted"),
+    )
+    .await
+    .expect_err("garbage instead of multistream-select fails the dial");
+    let ours = libp2p_ws::Error::from_io(&error);
+    assert!(
+        matches!(
+            ours,
+            Some(libp2p_ws::Error::Upgrade {
+                step: libp2p_ws::UpgradeStep::Noise,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let rendered = format!("{:#}", anyhow::Error::new(error));
+    println!("figure ({}): {rendered}", R::NAME);
+    assert_eq!(rendered.matches("upgrade failed").count(), 1, "{rendered}");
+    within::<R, _>(Duration::from_secs(10), peer).await;
+}
+
 runtime_tests!(
+    an_upgrade_failure_names_its_step,
     an_error_chain_shows_each_message_once,
     upgrade_timeout_bounds_a_peer_stalling_inside_noise,
     nodelay_is_set_on_both_sides,
