@@ -4,8 +4,10 @@
 
 pub mod daemon;
 pub mod helpers;
+pub mod ping_node;
 pub mod process;
 pub mod raw;
+pub mod shared_port;
 use std::{
     future::Future,
     pin::Pin,
