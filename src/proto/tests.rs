@@ -575,3 +575,59 @@ fn a_socket_that_never_catches_up_cannot_grow_the_write_buffer() {
     let data = read_back(Role::Client, &sent);
     assert_eq!(data.len(), written);
 }
+
+#[test]
+fn a_socket_error_fails_the_core_and_is_kept_for_later_calls() {
+    let mut core = Core::new(Role::Client, &limits(), Instant::now());
+    assert!(!core.has_failed());
+    core.send.write(b"queued");
+    core.send.finalize();
+    let error = std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+    core.fail_io(error.clone());
+    assert!(core.has_failed());
+    assert!(
+        core.send.pending().is_empty(),
+        "nothing is sent after a socket error"
+    );
+    let later = core.check().unwrap_err();
+    assert_eq!(
+        later,
+        FrameError::Failed(Box::new(FrameError::Io(crate::error::SharedIoError(error))))
+    );
+    assert_eq!(later.into_io().kind(), std::io::ErrorKind::BrokenPipe);
+    // A protocol error after that does not replace the first error.
+    core.fail(FrameError::UnexpectedEof);
+    assert!(
+        matches!(core.check(), Err(FrameError::Failed(first)) if matches!(*first, FrameError::Io(_)))
+    );
+}
+
+#[test]
+fn the_receiver_says_which_kind_of_message_it_is_in() {
+    let role = Role::Client;
+    let mut core = Core::new(role, &limits(), Instant::now());
+    let text = from_peer(role, 0x01, b"te");
+    assert_eq!(
+        core.decode(&text).unwrap(),
+        Event::Data {
+            consumed: 2,
+            len: 2
+        }
+    );
+    assert!(core.recv.is_text());
+    core.payload(&mut b"te".to_vec()).unwrap();
+    // A control frame between fragments does not change the message's kind.
+    let ping = from_peer(role, 0x89, b"");
+    assert!(matches!(core.decode(&ping).unwrap(), Event::Control { .. }));
+    assert!(core.recv.is_text());
+    let last = from_peer(role, 0x80, b"xt");
+    core.decode(&last).unwrap();
+    assert!(
+        core.payload(&mut b"xt".to_vec()).unwrap(),
+        "the message ends"
+    );
+    assert!(core.recv.is_text());
+    let binary = from_peer(role, 0x82, b"b");
+    core.decode(&binary).unwrap();
+    assert!(!core.recv.is_text());
+}
