@@ -631,3 +631,33 @@ fn the_receiver_says_which_kind_of_message_it_is_in() {
     core.decode(&binary).unwrap();
     assert!(!core.recv.is_text());
 }
+
+#[test]
+fn an_empty_fragment_inside_a_text_message_does_not_end_its_utf8_check() {
+    // A character split across fragments with an empty non-final fragment between them.
+    let role = Role::Server;
+    let euro = "€".as_bytes();
+    let mut wire = from_peer(role, 0x01, &euro[..1]);
+    wire.extend(from_peer(role, 0x00, b""));
+    wire.extend(from_peer(role, 0x80, &euro[1..]));
+    assert_eq!(feed(role, limits(), &wire), (euro.to_vec(), Ok(())));
+}
+
+#[test]
+fn the_write_buffer_is_held_while_used_and_freed_when_idle() {
+    let mut core = Core::new(Role::Server, &limits(), Instant::now());
+    assert_eq!(
+        core.send.capacity(),
+        0,
+        "nothing allocated before the first write"
+    );
+    core.send.write(b"data");
+    assert!(core.send.capacity() >= 4 + super::HEADER_SLOT);
+    core.send.release_if_idle();
+    assert!(core.send.capacity() > 0, "not freed while a frame is open");
+    core.send.finalize();
+    let n = core.send.pending().len();
+    core.send.advance(n);
+    core.send.release_if_idle();
+    assert_eq!(core.send.capacity(), 0, "freed once everything was sent");
+}
