@@ -302,7 +302,7 @@ pub enum TlsError {
     /// A root certificate added with `TlsConfig::add_root_*` is not a valid CA certificate.
     #[error("TLS: invalid root certificate")]
     InvalidRoot(#[source] futures_rustls::rustls::Error),
-    /// Generating a throwaway certificate (the `rcgen` helpers in [`crate::tls::dev`]) failed.
+    /// Generating a throwaway certificate (the `rcgen` helpers in `tls::dev`) failed.
     #[error("TLS: generating a certificate failed")]
     Generate(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The TLS client configuration could not be built (it is built once, at the first TLS

@@ -125,7 +125,7 @@ pub mod proxy;
 #[path = "tls.rs"]
 mod tls_config;
 /// Throwaway certificates (self-signed, or a test CA and leaves) for tests and local development:
-/// [`tls::dev`] (feature `rcgen`). The TLS configuration itself is [`TlsConfig`] and
+/// `tls::dev` (feature `rcgen`). The TLS configuration itself is [`TlsConfig`] and
 /// [`ServerCertificate`].
 pub mod tls {
     #[cfg(feature = "rcgen")]
