@@ -661,3 +661,37 @@ fn the_write_buffer_is_held_while_used_and_freed_when_idle() {
     core.send.release_if_idle();
     assert_eq!(core.send.capacity(), 0, "freed once everything was sent");
 }
+
+#[test]
+fn a_frame_opened_behind_a_waiting_pong_survives_the_pong_being_sent() {
+    let role = Role::Server;
+    let mut core = Core::new(role, &limits(), Instant::now());
+    core.decode(&from_peer(role, 0x89, b"p")).unwrap();
+    core.send.write(b"first");
+    // The pong goes out; the open frame moves to the front of the buffer.
+    let pong = core.send.pending().to_vec();
+    assert_eq!(pong, frame(0x8a, None, b"p"));
+    core.send.advance(pong.len());
+    core.send.write(b" second");
+    core.send.finalize();
+    let mut wire = pong;
+    wire.extend_from_slice(core.send.pending());
+    assert_eq!(read_back(Role::Client, &wire), b"first second");
+}
+
+#[test]
+fn the_room_for_writes_is_the_buffer_size_less_what_is_unsent() {
+    let size = 1024;
+    let mut core = Core::new(
+        Role::Server,
+        &limits().with_write_buffer_size(size),
+        Instant::now(),
+    );
+    assert_eq!(core.send.write(&[1; 4000]), size);
+    core.send.finalize();
+    let frame_len = core.send.pending().len();
+    core.send.advance(300);
+    let unsent = frame_len - 300;
+    assert_eq!(core.send.write(&[2; 4000]), size - unsent);
+    assert_eq!(core.send.write(&[3; 4000]), 0, "full until more is sent");
+}
