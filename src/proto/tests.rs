@@ -695,3 +695,33 @@ fn the_room_for_writes_is_the_buffer_size_less_what_is_unsent() {
     assert_eq!(core.send.write(&[2; 4000]), size - unsent);
     assert_eq!(core.send.write(&[3; 4000]), 0, "full until more is sent");
 }
+
+#[test]
+fn a_whole_message_goes_out_as_one_frame_of_its_kind_after_what_was_written() {
+    let mut core = Core::new(Role::Client, &limits(), Instant::now());
+    core.send.write(b"bytes ");
+    core.send.message(true, "héllo".as_bytes());
+    let wire = core.send.pending().to_vec();
+    let mut reader = Core::new(Role::Server, &limits(), Instant::now());
+    let Event::Data { consumed, len } = reader.decode(&wire).unwrap() else {
+        panic!("a data frame first");
+    };
+    assert!(
+        !reader.recv.is_text(),
+        "what was written goes first, in binary"
+    );
+    let mut first = wire[consumed..consumed + len as usize].to_vec();
+    reader.payload(&mut first).unwrap();
+    assert_eq!(first, b"bytes ");
+    let rest = &wire[consumed + len as usize..];
+    let Event::Data { consumed, len } = reader.decode(rest).unwrap() else {
+        panic!("then the message");
+    };
+    assert!(reader.recv.is_text());
+    let mut payload = rest[consumed..consumed + len as usize].to_vec();
+    assert!(
+        reader.payload(&mut payload).unwrap(),
+        "one frame, the whole message"
+    );
+    assert_eq!(payload, "héllo".as_bytes());
+}
