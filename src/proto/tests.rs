@@ -725,3 +725,29 @@ fn a_whole_message_goes_out_as_one_frame_of_its_kind_after_what_was_written() {
     );
     assert_eq!(payload, "héllo".as_bytes());
 }
+
+#[test]
+fn dropping_a_long_sent_prefix_keeps_a_frame_opened_behind_it() {
+    // A whole message larger than the buffer size is partly sent, a frame is opened behind it,
+    // then more of the message goes out: past a frame's worth, the sent prefix is dropped while
+    // the frame is open, and the frame must survive the move.
+    let size = 1024;
+    let mut core = Core::new(
+        Role::Server,
+        &limits().with_write_buffer_size(size),
+        Instant::now(),
+    );
+    core.send.message(false, &[7; 1500]);
+    let message = core.send.pending().to_vec();
+    core.send.advance(1000);
+    assert_eq!(core.send.write(b"tail"), 4, "room behind 504 unsent bytes");
+    core.send.advance(500);
+    assert_eq!(core.send.write(b" end"), 4);
+    core.send.finalize();
+    let mut wire = message[..1500].to_vec();
+    wire.extend_from_slice(core.send.pending());
+    let mut expected = vec![7; 1500];
+    expected.extend_from_slice(b"tail end");
+    assert_eq!(read_back(Role::Client, &wire), expected);
+    assert!(core.send.capacity() <= 4 * (size + super::HEADER_SLOT));
+}
