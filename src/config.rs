@@ -8,10 +8,14 @@ use crate::{
     tls_config::TlsConfig,
 };
 
-/// Default for [`Config::with_handshake_timeout`]: 10 seconds.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default for [`Config::with_upgrade_timeout`]: 20 seconds.
-pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for [`Config::with_handshake_timeout`]: 8 seconds, so that the handshake (and a
+/// forward proxy's tunnel) fails with this transport's typed error inside the upgrade timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Default for [`Config::with_upgrade_timeout`]: 9.5 seconds, inside the 10 seconds that libp2p's
+/// `SwarmBuilder` allows a connection (its `with_connection_timeout` default), so that a stalled
+/// upgrade fails with this transport's typed [`Error::Timeout`](crate::Error::Timeout) rather than
+/// the builder's untyped "Timeout has been reached".
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_millis(9_500);
 /// Default for [`Config::with_max_head_size`]: 8 KiB, what most HTTP servers allow.
 pub const DEFAULT_MAX_HEAD_SIZE: usize = 8 * 1024;
 /// The largest head size accepted: soketto's server reads at most 8 KiB of request head.
@@ -242,8 +246,13 @@ impl Config {
         self
     }
 
-    /// Time allowed for the whole upgrade in `upgraded` (`libp2p_ws::async_std::upgraded`, `libp2p_ws::tokio::upgraded`): the WebSocket handshake,
-    /// then noise and yamux. Default: [`DEFAULT_UPGRADE_TIMEOUT`].
+    /// Time allowed for the whole upgrade in `upgraded` (`libp2p_ws::async_std::upgraded`,
+    /// `libp2p_ws::tokio::upgraded`, and the `constructor`s): the WebSocket handshake, then noise
+    /// and yamux. Default: [`DEFAULT_UPGRADE_TIMEOUT`].
+    ///
+    /// Under libp2p's `SwarmBuilder`, whose connection timeout (default 10 s,
+    /// `with_connection_timeout`) bounds the same upgrade from outside, keep this (and the
+    /// handshake timeout) below the builder's, or the builder's untyped timeout wins the race.
     pub fn with_upgrade_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade_timeout = timeout;
         self

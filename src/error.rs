@@ -13,19 +13,79 @@
 
 use std::{fmt, io, net::SocketAddr, time::Duration};
 
-/// Displays an error with its chain of causes, `: `-separated (for logs, where no `{:#}` of
-/// anyhow is at hand).
-pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+/// Displays an error with its chain of causes, `: `-separated, each distinct message once: for
+/// logs and command-line output, where anyhow's `{:#}` would repeat what rust-libp2p's layers
+/// repeat.
+///
+/// rust-libp2p's `TransportTimeout` and DNS layers print their inner error and also return it as
+/// their `source()`, and `TransportError::Other` prints nothing, so a swarm's errors printed with
+/// `{:#}` show the same message two to four times and empty parts (`: : `). `Report` skips a message
+/// that is empty or that the message printed before it ends with.
+///
+/// ```
+/// use libp2p_ws::Report;
+/// let error = std::io::Error::other("refused");
+/// assert_eq!(Report(&error).to_string(), "refused");
+/// ```
+///
+/// For a `libp2p::swarm::DialError::Transport(errors)`, whose own `Display` already prints each
+/// address's chain, print each `(address, error)` pair with `Report(error)` instead.
+#[derive(Clone, Copy)]
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
 
-impl fmt::Display for Chain<'_> {
+impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
+        let mut last = String::new();
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
+        // Bounded: a chain longer than this is cut (no error chain of ours is a tenth as long).
+        for _ in 0..MAX_CHAIN {
+            let Some(error) = current else { break };
+            let message = error.to_string();
+            // libp2p-dns's "Multiple dial errors occurred:\n - <inner>" ends with what follows it.
+            if !message.is_empty() && !last.ends_with(&message) {
+                if !last.is_empty() {
+                    f.write_str(": ")?;
+                }
+                f.write_str(&message)?;
+                last = message;
+            }
+            current = error.source();
         }
         Ok(())
+    }
+}
+
+impl fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The crate's logs print chains with [`Report`].
+pub(crate) use self::Report as Chain;
+
+/// The longest error chain [`Report`] and [`Error::find`] walk.
+const MAX_CHAIN: usize = 64;
+
+/// What the complete stack (`upgraded`, `constructor`) puts inside the `io::Error`s it reports: the
+/// transport's [`Error`], as the `source()` of a node that names the transport.
+///
+/// An `io::Error`'s `source()`, like that of `either::Either` (rust-libp2p's `OrTransport`, which
+/// `SwarmBuilder` puts around every transport), is its inner error's `source()`, never the inner
+/// error itself; a node that only carries our error lets it show up in the chain of causes, where
+/// [`Error::find`] finds it by type through any number of layers.
+#[derive(Debug)]
+pub(crate) struct Carried(pub(crate) Error);
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("libp2p-ws")
+    }
+}
+
+impl std::error::Error for Carried {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -35,8 +95,10 @@ use libp2p_core::Multiaddr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Binding a listening socket failed.
-    #[error("failed to listen on {addr}")]
+    /// Binding a listening socket failed. When the port is in use, the message says that this
+    /// transport already serves `/tcp` on a shared port (the usual cause: an app that also
+    /// listens on the port with libp2p-tcp).
+    #[error("failed to listen on {addr}{}", bind_hint(source))]
     Bind {
         /// The socket address we tried to bind.
         addr: SocketAddr,
@@ -154,6 +216,18 @@ pub enum Error {
     Noise(#[from] libp2p_noise::Error),
 }
 
+/// What [`Error::Bind`] adds to its message for the operating system's error.
+fn bind_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => {
+            " (the port is in use by another socket; this transport already serves /tcp on a \
+             shared port, together with /ws and /tls/ws: do not also listen on it with libp2p-tcp \
+             (SwarmBuilder::with_tcp), listen on /ip4/<ip>/tcp/<port> here instead)"
+        }
+        _ => "",
+    }
+}
+
 /// Which upgrade of the complete stack an [`Error::Upgrade`] comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -206,17 +280,66 @@ impl fmt::Display for TimeoutStage {
 }
 
 impl Error {
-    /// Finds the transport's `Error` inside an `io::Error` from the complete stack (`upgraded`,
-    /// `constructor`), through the `io::Error` layers that boxing transports adds.
-    pub fn from_io(error: &io::Error) -> Option<&Error> {
-        let mut inner = error.get_ref()?;
-        for _ in 0..8 {
-            if let Some(ours) = inner.downcast_ref::<Error>() {
+    /// Finds the transport's `Error` in any error a swarm reports about this transport: a
+    /// `libp2p::swarm::ListenError`, a `TransportError<io::Error>` (each address's entry of a
+    /// `DialError::Transport`, or what `Swarm::listen_on` returns), an `io::Error` of the complete
+    /// stack, or our `Error` itself; through the layers `SwarmBuilder` adds (`TransportTimeout`,
+    /// `OrTransport`'s `Either`, libp2p-dns, boxing).
+    ///
+    /// ```no_run
+    /// # fn example(event: libp2p::swarm::SwarmEvent<()>) {
+    /// use libp2p::swarm::{DialError, SwarmEvent};
+    /// use libp2p_ws::{Error, Report, TlsError};
+    /// match event {
+    ///     SwarmEvent::OutgoingConnectionError { error: DialError::Transport(errors), .. } => {
+    ///         for (addr, error) in &errors {
+    ///             if let Some(Error::Tls(TlsError::NameMismatch { .. })) = Error::find(error) {
+    ///                 eprintln!("{addr}: wrong certificate name: {}", Report(error));
+    ///             }
+    ///         }
+    ///     }
+    ///     SwarmEvent::IncomingConnectionError { error, .. } => {
+    ///         if let Some(Error::Evicted) = Error::find(&error) { /* a crowded listener */ }
+    ///     }
+    ///     _ => {}
+    /// }
+    /// # }
+    /// ```
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+        let mut current = error;
+        for _ in 0..MAX_CHAIN {
+            if let Some(ours) = current.downcast_ref::<Error>() {
                 return Some(ours);
             }
-            inner = inner.downcast_ref::<io::Error>()?.get_ref()?;
+            if let Some(carried) = current.downcast_ref::<Carried>() {
+                return Some(&carried.0);
+            }
+            // An io::Error's source() skips its inner error: look at the inner error itself.
+            let next = match current.downcast_ref::<io::Error>() {
+                Some(io) => io
+                    .get_ref()
+                    .map(|inner| inner as &(dyn std::error::Error + 'static)),
+                None => current.source(),
+            };
+            current = next?;
         }
         None
+    }
+
+    /// Finds the transport's `Error` inside an `io::Error` from the complete stack (`upgraded`,
+    /// `constructor`): [`Error::find`] for an `io::Error`.
+    pub fn from_io(error: &io::Error) -> Option<&Error> {
+        Self::find(error)
+    }
+
+    /// Wraps the error into the `io::Error` the complete stack reports (see [`Carried`]).
+    pub(crate) fn into_io(self) -> io::Error {
+        let kind = match &self {
+            Error::Timeout { .. } => io::ErrorKind::TimedOut,
+            Error::Connect { source, .. } | Error::Bind { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, Carried(self))
     }
 }
 

@@ -142,8 +142,8 @@ pub use config::{
     MAX_HEAD_SIZE_LIMIT,
 };
 pub use error::{
-    Error, FrameError, HandshakeError, ProtocolViolation, SharedIoError, TimeoutStage, TlsError,
-    UpgradeStep, UpgradeViolation,
+    Error, FrameError, HandshakeError, ProtocolViolation, Report, SharedIoError, TimeoutStage,
+    TlsError, UpgradeStep, UpgradeViolation,
 };
 pub use framed::Connection;
 pub use proto::Role;

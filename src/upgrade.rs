@@ -49,31 +49,25 @@ pub(crate) fn upgraded<P: Provider>(
         // layer of rust-libp2p's wrappers both prints and sources its inner error: a chain
         // printed with `{:#}` showed our message three times).
         .map_err(move |error| match error {
-            TransportTimeoutError::Timeout => io::Error::new(
-                io::ErrorKind::TimedOut,
-                Error::Timeout {
-                    stage: TimeoutStage::Upgrade,
-                    after: timeout,
-                },
-            ),
+            TransportTimeoutError::Timeout => Error::Timeout {
+                stage: TimeoutStage::Upgrade,
+                after: timeout,
+            }
+            .into_io(),
             TransportTimeoutError::TimerError(error) => error,
             // The WebSocket transport's own error.
-            TransportTimeoutError::Other(Either::Left(Either::Left(error))) => {
-                io::Error::other(error)
-            }
+            TransportTimeoutError::Other(Either::Left(Either::Left(error))) => error.into_io(),
             // The upgrades' errors, kept apart from the transport's and named by step.
-            TransportTimeoutError::Other(Either::Left(Either::Right(error))) => {
-                io::Error::other(Error::Upgrade {
-                    step: UpgradeStep::Noise,
-                    source: Box::new(error),
-                })
+            TransportTimeoutError::Other(Either::Left(Either::Right(error))) => Error::Upgrade {
+                step: UpgradeStep::Noise,
+                source: Box::new(error),
             }
-            TransportTimeoutError::Other(Either::Right(error)) => {
-                io::Error::other(Error::Upgrade {
-                    step: UpgradeStep::Yamux,
-                    source: Box::new(error),
-                })
+            .into_io(),
+            TransportTimeoutError::Other(Either::Right(error)) => Error::Upgrade {
+                step: UpgradeStep::Yamux,
+                source: Box::new(error),
             }
+            .into_io(),
         })
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
@@ -138,7 +132,7 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
         let upgrade = match ticket {
             Some(ticket) => ticket
                 .guard(upgrade)
-                .map(|result| result.unwrap_or_else(|_| Err(io::Error::other(Error::Evicted))))
+                .map(|result| result.unwrap_or_else(|_| Err(Error::Evicted.into_io())))
                 .boxed(),
             None => upgrade,
         };

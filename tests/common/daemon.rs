@@ -34,14 +34,15 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Whether `program` is installed (`.ci/run` installs them); the tests fail when not, naming it.
+/// Whether `program` is installed (`bash tests/run`, the README's test command, installs them);
+/// the tests fail when not, naming the command.
 pub fn require(program: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
         .unwrap_or(false);
     assert!(
         found,
-        "{program} is not installed: run .ci/run, or apt-get install it (see README, \"Dialing through a proxy\")"
+        "{program} is not installed: run the tests with `bash tests/run` (README), which installs it (as root, on Debian)"
     );
 }
 
