@@ -47,23 +47,23 @@ use libp2p::{
     core::Multiaddr,
     identity::Keypair,
     ping,
-    swarm::{Swarm, SwarmEvent},
+    swarm::{DialError, Swarm, SwarmEvent},
 };
 use libp2p_ws::{
     forwarded::{ProxyProtocol, ReverseProxy},
     proxy::{Proxy, ProxyEnv},
     tls::dev::TestCa,
-    Config, ServerCertificate, TlsConfig,
+    Config, Report, ServerCertificate, TlsConfig,
 };
 
 #[derive(Parser, Debug)]
 #[command(about = "A libp2p ping node over WebSockets (libp2p-ws)")]
 struct Args {
     /// Listen on this address (repeatable).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_multiaddr)]
     listen: Vec<Multiaddr>,
     /// Dial this address and ping the peer.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_multiaddr)]
     dial: Option<Multiaddr>,
     /// With --dial: exit 0 after this many successful pings.
     #[arg(long)]
@@ -163,9 +163,39 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each distinct message once (rust-libp2p's layers repeat theirs).
+            eprintln!("error: {}", Report(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Parses a multiaddress, saying what is wrong with the usual mistakes (the multiaddr crate says
+/// only "invalid protocol string").
+fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
+    text.parse().map_err(|e| {
+        let last = text.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let hint = match last {
+            "http-path" => ": /http-path needs a value (a percent-encoded path, e.g. /http-path/a%2Fb); omit it for the root path",
+            "sni" => ": /sni needs a host name (/tls/sni/<name>/ws)",
+            "tcp" => ": /tcp needs a port number",
+            "p2p" => ": /p2p needs a peer id",
+            "ip4" | "ip6" | "dns" | "dns4" | "dns6" => ": the host part needs a value",
+            _ => "",
+        };
+        format!("{e}{hint}")
+    })
+}
+
+/// A dial error's text: for each address tried, what failed, each message once.
+fn dial_error_text(error: &DialError) -> String {
+    match error {
+        DialError::Transport(errors) => errors
+            .iter()
+            .map(|(addr, error)| format!("{addr}: {}", Report(error)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => Report(other).to_string(),
     }
 }
 
@@ -228,14 +258,20 @@ fn report(
         }) if !quiet => {
             bail!("ping to {peer} failed: {e}");
         }
-        SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial failed: {error}"),
-        SwarmEvent::ListenerError { error, .. } => bail!("listener failed: {error}"),
-        SwarmEvent::ListenerClosed { reason: Err(e), .. } => bail!("listener closed: {e}"),
+        SwarmEvent::OutgoingConnectionError { error, .. } => {
+            bail!("dial failed: {}", dial_error_text(&error))
+        }
+        SwarmEvent::ListenerError { error, .. } => bail!("listener failed: {}", Report(&error)),
+        SwarmEvent::ListenerClosed { reason: Err(e), .. } => {
+            bail!("listener closed: {}", Report(&e))
+        }
         SwarmEvent::IncomingConnectionError {
             error,
             send_back_addr,
             ..
         } => {
+            // The cause (eviction, a timeout, a refused request), not only the swarm's summary.
+            let error = Report(&error);
             tracing::warn!(%send_back_addr, %error, "incoming connection failed");
         }
         other => tracing::debug!(?other, "swarm event"),

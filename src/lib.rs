@@ -58,7 +58,52 @@
 //! [`Config::with_insecure_listen`] opts out (the spec requires TLS for anything a browser may
 //! reach). noise still encrypts everything inside TLS, as the spec asks.
 //!
-//! # Example
+//! # Example: a tokio swarm
+//!
+//! libp2p's `SwarmBuilder` (tokio) with this transport: one swarm listens on `/ws`, another dials
+//! it and pings. async-std applications use `libp2p_ws::async_std::upgraded` (feature `async-std`) with
+//! `Swarm::new` (see there).
+//!
+//! ```
+//! use futures::StreamExt;
+//! use libp2p::{ping, swarm::SwarmEvent};
+//!
+//! # fn main() -> Result<(), libp2p_ws::BoxError> {
+//! let new_swarm = || -> Result<_, libp2p_ws::BoxError> {
+//!     Ok(libp2p::SwarmBuilder::with_new_identity()
+//!         .with_tokio()
+//!         .with_other_transport(libp2p_ws::tokio::constructor(libp2p_ws::Config::default()))?
+//!         .with_behaviour(|_| ping::Behaviour::default())?
+//!         .build())
+//! };
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let (mut listener, mut dialer) = (new_swarm()?, new_swarm()?);
+//!     listener.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse()?)?;
+//!     let addr = loop {
+//!         if let SwarmEvent::NewListenAddr { address, .. } = listener.select_next_some().await {
+//!             break address;
+//!         }
+//!     };
+//!     dialer.dial(addr)?;
+//!     loop {
+//!         tokio::select! {
+//!             _ = listener.select_next_some() => {}
+//!             event = dialer.select_next_some() => match event {
+//!                 SwarmEvent::Behaviour(ping::Event { result: Ok(rtt), .. }) => {
+//!                     println!("ping {rtt:?}");
+//!                     break;
+//!                 }
+//!                 SwarmEvent::OutgoingConnectionError { error, .. } => return Err(error.into()),
+//!                 _ => {}
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # Example: the bare transport
 //!
 //! Two transports in one process: one listens, the other dials, and bytes flow through the upgraded
 //! connection.
@@ -111,6 +156,12 @@ compile_error!(
     "libp2p-ws needs a runtime: enable the `async-std` or the `tokio` feature (or both)"
 );
 
+// The README's snippets compile as doc tests (`cargo test --doc`), with the dev-dependencies
+// (libp2p, both runtimes).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod addr;
 mod admission;
 pub mod classify;
@@ -161,7 +212,36 @@ pub mod async_std {
     crate::upgrade::runtime_module!(
         crate::provider::async_std::AsyncStd,
         "async-std",
-        ::async_std::net::TcpStream
+        ::async_std::net::TcpStream,
+        upgraded: [
+            /// A ping node with `Swarm::new` on async-std:
+            ///
+            /// ```
+            /// use futures::StreamExt;
+            /// use libp2p::{ping, swarm::SwarmEvent, Swarm};
+            ///
+            /// # fn main() -> Result<(), libp2p_ws::BoxError> {
+            /// async_std::task::block_on(async {
+            ///     let keypair = libp2p::identity::Keypair::generate_ed25519();
+            ///     let transport = libp2p_ws::async_std::upgraded(&keypair, libp2p_ws::Config::default())?;
+            ///     let config = libp2p::swarm::Config::with_executor(|f| {
+            ///         async_std::task::spawn(f);
+            ///     });
+            ///     let peer_id = keypair.public().to_peer_id();
+            ///     let mut swarm = Swarm::new(transport, ping::Behaviour::default(), peer_id, config);
+            ///     swarm.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse()?)?;
+            ///     loop {
+            ///         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            ///             println!("listening on {address}/p2p/{peer_id}");
+            ///             break;
+            ///         }
+            ///     }
+            ///     Ok(())
+            /// })
+            /// # }
+            /// ```
+        ],
+        constructor: [],
     );
 }
 
@@ -172,7 +252,34 @@ pub mod tokio {
     crate::upgrade::runtime_module!(
         crate::provider::tokio::Tokio,
         "tokio",
-        crate::provider::tokio::TcpStream
+        crate::provider::tokio::TcpStream,
+        upgraded: [],
+        constructor: [
+            /// A ping node with libp2p's `SwarmBuilder` on tokio:
+            ///
+            /// ```
+            /// use futures::StreamExt;
+            /// use libp2p::{ping, swarm::SwarmEvent};
+            ///
+            /// # fn main() -> Result<(), libp2p_ws::BoxError> {
+            /// tokio::runtime::Runtime::new()?.block_on(async {
+            ///     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+            ///         .with_tokio()
+            ///         .with_other_transport(libp2p_ws::tokio::constructor(libp2p_ws::Config::default()))?
+            ///         .with_behaviour(|_| ping::Behaviour::default())?
+            ///         .build();
+            ///     swarm.listen_on("/ip4/127.0.0.1/tcp/0/ws".parse()?)?;
+            ///     loop {
+            ///         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            ///             println!("listening on {address}/p2p/{}", swarm.local_peer_id());
+            ///             break;
+            ///         }
+            ///     }
+            ///     Ok(())
+            /// })
+            /// # }
+            /// ```
+        ],
     );
 }
 

@@ -159,7 +159,13 @@ pub(crate) fn constructor<P: Provider>(
 /// Defines a runtime's public module body: the provider and the `Transport`, `upgraded` and
 /// `constructor` that name it.
 macro_rules! runtime_module {
-    ($provider:ty, $runtime:literal, $stream:ty) => {
+    (
+        $provider:ty,
+        $runtime:literal,
+        $stream:ty,
+        upgraded: [$(#[$upgraded_doc:meta])*],
+        constructor: [$(#[$constructor_doc:meta])*] $(,)?
+    ) => {
         pub use $provider as Provider;
 
         /// The TCP stream of this runtime under each connection.
@@ -181,6 +187,7 @@ macro_rules! runtime_module {
             "The complete stack on ", $runtime, ": WebSocket, then noise and yamux negotiated by \
              multistream-select, bounded by [`Config::with_upgrade_timeout`](crate::Config::with_upgrade_timeout), boxed."
         )]
+        $(#[$upgraded_doc])*
         pub fn upgraded(
             keypair: &libp2p_identity::Keypair,
             config: $crate::Config,
@@ -196,8 +203,14 @@ macro_rules! runtime_module {
 
         #[doc = concat!(
             "A transport constructor on ", $runtime, " for libp2p's `SwarmBuilder::with_other_transport`: \
-             a closure that builds [`upgraded`] from the builder's keypair."
+             a closure that builds [`upgraded`] from the builder's keypair.\n\n\
+             The builder's connection timeout (10 s unless `with_connection_timeout` says \
+             otherwise) bounds the same upgrade from outside; the defaults of the handshake and \
+             upgrade timeouts (8 s and 9.5 s) fit inside it, so that a stalled handshake fails \
+             with this transport's typed error. Find that error in what the swarm reports with \
+             [`Error::find`](crate::Error::find)."
         )]
+        $(#[$constructor_doc])*
         pub fn constructor(
             config: $crate::Config,
         ) -> impl FnOnce(

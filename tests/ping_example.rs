@@ -103,6 +103,55 @@ fn failed_dial_prints_an_error_and_exits_non_zero<R: Runtime>() {
     assert!(stderr.lines().any(|l| l.starts_with("error: ")), "{stderr}");
 }
 
+/// The error lines name each failure once, on both runtimes (rust-libp2p's layers under
+/// `SwarmBuilder` repeat their inner errors; the node prints each distinct message once), and a
+/// bind that fails because the port is taken says why.
+fn error_lines_say_each_message_once<R: Runtime>() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let target = format!("/ip4/127.0.0.1/tcp/{}/ws", free());
+    let proxy = format!("http://127.0.0.1:{}", free());
+    let args = ["--dial", &target, "--proxy", &proxy, "--count", "1", "--timeout", "5"];
+    let (ok, _, stderr) = Node::start::<R>(&args).finish();
+    assert!(!ok);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    for message in [
+        &format!("dialing through the proxy {proxy} failed"),
+        "could not connect to the proxy",
+        "libp2p-ws",
+    ] {
+        assert_eq!(line.matches(message).count(), 1, "{message:?} once in {line:?}");
+    }
+
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}/ws");
+    let (ok, _, stderr) = Node::start::<R>(&["--listen", &listen]).finish();
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: cannot listen on")
+            && stderr.contains("do not also listen on it with libp2p-tcp")
+            && !stderr.contains(": :"),
+        "{stderr}"
+    );
+
+    let (ok, _, stderr) =
+        Node::start::<R>(&["--dial", "/ip4/127.0.0.1/tcp/1/wss/http-path"]).finish();
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: ") && stderr.contains("/http-path needs a value"),
+        "{stderr}"
+    );
+}
+
 fn bad_listen_address_is_an_error<R: Runtime>() {
     let (ok, _, stderr) = Node::start::<R>(&["--listen", "/ip4/0.0.0.0/tcp/0/ws"]).finish();
     assert!(!ok, "plain ws on 0.0.0.0 must be refused");
@@ -215,6 +264,7 @@ fn several_listen_addresses_share_one_port<R: Runtime>() {
 }
 
 ping_tests!(
+    error_lines_say_each_message_once,
     several_listen_addresses_share_one_port,
     demo_pings_over_ws_and_wss,
     a_second_process_pings_a_listener,
