@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::{
+    dns::DnsConfig,
     forwarded::ReverseProxy,
     proxy::{Proxies, Proxy, ProxyEnv},
     tls_config::TlsConfig,
@@ -210,6 +211,7 @@ pub struct Config {
     pub(crate) allow_insecure_listen: bool,
     pub(crate) port_sharing: bool,
     pub(crate) tls: TlsConfig,
+    pub(crate) dns: DnsConfig,
     pub(crate) proxy: Proxies,
     pub(crate) reverse_proxy: Option<ReverseProxy>,
 }
@@ -227,6 +229,7 @@ impl Default for Config {
             allow_insecure_listen: false,
             port_sharing: true,
             tls: TlsConfig::default(),
+            dns: DnsConfig::default(),
             proxy: Proxies::Direct,
             reverse_proxy: None,
         }
@@ -372,6 +375,20 @@ impl Config {
     /// Default: [`TlsConfig::default`] (Mozilla roots, no server certificate).
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Name servers and bounds for `/dnsaddr` and for `/dns*` names: the system's by default
+    /// (`/etc/resolv.conf` for `/dnsaddr`; the system resolver, with `/etc/hosts`, for `/dns*`).
+    /// With [`DnsConfig::with_name_servers`], both use those servers only.
+    ///
+    /// ```
+    /// let dns = libp2p_ws::dns::DnsConfig::default()
+    ///     .with_name_servers(["127.0.0.1:5353".parse().unwrap()]);
+    /// let config = libp2p_ws::Config::default().with_dns(dns);
+    /// ```
+    pub fn with_dns(mut self, dns: DnsConfig) -> Self {
+        self.dns = dns;
         self
     }
 

@@ -188,6 +188,9 @@ pub enum Error {
         "the first bytes of the connection are neither multistream-select, HTTP nor TLS; closed"
     )]
     Unrecognized,
+    /// A `/dnsaddr` address gave nothing to dial: see [`DnsaddrError`](crate::dns::DnsaddrError).
+    #[error("resolving a /dnsaddr address failed")]
+    Dnsaddr(#[source] crate::dns::DnsaddrError),
     /// Dialing through a proxy failed: the proxy could not be reached, refused the tunnel or
     /// did not open it in time; the source says why.
     #[error("dialing through the proxy {proxy} failed")]
@@ -256,6 +259,9 @@ pub enum TimeoutStage {
     DialWebSocket,
     /// Dialing a `/tcp` address: DNS and TCP, bounded by the handshake timeout.
     DialTcp,
+    /// Dialing a `/dnsaddr` address: its TXT lookups, then each address it gives in turn, bounded
+    /// by the handshake timeout.
+    DialDnsaddr,
     /// Accepting on a port with one form: TLS and the HTTP upgrade (and a PROXY protocol header
     /// where configured), bounded by the handshake timeout.
     Accept,
@@ -272,6 +278,9 @@ impl fmt::Display for TimeoutStage {
         f.write_str(match self {
             TimeoutStage::DialWebSocket => "dialing (DNS, TCP, TLS and WebSocket upgrade)",
             TimeoutStage::DialTcp => "dialing (DNS and TCP)",
+            TimeoutStage::DialDnsaddr => {
+                "dialing a /dnsaddr address (TXT lookups, then its addresses)"
+            }
             TimeoutStage::Accept => "accepting (TLS and WebSocket upgrade)",
             TimeoutStage::AcceptShared => "accepting (classification, TLS and WebSocket upgrade)",
             TimeoutStage::Upgrade => "upgrading (WebSocket, noise and yamux)",

@@ -166,6 +166,7 @@ pub mod addr;
 mod admission;
 pub mod classify;
 mod config;
+pub mod dns;
 mod error;
 pub mod forwarded;
 mod framed;

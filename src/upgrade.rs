@@ -156,6 +156,30 @@ pub(crate) fn constructor<P: Provider>(
     move |keypair| upgraded::<P>(keypair, config).map_err(|e| Box::new(e) as BoxError)
 }
 
+/// [`constructor`] beside the application's other transports (`other`, built from the keypair:
+/// QUIC, say), all under one [`Dns`](crate::dns::Dns) layer: `/dnsaddr` resolved for all, `/dns*`
+/// for the others, WebSocket addresses passed on by name.
+pub(crate) fn constructor_with<P, O, F>(
+    config: Config,
+    other: F,
+) -> impl FnOnce(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError>
+where
+    P: Provider,
+    F: FnOnce(&Keypair) -> Result<O, BoxError>,
+    O: libp2p_core::Transport<Output = (PeerId, StreamMuxerBox)> + Send + Unpin + 'static,
+    O::Error: std::error::Error + Send + Sync + 'static,
+    O::Dial: Send + 'static,
+    O::ListenerUpgrade: Send + 'static,
+{
+    move |keypair| {
+        let ours = upgraded::<P>(keypair, config.clone())?;
+        let both = ours
+            .or_transport(other(keypair)?)
+            .map(|output, _| output.into_inner());
+        Ok(crate::dns::Dns::<_, P>::new(both, &config).boxed())
+    }
+}
+
 /// Defines a runtime's public module body: the provider and the `Transport`, `upgraded` and
 /// `constructor` that name it.
 macro_rules! runtime_module {
@@ -173,6 +197,12 @@ macro_rules! runtime_module {
 
         #[doc = concat!("The WebSocket transport on ", $runtime, " (without noise and yamux).")]
         pub type Transport = $crate::Transport<Provider>;
+
+        #[doc = concat!(
+            "The DNS layer on ", $runtime, " for an application's other transports beside this \
+             one (see [`dns::Dns`](crate::dns::Dns)); [`constructor_with`] builds it."
+        )]
+        pub type Dns<T> = $crate::dns::Dns<T, Provider>;
 
         #[doc = concat!("An upgraded connection on ", $runtime, ": what [`Transport`] yields.")]
         pub type Output = $crate::Output<TcpStream>;
@@ -223,6 +253,55 @@ macro_rules! runtime_module {
             $crate::BoxError,
         > {
             $crate::upgrade::constructor::<Provider>(config)
+        }
+
+        #[doc = concat!(
+            "[`constructor`] beside the application's other transports on ", $runtime, ": `other` \
+             builds them from the keypair (QUIC, say, with its muxer boxed), and the two go under \
+             one [`Dns`] layer, which resolves `/dnsaddr` for all and `/dns*` for the others, and \
+             passes WebSocket addresses on by name so that TLS checks the certificate against the \
+             name. Use it instead of `SwarmBuilder::with_dns()`, which resolves WebSocket names \
+             before this transport sees them (the certificate is then checked against the IP). \
+             On tokio, with QUIC:\n\n\
+             ```no_run\n\
+             # fn main() -> Result<(), libp2p_ws::BoxError> {\n\
+             use libp2p::{core::{muxing::StreamMuxerBox, Transport as _}, quic};\n\
+             let swarm = libp2p::SwarmBuilder::with_new_identity()\n\
+             \x20   .with_tokio()\n\
+             \x20   .with_other_transport(libp2p_ws::tokio::constructor_with(\n\
+             \x20       libp2p_ws::Config::default(),\n\
+             \x20       |key| Ok(quic::tokio::Transport::new(quic::Config::new(key))\n\
+             \x20           .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))),\n\
+             \x20   ))?\n\
+             \x20   .with_behaviour(|_| libp2p::ping::Behaviour::default())?\n\
+             \x20   .build();\n\
+             # Ok(()) }\n\
+             ```"
+        )]
+        pub fn constructor_with<O, F>(
+            config: $crate::Config,
+            other: F,
+        ) -> impl FnOnce(
+            &libp2p_identity::Keypair,
+        ) -> Result<
+            libp2p_core::transport::Boxed<(
+                libp2p_identity::PeerId,
+                libp2p_core::muxing::StreamMuxerBox,
+            )>,
+            $crate::BoxError,
+        >
+        where
+            F: FnOnce(&libp2p_identity::Keypair) -> Result<O, $crate::BoxError>,
+            O: libp2p_core::Transport<
+                    Output = (libp2p_identity::PeerId, libp2p_core::muxing::StreamMuxerBox),
+                > + Send
+                + Unpin
+                + 'static,
+            O::Error: std::error::Error + Send + Sync + 'static,
+            O::Dial: Send + 'static,
+            O::ListenerUpgrade: Send + 'static,
+        {
+            $crate::upgrade::constructor_with::<Provider, O, F>(config, other)
         }
     };
 }

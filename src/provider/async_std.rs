@@ -111,6 +111,10 @@ impl super::Provider for AsyncStd {
         .boxed()
     }
 
+    fn dns_resolver(config: &crate::dns::DnsConfig) -> crate::dns::Resolver {
+        crate::dns::Resolver::hickory(config, super::async_std_dns::AsyncStdDns)
+    }
+
     fn timer(at: Instant) -> Timer {
         Box::pin(AsyncIoTimer(async_io::Timer::at(at)))
     }

@@ -16,6 +16,8 @@
 
 #[cfg(feature = "async-std")]
 pub(crate) mod async_std;
+#[cfg(feature = "async-std")]
+mod async_std_dns;
 #[cfg(feature = "tokio")]
 pub(crate) mod tokio;
 
@@ -75,6 +77,11 @@ pub trait Provider: Clone + Debug + Send + Sync + Unpin + 'static {
 
     /// Resolves `name` with the system resolver, off the executor's threads.
     fn resolve(name: String, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
+
+    /// Builds the DNS resolver for `/dnsaddr` and configured name servers: hickory-resolver over
+    /// this runtime's sockets ([`Resolver::hickory`](crate::dns::Resolver::hickory) with a
+    /// hickory runtime provider). Must not need a running runtime.
+    fn dns_resolver(config: &crate::dns::DnsConfig) -> crate::dns::Resolver;
 
     /// A timer that fires at `at` and can be reset.
     fn timer(at: Instant) -> Timer;

@@ -202,6 +202,13 @@ impl super::Provider for Tokio {
         .boxed()
     }
 
+    fn dns_resolver(config: &crate::dns::DnsConfig) -> crate::dns::Resolver {
+        crate::dns::Resolver::hickory(
+            config,
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+    }
+
     fn timer(at: Instant) -> Timer {
         if ::tokio::runtime::Handle::try_current().is_err() {
             // Creating a tokio timer outside a runtime would panic; a timer that never fires keeps

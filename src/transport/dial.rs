@@ -11,10 +11,12 @@ use std::{
 use futures_rustls::TlsConnector;
 
 use super::{Output, Shared, Socket, TcpConnection};
+use libp2p_core::Multiaddr;
+
 use crate::{
-    addr::{DnsFamily, Host, Kind, TcpAddr, WsAddr},
-    config::Config,
-    error::Error,
+    addr::{Addr, DnsFamily, Host, Kind, TcpAddr, WsAddr},
+    dns::DnsaddrError,
+    error::{Error, TimeoutStage},
     framed::Connection,
     handshake,
     proto::Role,
@@ -47,13 +49,31 @@ pub(super) fn usable_addresses(
     Ok(usable)
 }
 
+/// Resolves `name`: with the system resolver (with `/etc/hosts`), or with the configured name
+/// servers when there are some ([`DnsConfig::with_name_servers`](crate::dns::DnsConfig)).
+async fn resolve<P: Provider>(
+    shared: &Shared,
+    name: &str,
+    port: u16,
+) -> io::Result<Vec<SocketAddr>> {
+    if shared.config.dns.name_servers().is_none() {
+        return P::resolve(name.to_string(), port).await;
+    }
+    let ips = shared.resolver::<P>().ip::<P>(name).await?;
+    Ok(ips
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect())
+}
+
 /// Resolves `host` (if a name) and connects to the first address that answers; sets
 /// `TCP_NODELAY` as configured.
-async fn connect<P: Provider>(config: &Config, host: &Host, port: u16) -> Result<P::Stream, Error> {
+async fn connect<P: Provider>(shared: &Shared, host: &Host, port: u16) -> Result<P::Stream, Error> {
+    let config = &shared.config;
     let candidates = match host {
         Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
         Host::Dns { name, family } => {
-            usable_addresses(name, *family, P::resolve(name.clone(), port).await)?
+            usable_addresses(name, *family, resolve::<P>(shared, name, port).await)?
         }
     };
     let mut last_error = None;
@@ -86,14 +106,15 @@ async fn connect<P: Provider>(config: &Config, host: &Host, port: u16) -> Result
 /// Opens the TCP stream of a dial of `kind` to `host:port`: directly, or through the proxy the
 /// configuration names for it (a tunnel opened by `deadline`).
 async fn open<P: Provider>(
-    config: &Config,
+    shared: &Shared,
     host: &Host,
     port: u16,
     kind: Kind,
     deadline: Instant,
 ) -> Result<P::Stream, Error> {
+    let config = &shared.config;
     let Some(proxy) = config.proxy.route(host, kind) else {
-        return connect::<P>(config, host, port).await;
+        return connect::<P>(shared, host, port).await;
     };
     let failed = |source| Error::Proxy {
         proxy: proxy.to_string(),
@@ -107,7 +128,7 @@ async fn open<P: Provider>(
             }
             Host::Dns { name, family } => {
                 let resolved =
-                    usable_addresses(name, *family, P::resolve(name.clone(), port).await)?;
+                    usable_addresses(name, *family, resolve::<P>(shared, name, port).await)?;
                 TunnelTarget::Addr(resolved[0])
             }
         };
@@ -118,7 +139,7 @@ async fn open<P: Provider>(
                 family: DnsFamily::Any,
             },
         };
-        let mut tcp = match connect::<P>(config, &proxy_host, proxy.port()).await {
+        let mut tcp = match connect::<P>(shared, &proxy_host, proxy.port()).await {
             Ok(tcp) => tcp,
             Err(Error::Connect { source, .. }) => return Err(failed(ProxyError::Connect(source))),
             Err(Error::Dns { source, .. }) => return Err(failed(ProxyError::Resolve(source))),
@@ -143,14 +164,7 @@ pub(super) async fn dial_tcp<P: Provider>(
     target: TcpAddr,
     deadline: Instant,
 ) -> Result<Output<P::Stream>, Error> {
-    let tcp = open::<P>(
-        &shared.config,
-        &target.host,
-        target.port,
-        Kind::Tcp,
-        deadline,
-    )
-    .await?;
+    let tcp = open::<P>(&shared, &target.host, target.port, Kind::Tcp, deadline).await?;
     Ok(Output::Tcp(TcpConnection::new(tcp)))
 }
 
@@ -165,7 +179,7 @@ pub(super) async fn dial_ws<P: Provider>(
     } else {
         Kind::Ws
     };
-    let tcp = open::<P>(config, &target.host, target.port, kind, deadline).await?;
+    let tcp = open::<P>(&shared, &target.host, target.port, kind, deadline).await?;
     let mut stream = if target.is_secure() {
         let name = target.server_name();
         let server_name = tls_config::server_name(&name)?;
@@ -189,4 +203,74 @@ pub(super) async fn dial_ws<P: Provider>(
     Ok(Output::WebSocket(
         Connection::new(stream, Role::Client, config.frame, &leftover).with_timers(P::timer),
     ))
+}
+
+/// Dials `target` (the caller bounds it by `deadline`).
+pub(super) async fn dial_addr<P: Provider>(
+    shared: Arc<Shared>,
+    target: Addr,
+    deadline: Instant,
+) -> Result<Output<P::Stream>, Error> {
+    match target {
+        Addr::Ws(target) => dial_ws::<P>(shared, target, deadline).await,
+        Addr::Tcp(target) => dial_tcp::<P>(shared, target, deadline).await,
+    }
+}
+
+/// Dials a `/dnsaddr/<name>[/p2p/<id>]` address: resolves it ([`crate::dns::resolve_dnsaddr`]),
+/// then dials the addresses it gives that this transport serves, in their order, until one
+/// connects; all within the handshake timeout.
+pub(super) async fn dial_dnsaddr<P: Provider>(
+    shared: Arc<Shared>,
+    addr: Multiaddr,
+    name: String,
+) -> Result<Output<P::Stream>, Error> {
+    let timeout = shared.config.handshake_timeout;
+    let deadline = Instant::now() + timeout;
+    let dial = async {
+        let resolver = shared.resolver::<P>().clone();
+        let candidates = crate::dns::resolve_dnsaddr(&addr, &shared.config.dns, |name| {
+            let resolver = resolver.clone();
+            async move { resolver.txt::<P>(&name).await }
+        })
+        .await
+        .map_err(Error::Dnsaddr)?;
+        let (mut last_error, count) = (None, candidates.len());
+        for candidate in candidates {
+            let target = match Addr::parse(&candidate) {
+                Ok(target) if !dialable(&target) => continue,
+                Ok(target) => target,
+                Err(error) => {
+                    tracing::debug!(%addr, %candidate, %error, "not an address of this transport; skipped");
+                    continue;
+                }
+            };
+            tracing::debug!(%addr, %candidate, "dialing");
+            match dial_addr::<P>(shared.clone(), target, deadline).await {
+                Ok(output) => return Ok(output),
+                Err(error) => {
+                    tracing::debug!(%candidate, error = %crate::error::Chain(&error), "dial failed");
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(
+            last_error.unwrap_or(Error::Dnsaddr(DnsaddrError::NoUsableAddress {
+                name,
+                count,
+            })),
+        )
+    };
+    match provider::timeout_at::<P, _>(deadline, dial).await {
+        Some(result) => result,
+        None => Err(Error::Timeout {
+            stage: TimeoutStage::DialDnsaddr,
+            after: timeout,
+        }),
+    }
+}
+
+/// Whether a parsed address can be dialed (not an unspecified IP, not port 0).
+pub(super) fn dialable(target: &Addr) -> bool {
+    !matches!(target.host(), Host::Ip(ip) if ip.is_unspecified()) && target.port() != 0
 }

@@ -37,7 +37,7 @@ use libp2p_core::{
 pub use self::output::{Output, Socket, TcpConnection};
 use self::{
     accept::Serve,
-    dial::{dial_tcp, dial_ws, usable_addresses},
+    dial::usable_addresses,
     port::{Member, Port},
 };
 use crate::{
@@ -87,6 +87,8 @@ pub struct Transport<P: Provider> {
 struct Shared {
     config: Config,
     client_tls: OnceLock<Result<Arc<ClientConfig>, Arc<TlsError>>>,
+    /// Built on the first lookup that needs it (`/dnsaddr`, or `/dns*` with configured servers).
+    resolver: OnceLock<crate::dns::Resolver>,
     /// Set when a layer above takes over each inbound connection's admission ticket (see
     /// [`Transport::hand_off_tickets`]).
     handoff: OnceLock<Handoff>,
@@ -97,6 +99,11 @@ struct Shared {
 pub(crate) type Handoff = Arc<Mutex<Option<Ticket>>>;
 
 impl Shared {
+    fn resolver<P: Provider>(&self) -> &crate::dns::Resolver {
+        self.resolver
+            .get_or_init(|| P::dns_resolver(&self.config.dns))
+    }
+
     fn client_tls(&self) -> Result<Arc<ClientConfig>, TlsError> {
         self.client_tls
             .get_or_init(|| self.config.tls.client_config().map_err(Arc::new))
@@ -121,6 +128,7 @@ impl<P: Provider> Transport<P> {
             shared: Arc::new(Shared {
                 config,
                 client_tls: OnceLock::new(),
+                resolver: OnceLock::new(),
                 handoff: OnceLock::new(),
             }),
             listeners: SelectAll::new(),
@@ -254,29 +262,29 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         addr: Multiaddr,
         _opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<Error>> {
+        if let Some(name) = crate::dns::dnsaddr_name(&addr) {
+            let name = name.map_err(|error| {
+                tracing::debug!(%addr, %error, "not a /dnsaddr address this transport dials");
+                TransportError::MultiaddrNotSupported(addr.clone())
+            })?;
+            return Ok(dial::dial_dnsaddr::<P>(self.shared.clone(), addr, name).boxed());
+        }
         let target = Addr::parse(&addr).map_err(|error| {
             tracing::debug!(%addr, %error, "not a TCP or WebSocket address");
             TransportError::MultiaddrNotSupported(addr.clone())
         })?;
-        if let Host::Ip(ip) = target.host() {
-            if ip.is_unspecified() || target.port() == 0 {
-                return Err(TransportError::MultiaddrNotSupported(addr));
-            }
+        if !dial::dialable(&target) {
+            return Err(TransportError::MultiaddrNotSupported(addr));
         }
         let shared = self.shared.clone();
         Ok(async move {
             let timeout = shared.config.handshake_timeout;
             let deadline = Instant::now() + timeout;
-            let (stage, dial) = match target {
-                Addr::Ws(target) => (
-                    TimeoutStage::DialWebSocket,
-                    dial_ws::<P>(shared, target, deadline).boxed(),
-                ),
-                Addr::Tcp(target) => (
-                    TimeoutStage::DialTcp,
-                    dial_tcp::<P>(shared, target, deadline).boxed(),
-                ),
+            let stage = match target {
+                Addr::Ws(_) => TimeoutStage::DialWebSocket,
+                Addr::Tcp(_) => TimeoutStage::DialTcp,
             };
+            let dial = dial::dial_addr::<P>(shared, target, deadline);
             match provider::timeout_at::<P, _>(deadline, dial).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
