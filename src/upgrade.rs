@@ -23,6 +23,7 @@ use libp2p_core::{
 use libp2p_identity::{Keypair, PeerId};
 
 use crate::{
+    admission,
     config::Config,
     error::{Error, TimeoutStage, UpgradeStep},
     provider::Provider,
@@ -138,7 +139,7 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
         let upgrade = match ticket {
             Some(ticket) => ticket
                 .guard(upgrade)
-                .map(|result| result.unwrap_or_else(|_| Err(io::Error::other(Error::Evicted))))
+                .map(|result| result.unwrap_or_else(|error| Err(admission::io_error(error))))
                 .boxed(),
             None => upgrade,
         };
