@@ -27,8 +27,7 @@ pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
 pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
 /// Default for [`Config::with_ipv4_share_prefix`]: 32 bits, each IPv4 address its own share.
 pub const DEFAULT_IPV4_SHARE_PREFIX: u8 = 32;
-/// Default for [`Config::with_ipv6_share_prefix`]: 64 bits, one share per IPv6 /64 (a host
-/// usually holds a whole /64, as go-libp2p's resource manager assumes).
+/// Default for [`Config::with_ipv6_share_prefix`]: 64 bits, one share per IPv6 /64.
 pub const DEFAULT_IPV6_SHARE_PREFIX: u8 = 64;
 /// Default for [`Config::with_write_buffer_size`]: 64 KiB.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 64 * 1024;
@@ -253,11 +252,7 @@ impl Config {
 
     /// Time allowed for the whole upgrade in `upgraded` (`libp2p_ws::async_std::upgraded`, `libp2p_ws::tokio::upgraded`): the WebSocket handshake,
     /// then noise and yamux. Default: [`DEFAULT_UPGRADE_TIMEOUT`].
-    ///
-    /// An inbound connection's upgrade time counts from `accept`, whatever path it takes (a port
-    /// serving one kind, a shared port, a PROXY header, forwarding headers); it then fails with
-    /// [`Error::Timeout`](crate::Error::Timeout), stage
-    /// [`TimeoutStage::Upgrade`](crate::TimeoutStage::Upgrade).
+    /// Inbound, it counts from `accept` on every path (then `Error::Timeout`, stage `Upgrade`).
     pub fn with_upgrade_timeout(mut self, timeout: Duration) -> Self {
         self.upgrade_timeout = timeout;
         self
@@ -293,19 +288,16 @@ impl Config {
     /// (`upgraded`, `constructor`) until noise and yamux complete, with the bare [`Transport`](crate::Transport)
     /// until the HTTP upgrade does. When the listener is full, a new connection evicts the oldest
     /// pending handshake among the clients that hold the most (if they hold more than the
-    /// newcomer's client; ties between clients broken by age), so a flood from some addresses
-    /// cannot shut out the others; otherwise the new socket is closed at once. A client is what
-    /// [`Config::with_max_pending_handshakes_per_ip`] counts. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES`].
+    /// newcomer's client; ties broken by age), so a flood from some addresses cannot shut out the
+    /// others; otherwise the new socket is closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES`].
     pub fn with_max_pending_handshakes(mut self, count: usize) -> Self {
         self.max_pending_handshakes = count.max(1);
         self
     }
 
     /// Most pending handshakes one client may hold on a listener; more sockets from it are
-    /// closed at once. A client is an IPv4 address ([`Config::with_ipv4_share_prefix`]) or an
-    /// IPv6 /64 ([`Config::with_ipv6_share_prefix`]); behind a trusted reverse proxy, the client
-    /// it names, charged as soon as its PROXY header or forwarding header is read. At least 1.
-    /// Default: [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`].
+    /// closed at once. A client: an IPv4 address, an IPv6 /64 ([`Config::with_ipv6_share_prefix`]),
+    /// or whom a trusted proxy names (when its header is read). At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`].
     ///
     /// Behind a reverse proxy or a NAT that many clients share, every connection comes from the
     /// same address: raise this for such a listener (up to [`Config::with_max_pending_handshakes`]
@@ -315,18 +307,15 @@ impl Config {
         self
     }
 
-    /// How many leading bits of an IPv6 client address make one share of
-    /// [`Config::with_max_pending_handshakes_per_ip`]: every address of one such prefix counts as
-    /// one client (a host usually holds a whole /64 and can pick any address of it). At most 128
-    /// (each address its own share). Default: [`DEFAULT_IPV6_SHARE_PREFIX`] (a /64).
+    /// The leading bits of an IPv6 address that make one client of `with_max_pending_handshakes_per_ip`
+    /// (at most 128). Default: [`DEFAULT_IPV6_SHARE_PREFIX`], a /64 (a host usually holds one).
     pub fn with_ipv6_share_prefix(mut self, bits: u8) -> Self {
         self.ipv6_share_prefix = bits.min(128);
         self
     }
 
-    /// How many leading bits of an IPv4 client address make one share of
-    /// [`Config::with_max_pending_handshakes_per_ip`] (an IPv4-mapped IPv6 address counts as
-    /// IPv4). At most 32. Default: [`DEFAULT_IPV4_SHARE_PREFIX`] (each address its own share).
+    /// The leading bits of an IPv4 address (or IPv4-mapped IPv6 one) that make one client (at most
+    /// 32). Default: [`DEFAULT_IPV4_SHARE_PREFIX`], each address its own share.
     pub fn with_ipv4_share_prefix(mut self, bits: u8) -> Self {
         self.ipv4_share_prefix = bits.min(32);
         self
