@@ -1,32 +1,78 @@
 //! Admission of inbound connections: how many may be in their handshake at once, per listener and
-//! per client address, and which one makes room when the listener is full. Pure bookkeeping (no IO,
-//! no clock): the transport asks [`Admission::admit`] for every accepted socket and holds the
-//! returned [`Ticket`] until the connection's upgrade is done (the WebSocket handshake for the bare
+//! per client (an IPv4 address, an IPv6 /64 by default), and which one makes room when the
+//! listener is full. Pure bookkeeping (no IO; the clock only as a deadline handed to the guard):
+//! the transport asks [`Admission::admit`] for every accepted socket and holds the returned
+//! [`Ticket`] until the connection's upgrade is done (the WebSocket handshake for the bare
 //! transport; noise and yamux too for the upgraded stack) or dropped.
 //!
 //! The rules, so that a flood from a few addresses cannot shut out everybody else:
-//! - a client address may hold at most `max_per_ip` pending handshakes; more are refused at once;
-//! - when the listener holds `max_total`, a new connection evicts the oldest pending handshake of
-//!   the address that holds the most, if that address holds more than the newcomer's address
-//!   does; otherwise the newcomer is refused. An evicted handshake ends with
-//!   [`Error::Evicted`](crate::Error::Evicted).
+//! - clients are counted by their share key ([`Limits::key`]): an IPv4 address masked to
+//!   `ipv4_prefix` bits (32, the address itself, by default), an IPv6 address masked to
+//!   `ipv6_prefix` bits (64 by default: one host usually holds a whole /64);
+//! - a key may hold at most `max_per_key` pending handshakes; more are refused at once;
+//! - when the listener holds `max_total`, a new connection evicts the oldest pending handshake
+//!   among the keys that hold the most (by age, never by hash order), if those hold more than the
+//!   newcomer's key does; otherwise the newcomer is refused. An evicted handshake ends with
+//!   [`Error::Evicted`].
 
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
-use futures::future::{AbortHandle, AbortRegistration, Abortable, Aborted};
+use futures::future::{AbortHandle, AbortRegistration, Abortable, Aborted, Either};
+
+use crate::{
+    error::{Error, TimeoutStage},
+    provider::TimerFn,
+};
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Its address already holds `max_per_ip` pending handshakes.
+    /// Its share key already holds `max_per_key` pending handshakes.
     AddressFull,
-    /// The listener is full and no address holds more pending handshakes than this one's.
+    /// The listener is full and no key holds more pending handshakes than this one's.
     ListenerFull,
+}
+
+/// The limits of one listener's pending handshakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Most pending handshakes in all (at least 1).
+    pub(crate) max_total: usize,
+    /// Most pending handshakes per share key (at least 1).
+    pub(crate) max_per_key: usize,
+    /// The bits of an IPv4 address that make its share key (at most 32).
+    pub(crate) ipv4_prefix: u8,
+    /// The bits of an IPv6 address that make its share key (at most 128).
+    pub(crate) ipv6_prefix: u8,
+}
+
+impl Limits {
+    /// The share key of `ip`: the address masked to its family's prefix. An IPv4-mapped IPv6
+    /// address (what a dual-stack socket reports for an IPv4 client) is keyed as IPv4.
+    pub(crate) fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.ipv4_prefix.min(32)))
+                    .unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(bits & mask))
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix.min(128)))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(bits & mask))
+            }
+        }
+    }
 }
 
 /// The pending handshakes of one listener.
@@ -37,29 +83,33 @@ pub(crate) struct Admission {
 
 #[derive(Debug)]
 struct State {
-    max_total: usize,
-    max_per_ip: usize,
+    limits: Limits,
     next_id: u64,
     /// By id, so in order of age.
     entries: BTreeMap<u64, Entry>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Pending handshakes per share key.
+    per_key: HashMap<IpAddr, usize>,
 }
 
 #[derive(Debug)]
 struct Entry {
-    ip: IpAddr,
+    key: IpAddr,
     abort: AbortHandle,
 }
 
 impl Admission {
-    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Admission {
             state: Arc::new(Mutex::new(State {
-                max_total: max_total.max(1),
-                max_per_ip: max_per_ip.max(1),
+                limits: Limits {
+                    max_total: limits.max_total.max(1),
+                    max_per_key: limits.max_per_key.max(1),
+                    ipv4_prefix: limits.ipv4_prefix.min(32),
+                    ipv6_prefix: limits.ipv6_prefix.min(128),
+                },
                 next_id: 0,
                 entries: BTreeMap::new(),
-                per_ip: HashMap::new(),
+                per_key: HashMap::new(),
             })),
         }
     }
@@ -76,32 +126,37 @@ impl Admission {
     }
 
     /// Admits a connection from a trusted reverse proxy at `ip`: it carries many clients, so its
-    /// address is not held to `max_per_ip` (each client is, once its address is known, see
-    /// [`Ticket::reassign`]); the listener's total still applies.
+    /// address is not held to `max_per_key` (each client is, as soon as its address is known, see
+    /// [`Charge::to`]); the listener's total still applies.
     pub(crate) fn admit_trusted(&self, ip: IpAddr) -> Result<Ticket, Refusal> {
         self.admit_with(ip, false)
     }
 
-    fn admit_with(&self, ip: IpAddr, per_ip_limit: bool) -> Result<Ticket, Refusal> {
-        let mut state = self.lock();
-        let own = state.per_ip.get(&ip).copied().unwrap_or(0);
-        if per_ip_limit && own >= state.max_per_ip {
+    fn admit_with(&self, ip: IpAddr, per_key_limit: bool) -> Result<Ticket, Refusal> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let key = state.limits.key(ip);
+        let own = state.per_key.get(&key).copied().unwrap_or(0);
+        if per_key_limit && own >= state.limits.max_per_key {
             return Err(Refusal::AddressFull);
         }
-        if state.entries.len() >= state.max_total {
-            let (crowded, count) = state
-                .per_ip
-                .iter()
-                .max_by_key(|(_, count)| **count)
-                .map(|(ip, count)| (*ip, *count))
+        if state.entries.len() >= state.limits.max_total {
+            let most = state
+                .per_key
+                .values()
+                .copied()
+                .max()
                 .ok_or(Refusal::ListenerFull)?;
-            if count <= own {
+            if most <= own {
                 return Err(Refusal::ListenerFull);
             }
+            // The oldest pending handshake of the keys that hold the most: entries are in order
+            // of age, so the first one of such a key (ties between keys broken by age).
+            let per_key = &state.per_key;
             let oldest = state
                 .entries
                 .iter()
-                .find(|(_, entry)| entry.ip == crowded)
+                .find(|(_, entry)| per_key.get(&entry.key) == Some(&most))
                 .map(|(id, _)| *id)
                 .ok_or(Refusal::ListenerFull)?;
             state.remove(oldest);
@@ -109,16 +164,17 @@ impl Admission {
         let id = state.next_id;
         state.next_id += 1;
         let (abort, registration) = AbortHandle::new_pair();
-        state.entries.insert(id, Entry { ip, abort });
-        *state.per_ip.entry(ip).or_insert(0) += 1;
+        state.entries.insert(id, Entry { key, abort });
+        *state.per_key.entry(key).or_insert(0) += 1;
         Ok(Ticket {
             admission: self.clone(),
             id,
             registration: Some(registration),
+            deadline: None,
         })
     }
 
-    /// Pending handshakes right now (all addresses).
+    /// Pending handshakes right now (all keys).
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
         self.lock().entries.len()
@@ -130,14 +186,27 @@ impl State {
     fn remove(&mut self, id: u64) {
         if let Some(entry) = self.entries.remove(&id) {
             entry.abort.abort();
-            if let Some(count) = self.per_ip.get_mut(&entry.ip) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_ip.remove(&entry.ip);
-                }
+            self.uncount(entry.key);
+        }
+    }
+
+    fn uncount(&mut self, key: IpAddr) {
+        if let Some(count) = self.per_key.get_mut(&key) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_key.remove(&key);
             }
         }
     }
+}
+
+/// When a ticket's whole upgrade must be done, measured from accept.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    /// The configured timeout, for the error.
+    after: Duration,
+    timer: TimerFn,
 }
 
 /// One admitted connection's place among the pending handshakes; dropping it frees the place.
@@ -146,28 +215,107 @@ pub(crate) struct Ticket {
     admission: Admission,
     id: u64,
     registration: Option<AbortRegistration>,
+    deadline: Option<Deadline>,
+}
+
+/// A handle that moves a pending handshake to another client's share (see [`Charge::to`]), for
+/// the code that learns the client's address while the [`Ticket`] guards it.
+#[derive(Debug, Clone)]
+pub(crate) struct Charge {
+    admission: Admission,
+    id: u64,
+}
+
+impl Charge {
+    /// Counts this pending handshake for `ip` (the client a reverse proxy named) from now on,
+    /// within `max_per_key`; refused (the handshake's place unchanged) if `ip`'s key holds its
+    /// share already. Nothing happens for a handshake that is gone (evicted or done).
+    pub(crate) fn to(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let mut guard = self.admission.lock();
+        let state = &mut *guard;
+        let key = state.limits.key(ip);
+        let Some(old) = state.entries.get(&self.id).map(|e| e.key) else {
+            return Ok(());
+        };
+        if old == key {
+            return Ok(());
+        }
+        if state.per_key.get(&key).copied().unwrap_or(0) >= state.limits.max_per_key {
+            return Err(Refusal::AddressFull);
+        }
+        state.uncount(old);
+        *state.per_key.entry(key).or_insert(0) += 1;
+        if let Some(entry) = state.entries.get_mut(&self.id) {
+            entry.key = key;
+        }
+        Ok(())
+    }
 }
 
 impl Ticket {
-    /// Runs `future` under this ticket: it ends with `Err(Aborted)` if the ticket is evicted, and
-    /// the ticket is freed when the future completes or is dropped.
+    /// The handle that charges this pending handshake to the client a proxy names.
+    pub(crate) fn charge(&self) -> Charge {
+        Charge {
+            admission: self.admission.clone(),
+            id: self.id,
+        }
+    }
+
+    /// Counts this pending handshake for `ip` from now on (see [`Charge::to`]).
+    #[cfg(test)]
+    pub(crate) fn reassign(&mut self, ip: IpAddr) -> Result<(), Refusal> {
+        self.charge().to(ip)
+    }
+
+    /// Bounds [`Ticket::guard`] by `at` (the accept time plus the timeout `after`), with timers
+    /// from `timer`: the guarded future ends with [`Error::Timeout`] (stage
+    /// [`TimeoutStage::Upgrade`]) then.
+    pub(crate) fn with_deadline(mut self, at: Instant, after: Duration, timer: TimerFn) -> Self {
+        self.deadline = Some(Deadline { at, after, timer });
+        self
+    }
+
+    /// The deadline set by [`Ticket::with_deadline`], if any.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(|d| d.at)
+    }
+
+    /// Runs `future` under this ticket: it ends with [`Error::Evicted`] if the ticket is evicted,
+    /// or [`Error::Timeout`] at the ticket's deadline (if it has one), and the ticket is freed
+    /// when the future completes or is dropped.
     pub(crate) fn guard<F: Future>(
         mut self,
         future: F,
-    ) -> impl Future<Output = Result<F::Output, Aborted>> {
+    ) -> impl Future<Output = Result<F::Output, Error>> {
         let registration = self
             .registration
             .take()
             .unwrap_or_else(|| AbortHandle::new_pair().1);
         let abortable = Abortable::new(future, registration);
+        let deadline = self.deadline.take();
         async move {
             let _ticket = self;
-            abortable.await
+            let expiry = async move {
+                match deadline {
+                    Some(deadline) => {
+                        (deadline.timer)(deadline.at).await;
+                        deadline.after
+                    }
+                    None => futures::future::pending().await,
+                }
+            };
+            let (abortable, expiry) = (std::pin::pin!(abortable), std::pin::pin!(expiry));
+            match futures::future::select(abortable, expiry).await {
+                Either::Left((Ok(output), _)) => Ok(output),
+                Either::Left((Err(Aborted), _)) => Err(Error::Evicted),
+                Either::Right((after, _)) => Err(Error::Timeout {
+                    stage: TimeoutStage::Upgrade,
+                    after,
+                }),
+            }
         }
     }
-}
 
-impl Ticket {
     /// Runs `future` as one phase of the handshake under this ticket, keeping the ticket for the
     /// next phase: it ends with `Err(Aborted)` if the ticket is evicted meanwhile (or was before).
     pub(crate) async fn phase<F: Future>(&mut self, future: F) -> Result<F::Output, Aborted> {
@@ -181,35 +329,6 @@ impl Ticket {
         }
         self.registration = Some(registration);
         Ok(output)
-    }
-}
-
-impl Ticket {
-    /// Counts this pending handshake for `ip` from now on (the client a reverse proxy named),
-    /// within `max_per_ip`; refused (the ticket unchanged) if `ip` holds its share already.
-    pub(crate) fn reassign(&mut self, ip: IpAddr) -> Result<(), Refusal> {
-        let mut state = self.admission.lock();
-        let max_per_ip = state.max_per_ip;
-        let Some(old) = state.entries.get(&self.id).map(|e| e.ip) else {
-            return Ok(());
-        };
-        if old == ip {
-            return Ok(());
-        }
-        if state.per_ip.get(&ip).copied().unwrap_or(0) >= max_per_ip {
-            return Err(Refusal::AddressFull);
-        }
-        if let Some(count) = state.per_ip.get_mut(&old) {
-            *count -= 1;
-            if *count == 0 {
-                state.per_ip.remove(&old);
-            }
-        }
-        *state.per_ip.entry(ip).or_insert(0) += 1;
-        if let Some(entry) = state.entries.get_mut(&self.id) {
-            entry.ip = ip;
-        }
-        Ok(())
     }
 }
 
@@ -227,9 +346,27 @@ mod tests {
         IpAddr::from([127, 0, 0, last])
     }
 
+    /// An admission with the default share prefixes (IPv4 per address, IPv6 per /64).
+    fn admission_of(max_total: usize, max_per_key: usize) -> Admission {
+        Admission::new(Limits {
+            max_total,
+            max_per_key,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+        })
+    }
+
+    /// Whether the guarded run of `ticket` ended as evicted.
+    fn evicted(ticket: Ticket) -> bool {
+        matches!(
+            futures::executor::block_on(ticket.guard(futures::future::ready(()))),
+            Err(Error::Evicted)
+        )
+    }
+
     #[test]
     fn a_trusted_proxy_is_not_held_to_the_per_address_share_but_its_clients_are() {
-        let admission = Admission::new(10, 2);
+        let admission = admission_of(10, 2);
         let proxy = ip(1);
         let mut tickets: Vec<_> = (0..4)
             .map(|_| admission.admit_trusted(proxy).unwrap())
@@ -251,7 +388,7 @@ mod tests {
 
     #[test]
     fn an_address_gets_at_most_its_share() {
-        let admission = Admission::new(100, 2);
+        let admission = admission_of(100, 2);
         let _a = admission.admit(ip(2)).unwrap();
         let _b = admission.admit(ip(2)).unwrap();
         assert_eq!(admission.admit(ip(2)).unwrap_err(), Refusal::AddressFull);
@@ -263,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_ticket_spans_phases_and_eviction_reaches_the_later_one() {
-        let admission = Admission::new(2, 2);
+        let admission = admission_of(2, 2);
         let mut ticket = admission.admit(ip(2)).unwrap();
         let _other = admission.admit(ip(2)).unwrap();
         let first = futures::executor::block_on(ticket.phase(futures::future::ready(1)));
@@ -271,17 +408,12 @@ mod tests {
         assert_eq!(admission.pending(), 2, "the ticket is still held");
         // Full: a newcomer evicts the oldest of 127.0.0.2, which is `ticket`, now in its second phase.
         let _newcomer = admission.admit(ip(3)).expect("room is made");
-        let second = futures::executor::block_on(ticket.guard(futures::future::ready(2)));
-        assert_eq!(
-            second,
-            Err(Aborted),
-            "the re-armed registration was aborted"
-        );
+        assert!(evicted(ticket), "the re-armed registration was aborted");
     }
 
     #[test]
     fn dropping_a_ticket_frees_its_place() {
-        let admission = Admission::new(1, 1);
+        let admission = admission_of(1, 1);
         let ticket = admission.admit(ip(2)).unwrap();
         assert_eq!(admission.admit(ip(2)).unwrap_err(), Refusal::AddressFull);
         drop(ticket);
@@ -291,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_full_listener_evicts_the_oldest_of_the_most_crowded_address() {
-        let admission = Admission::new(4, 3);
+        let admission = admission_of(4, 3);
         let first = admission.admit(ip(2)).unwrap();
         let second = admission.admit(ip(2)).unwrap();
         let _third = admission.admit(ip(2)).unwrap();
@@ -299,33 +431,26 @@ mod tests {
         // Full: a newcomer from a third address evicts 127.0.0.2's oldest, and only that one.
         let _newcomer = admission.admit(ip(4)).expect("room is made");
         assert_eq!(admission.pending(), 4);
-        let run =
-            |ticket: Ticket| futures::executor::block_on(ticket.guard(futures::future::ready(())));
-        assert_eq!(
-            run(first),
-            Err(Aborted),
-            "the oldest of the crowded address"
-        );
-        assert_eq!(run(second), Ok(()), "the others run on");
-        assert_eq!(run(other), Ok(()));
+        assert!(evicted(first), "the oldest of the crowded address");
+        assert!(!evicted(second), "the others run on");
+        assert!(!evicted(other));
     }
 
     #[test]
     fn eviction_ends_the_evicted_handshake_and_spares_small_addresses() {
-        let admission = Admission::new(3, 3);
+        let admission = admission_of(3, 3);
         let crowded = admission.admit(ip(2)).unwrap();
         let _crowded2 = admission.admit(ip(2)).unwrap();
         let _lone = admission.admit(ip(3)).unwrap();
         let handshake = crowded.guard(futures::future::pending::<()>());
         let _newcomer = admission.admit(ip(4)).expect("room is made");
-        assert_eq!(
-            futures::executor::block_on(handshake),
-            Err(Aborted),
+        assert!(
+            matches!(futures::executor::block_on(handshake), Err(Error::Evicted)),
             "the oldest handshake of the most crowded address was evicted"
         );
         assert_eq!(admission.pending(), 3);
         // A newcomer whose address already holds as many as the most crowded one is refused.
-        let full = Admission::new(2, 2);
+        let full = admission_of(2, 2);
         let _x = full.admit(ip(2)).unwrap();
         let _y = full.admit(ip(3)).unwrap();
         assert_eq!(full.admit(ip(2)).unwrap_err(), Refusal::ListenerFull);
@@ -334,12 +459,120 @@ mod tests {
 
     #[test]
     fn a_completed_handshake_frees_its_place() {
-        let admission = Admission::new(1, 1);
+        let admission = admission_of(1, 1);
         let ticket = admission.admit(ip(2)).unwrap();
-        assert_eq!(
+        assert!(matches!(
             futures::executor::block_on(ticket.guard(async { 7 })),
             Ok(7)
-        );
+        ));
         assert_eq!(admission.pending(), 0);
+    }
+
+    #[test]
+    fn when_every_address_holds_one_place_the_oldest_is_evicted() {
+        // 8 places, each of 8 addresses holding one, admitted in order: the oldest is 127.0.0.2.
+        let admission = admission_of(8, 4);
+        let mut tickets: Vec<Ticket> = (2..10)
+            .map(|last| admission.admit(ip(last)).unwrap())
+            .collect();
+        // Newcomers from fresh addresses, one after another: each evicts the oldest left, never
+        // one of the newer ones (whatever order the per-address map iterates in).
+        for (round, last) in (100..106u8).enumerate() {
+            tickets.push(admission.admit(ip(last)).expect("room is made"));
+            assert_eq!(admission.pending(), 8);
+            let alive: Vec<bool> = tickets
+                .iter()
+                .map(|t| admission.lock().entries.contains_key(&t.id))
+                .collect();
+            let expected: Vec<bool> = (0..tickets.len()).map(|i| i > round).collect();
+            assert_eq!(
+                alive,
+                expected,
+                "round {round}: only the oldest {} are gone",
+                round + 1
+            );
+        }
+        assert!(evicted(tickets.remove(0)), "the first was evicted");
+        assert!(!evicted(tickets.pop().unwrap()), "the newest runs on");
+    }
+
+    #[test]
+    fn among_equally_crowded_addresses_the_oldest_handshake_goes() {
+        let admission = admission_of(6, 3);
+        let b1 = admission.admit(ip(3)).unwrap();
+        let a1 = admission.admit(ip(2)).unwrap();
+        let _a2 = admission.admit(ip(2)).unwrap();
+        let _b2 = admission.admit(ip(3)).unwrap();
+        let _c = admission.admit(ip(4)).unwrap();
+        let _d = admission.admit(ip(5)).unwrap();
+        // Full; 127.0.0.2 and 127.0.0.3 hold two each: the oldest of theirs is b1.
+        let _e = admission.admit(ip(6)).expect("room is made");
+        assert!(evicted(b1), "the oldest of the most crowded addresses");
+        assert!(!evicted(a1));
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_clients_share_per_64_and_ipv4_per_address() {
+        let limits = Limits {
+            max_total: 256,
+            max_per_key: 16,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+        };
+        assert_eq!(limits.key(v6("2001:db8:1:2:aaaa::1")), v6("2001:db8:1:2::"));
+        assert_eq!(
+            limits.key(v6("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            v6("2001:db8:1:2::")
+        );
+        assert_ne!(
+            limits.key(v6("2001:db8:1:3::1")),
+            limits.key(v6("2001:db8:1:2::1"))
+        );
+        assert_eq!(limits.key(ip(7)), ip(7));
+        assert_ne!(limits.key(ip(7)), limits.key(ip(8)));
+        assert_eq!(
+            limits.key(v6("::ffff:127.0.0.7")),
+            ip(7),
+            "IPv4-mapped is IPv4"
+        );
+        let wide = Limits {
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            ..limits
+        };
+        assert_eq!(wide.key(ip(7)), ip(0));
+        assert_eq!(wide.key(v6("2001:db8:1:ffff::1")), v6("2001:db8:1::"));
+        let whole = Limits {
+            ipv4_prefix: 0,
+            ipv6_prefix: 128,
+            ..limits
+        };
+        assert_eq!(whole.key(ip(7)), IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(whole.key(v6("2001:db8::7")), v6("2001:db8::7"));
+
+        // 300 addresses of one /64 get 16 places; one address of each of 300 /64s gets one each.
+        let shares = admission_of(1000, 16);
+        let one_64: Vec<_> = (0..300u32)
+            .filter_map(|i| shares.admit(v6(&format!("2001:db8:0:1::{i:x}:1"))).ok())
+            .collect();
+        assert_eq!(one_64.len(), 16, "one /64, one share");
+        let many_64s: Vec<_> = (0..300u32)
+            .filter_map(|i| shares.admit(v6(&format!("2001:db8:{i:x}:2::1"))).ok())
+            .collect();
+        assert_eq!(many_64s.len(), 300, "each /64 its own share");
+        // And a client a proxy names is charged by its /64 too.
+        let proxied = shares.admit_trusted(ip(1)).unwrap();
+        assert_eq!(
+            proxied.charge().to(v6("2001:db8:0:1::ffff")),
+            Err(Refusal::AddressFull)
+        );
+        proxied
+            .charge()
+            .to(v6("2001:db8:0:3::1"))
+            .expect("another /64");
     }
 }

@@ -30,6 +30,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 256;
 /// Default for [`Config::with_max_pending_handshakes_per_ip`]: 16 per client address and listener.
 pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP: usize = 16;
+/// Default for [`Config::with_ipv4_share_prefix`]: 32 bits, each IPv4 address its own share.
+pub const DEFAULT_IPV4_SHARE_PREFIX: u8 = 32;
+/// Default for [`Config::with_ipv6_share_prefix`]: 64 bits, one share per IPv6 /64.
+pub const DEFAULT_IPV6_SHARE_PREFIX: u8 = 64;
 /// Default for [`Config::with_write_buffer_size`]: 64 KiB.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 64 * 1024;
 /// Default for [`Config::with_read_buffer_size`]: 16 KiB.
@@ -206,6 +210,8 @@ pub struct Config {
     pub(crate) max_head_size: usize,
     pub(crate) max_pending_handshakes: usize,
     pub(crate) max_pending_handshakes_per_ip: usize,
+    pub(crate) ipv4_share_prefix: u8,
+    pub(crate) ipv6_share_prefix: u8,
     pub(crate) frame: FrameLimits,
     pub(crate) nodelay: bool,
     pub(crate) allow_insecure_listen: bool,
@@ -224,6 +230,8 @@ impl Default for Config {
             max_head_size: DEFAULT_MAX_HEAD_SIZE,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
             max_pending_handshakes_per_ip: DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP,
+            ipv4_share_prefix: DEFAULT_IPV4_SHARE_PREFIX,
+            ipv6_share_prefix: DEFAULT_IPV6_SHARE_PREFIX,
             frame: FrameLimits::default(),
             nodelay: true,
             allow_insecure_listen: false,
@@ -251,7 +259,8 @@ impl Config {
 
     /// Time allowed for the whole upgrade in `upgraded` (`libp2p_ws::async_std::upgraded`,
     /// `libp2p_ws::tokio::upgraded`, and the `constructor`s): the WebSocket handshake, then noise
-    /// and yamux. Default: [`DEFAULT_UPGRADE_TIMEOUT`].
+    /// and yamux. Default: [`DEFAULT_UPGRADE_TIMEOUT`]. Inbound, it counts from `accept` on every
+    /// path (then `Error::Timeout`, stage `Upgrade`).
     ///
     /// Under libp2p's `SwarmBuilder`, whose connection timeout (default 10 s,
     /// `with_connection_timeout`) bounds the same upgrade from outside, keep this (and the
@@ -290,22 +299,37 @@ impl Config {
     /// from `accept` until its upgrade is done or it is dropped: with the complete stack
     /// (`upgraded`, `constructor`) until noise and yamux complete, with the bare [`Transport`](crate::Transport)
     /// until the HTTP upgrade does. When the listener is full, a new connection evicts the oldest
-    /// pending handshake of the client address that holds the most (if it holds more than the
-    /// newcomer's address), so a flood from some addresses cannot shut out the others; otherwise
-    /// the new socket is closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES`].
+    /// pending handshake among the clients that hold the most (if they hold more than the
+    /// newcomer's client; ties broken by age), so a flood from some addresses cannot shut out the
+    /// others; otherwise the new socket is closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES`].
     pub fn with_max_pending_handshakes(mut self, count: usize) -> Self {
         self.max_pending_handshakes = count.max(1);
         self
     }
 
-    /// Most pending handshakes one client address may hold on a listener; more sockets from it are
-    /// closed at once. At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`].
+    /// Most pending handshakes one client may hold on a listener; more sockets from it are
+    /// closed at once. A client: an IPv4 address, an IPv6 /64 ([`Config::with_ipv6_share_prefix`]),
+    /// or whom a trusted proxy names (when its header is read). At least 1. Default: [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`].
     ///
     /// Behind a reverse proxy or a NAT that many clients share, every connection comes from the
     /// same address: raise this for such a listener (up to [`Config::with_max_pending_handshakes`]
     /// turns the per-address share off).
     pub fn with_max_pending_handshakes_per_ip(mut self, count: usize) -> Self {
         self.max_pending_handshakes_per_ip = count.max(1);
+        self
+    }
+
+    /// The leading bits of an IPv6 address that make one client of `with_max_pending_handshakes_per_ip`
+    /// (at most 128). Default: [`DEFAULT_IPV6_SHARE_PREFIX`], a /64 (a host usually holds one).
+    pub fn with_ipv6_share_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_share_prefix = bits.min(128);
+        self
+    }
+
+    /// The leading bits of an IPv4 address (or IPv4-mapped IPv6 one) that make one client (at most
+    /// 32). Default: [`DEFAULT_IPV4_SHARE_PREFIX`], each address its own share.
+    pub fn with_ipv4_share_prefix(mut self, bits: u8) -> Self {
+        self.ipv4_share_prefix = bits.min(32);
         self
     }
 

@@ -132,7 +132,7 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
         let upgrade = match ticket {
             Some(ticket) => ticket
                 .guard(upgrade)
-                .map(|result| result.unwrap_or_else(|_| Err(Error::Evicted.into_io())))
+                .map(|result| result.unwrap_or_else(|error| Err(error.into_io())))
                 .boxed(),
             None => upgrade,
         };

@@ -14,7 +14,10 @@ use std::{
 use common::*;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p_ws::Config;
+use libp2p_ws::{
+    forwarded::{ProxyProtocol, ReverseProxy},
+    Config,
+};
 
 /// A blocking TCP connection from `source` (a loopback address) to `target`.
 fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Result<TcpStream> {
@@ -171,7 +174,213 @@ async fn connections_inside_noise_count_as_pending<R: Runtime>() {
 
 use futures::FutureExt as _;
 
+/// The trusted reverse proxy of the tests below (the raw PROXY headers come from it).
+const PROXY: &str = "127.0.0.11";
+
+/// A `/ws` listener (bare transport, default limits: 256 pending, 16 per client) that trusts
+/// [`PROXY`] and requires a PROXY header, polled in the background until the sender is dropped.
+async fn listener_behind_a_proxy<R: Runtime>() -> (SocketAddr, futures::channel::oneshot::Sender<()>)
+{
+    let config = Config::default().with_reverse_proxy(
+        ReverseProxy::new([format!("{PROXY}/32").parse().unwrap()])
+            .with_proxy_protocol(ProxyProtocol::Required),
+    );
+    let mut transport = Transport::<R>::new(config);
+    let (_, addr) = listen::<R>(&mut transport, "/ip4/127.0.0.1/tcp/0/ws").await;
+    let stop = drive_listener::<R, _>(transport, |upgrade| {
+        R::spawn_detached(async move {
+            let _ = upgrade.await;
+        })
+    });
+    (raw::socket_addr(&addr), stop)
+}
+
+/// Opens a connection from [`PROXY`] to `target` for each client of `clients`, each sending the
+/// PROXY v2 header naming it and then `after`, on a thread (while the listener runs); returns how
+/// many the listener still holds open 1 s after the last one was opened.
+async fn places_held(target: SocketAddr, clients: Vec<SocketAddr>, after: &'static [u8]) -> usize {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut sockets = Vec::new();
+        for client in clients {
+            let Ok(mut s) = raw::connect_from(PROXY.parse().unwrap(), target) else {
+                continue;
+            };
+            let mut bytes = raw::proxy_v2(client, target);
+            bytes.extend_from_slice(after);
+            if s.write_all(&bytes).is_ok() {
+                sockets.push(s);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let _ = tx.send(sockets.iter().filter(|s| raw::still_open(s)).count());
+    });
+    rx.await.expect("the client thread reports")
+}
+
+/// One client behind a trusted proxy opens 300 connections and sends nothing after the PROXY
+/// header: it is charged to its own share when the header is read, so it holds at most 16 places
+/// (it held 256 of 300, the whole listener, when the charge waited for its first bytes).
+async fn a_client_named_by_a_proxy_header_is_charged_when_the_header_is_read<R: Runtime>() {
+    let (target, _stop) = listener_behind_a_proxy::<R>().await;
+    let clients = (0..300u16)
+        .map(|i| SocketAddr::from(([127, 0, 0, 5], 10_000 + i)))
+        .collect();
+    let held = places_held(target, clients, b"").await;
+    println!("figure ({}): one client behind a PROXY header, silent after it, holds {held} of 300 places", R::NAME);
+    assert!(held <= 16, "one client held {held} places");
+    assert!(held > 0, "its share was not admitted at all");
+}
+
+/// Clients a proxy names by PROXY v2 headers with IPv6 addresses share per /64: 300 addresses of
+/// one /64 hold 16 places (they held 256 of 300 when each address was a share of its own), while
+/// 20 clients of 20 other /64s hold one each.
+async fn ipv6_clients_behind_a_proxy_share_per_64<R: Runtime>() {
+    let (target, _stop) = listener_behind_a_proxy::<R>().await;
+    let v6 = |s: String| SocketAddr::new(s.parse::<IpAddr>().unwrap(), 4000);
+    // Classified (a request line follows the header), so the test shows the keying alone.
+    const LINE: &[u8] = b"GET / HTTP/1.1\r\n";
+    let one_64 = (1..=300u32)
+        .map(|i| v6(format!("2001:db8:1:2::{i:x}")))
+        .collect();
+    let held = places_held(target, one_64, LINE).await;
+    println!(
+        "figure ({}): 300 IPv6 addresses of one /64 behind a PROXY header hold {held} places",
+        R::NAME
+    );
+    assert!(held <= 16, "one /64 held {held} places");
+    let many_64s = (1..=20u32)
+        .map(|i| v6(format!("2001:db8:2:{i:x}::1")))
+        .collect();
+    let held = places_held(target, many_64s, LINE).await;
+    assert_eq!(held, 20, "each /64 its own share");
+}
+
+/// A client that trickles its first bytes until the classification is nearly due, then completes
+/// the HTTP upgrade and stalls inside noise, is closed by the upgrade timeout counted from accept
+/// (4 s here), on each path: a port serving one kind, and those that classify before the
+/// `Incoming` event: a shared port (`/tcp` and `/ws`), a trusted proxy's PROXY header, and a
+/// trusted proxy's forwarding header (the HTTP upgrade then runs before the event too). On the
+/// last three the timer used to start at the event: 4 s after the classification, at about 6.6 s.
+async fn a_stall_inside_noise_ends_at_the_upgrade_deadline_from_accept<R: Runtime>() {
+    let config = Config::default()
+        .with_handshake_timeout(Duration::from_secs(3))
+        .with_upgrade_timeout(Duration::from_secs(4))
+        .with_reverse_proxy(
+            ReverseProxy::new([format!("{PROXY}/32").parse().unwrap()])
+                .with_proxy_protocol(ProxyProtocol::Optional),
+        );
+    let mut transport = R::upgraded(&libp2p::identity::Keypair::generate_ed25519(), config);
+    let (_, tcp) = listen_any(&mut transport, "/ip4/127.0.0.1/tcp/0").await;
+    let port = shared_port::port_of(&tcp);
+    listen_any(&mut transport, &format!("/ip4/127.0.0.1/tcp/{port}/ws")).await;
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let (errors_tx, mut errors) = futures::channel::mpsc::unbounded();
+    let errors_shared = errors_tx.clone();
+    let _stop = drive_listener::<R, _>(transport, move |upgrade| {
+        let errors_tx = errors_shared.clone();
+        R::spawn_detached(async move {
+            if let Err(e) = upgrade.await {
+                let _ = errors_tx.unbounded_send(e.to_string());
+            }
+        })
+    });
+    // And a port that serves one kind, without reverse proxies (its timer started at the upgrade
+    // future's first poll, right after accept, already).
+    let single_config = Config::default()
+        .with_handshake_timeout(Duration::from_secs(3))
+        .with_upgrade_timeout(Duration::from_secs(4));
+    let mut single = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        single_config,
+    );
+    let (_, single_addr) = listen_any(&mut single, "/ip4/127.0.0.1/tcp/0/ws").await;
+    let single_target = raw::socket_addr(&single_addr);
+    let errors_single = errors_tx.clone();
+    let _stop_single = drive_listener::<R, _>(single, move |upgrade| {
+        let errors_tx = errors_single.clone();
+        R::spawn_detached(async move {
+            if let Err(e) = upgrade.await {
+                let _ = errors_tx.unbounded_send(e.to_string());
+            }
+        })
+    });
+    let paths: [(&str, &str, SocketAddr, &[u8], &str); 4] = [
+        ("one kind per port", "127.0.0.3", single_target, b"", ""),
+        ("shared port", "127.0.0.2", target, b"", ""),
+        (
+            "PROXY header",
+            PROXY,
+            target,
+            b"PROXY TCP4 127.0.0.5 127.0.0.1 5555 80\r\n",
+            "",
+        ),
+        (
+            "forwarding header",
+            PROXY,
+            target,
+            b"",
+            "X-Forwarded-For: 127.0.0.6\r\n",
+        ),
+    ];
+    let clients: Vec<_> = paths
+        .into_iter()
+        .map(|(name, source, target, preamble, header)| {
+            let (tx, rx) = futures::channel::oneshot::channel();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut s = raw::connect_from(source.parse().unwrap(), target).unwrap();
+                s.write_all(preamble).unwrap();
+                for (byte, at) in [(b"G", 0), (b"E", 900), (b"T", 1800)] {
+                    std::thread::sleep(Duration::from_millis(at).saturating_sub(start.elapsed()));
+                    s.write_all(byte).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(2600).saturating_sub(start.elapsed()));
+                let request = upgrade_request(target);
+                let request = request.replacen("\r\n\r\n", &format!("\r\n{header}\r\n"), 1);
+                s.write_all(&request.as_bytes()[3..]).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send((name, got.starts_with(b"HTTP/1.1 101"), start.elapsed()));
+            });
+            rx
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for client in clients {
+        let (name, upgraded, closed) = client.await.expect("the client thread reports");
+        println!(
+            "figure ({}): {name}: classified at 2.6 s, closed {closed:?} after accept",
+            R::NAME
+        );
+        ends.push((name, upgraded, closed));
+    }
+    for (name, upgraded, closed) in ends {
+        assert!(upgraded, "{name}: the HTTP upgrade completed");
+        assert!(
+            closed > Duration::from_millis(3500) && closed < Duration::from_millis(5500),
+            "{name}: closed {closed:?} after accept, not at the 4 s upgrade deadline"
+        );
+    }
+    for _ in 0..4 {
+        let error = within::<R, _>(Duration::from_secs(5), errors.next())
+            .await
+            .unwrap();
+        println!("  upgrade error: {error}");
+    }
+}
+
 runtime_tests!(
     a_victim_dial_gets_through_a_slowloris_from_many_addresses,
     connections_inside_noise_count_as_pending,
+    a_client_named_by_a_proxy_header_is_charged_when_the_header_is_read,
+    ipv6_clients_behind_a_proxy_share_per_64,
+    a_stall_inside_noise_ends_at_the_upgrade_deadline_from_accept,
 );

@@ -253,7 +253,8 @@ async fn headers_from_an_untrusted_client_are_ignored<R: Runtime>() {
     let seen = listener.next().await;
     assert_eq!(seen.upgrade, Ok(()));
     assert_eq!(seen.send_back_addr, expected("127.0.0.2", port, false));
-    // And the same from the trusted address is believed (Forwarded first).
+    // From the trusted address, the one believed header (X-Forwarded-For by default) names the
+    // client; its Forwarded header is not read.
     let (response, _) = raw_upgrade::<R>(
         HAPROXY_SOURCE,
         to,
@@ -264,7 +265,7 @@ async fn headers_from_an_untrusted_client_are_ignored<R: Runtime>() {
     assert!(response.starts_with("HTTP/1.1 101"), "{response}");
     assert_eq!(
         listener.next().await.send_back_addr,
-        expected("7.7.7.7", 77, true)
+        expected("8.8.8.8", 0, false)
     );
 }
 
@@ -384,7 +385,194 @@ async fn per_address_limits_apply_to_the_client_a_proxy_names<R: Runtime>() {
     );
 }
 
+/// Blocking raw TLS clients from `source` through nginx's http proxy at `to` (for "localhost",
+/// with `tls`), one per entry of `extras`: each sends the upgrade request with those extra header
+/// lines and reads the response head. All stay open until the last has its answer. Runs on a
+/// thread, so the listener keeps running; returns the answers' heads.
+async fn tls_upgrades(
+    source: &str,
+    to: SocketAddr,
+    tls: std::sync::Arc<futures_rustls::rustls::ClientConfig>,
+    extras: Vec<String>,
+) -> Vec<String> {
+    use futures_rustls::rustls::{pki_types::ServerName, ClientConnection, StreamOwned};
+    let source: IpAddr = source.parse().unwrap();
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        let mut answers = Vec::new();
+        for extra in extras {
+            let tcp = raw::connect_from(source, to).expect("connect to nginx");
+            tcp.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            let session =
+                ClientConnection::new(tls.clone(), ServerName::try_from("localhost").unwrap())
+                    .expect("a TLS session");
+            let mut stream = StreamOwned::new(session, tcp);
+            let request = format!("{UPGRADE}{extra}\r\n");
+            let mut response = Vec::new();
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let mut buf = [0u8; 1024];
+                while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => response.extend_from_slice(&buf[..n]),
+                    }
+                }
+            }
+            answers.push(String::from_utf8_lossy(&response).into_owned());
+            open.push(stream);
+        }
+        let _ = tx.send(answers);
+    });
+    rx.await.expect("the TLS clients finish")
+}
+
+/// nginx's http proxy passes a client's own `Forwarded` header on untouched (unless told to clear
+/// it, as the README's configuration now does; this nginx is not), and the listener believes only
+/// `X-Forwarded-For`, which nginx sets: a raw client on 127.0.0.5 sending
+/// `Forwarded: for=6.6.6.6;proto=https` is reported as itself (it was `/ip4/6.6.6.6/tcp/0/tls/ws`),
+/// and of 60 upgrades from it, each naming another `for=`, 16 (its share) are held inside noise
+/// and the others are answered 503 before any `101` (all 60 were held). With the README's
+/// configuration (clearing `Forwarded`) the client is reported as itself too.
+async fn nginx_a_client_forwarded_header_steers_nothing<R: Runtime>() {
+    let ca = TestCa::new("reverse proxy test CA").unwrap();
+    let (chain, key) = ca.issue(&["localhost"]).unwrap();
+    let (chain, key) = (chain_pem(&chain), key_pem(&key));
+    let tls = TlsConfig::new()
+        .add_root_der(ca.certificate())
+        .client_config()
+        .unwrap();
+    let forged = "Forwarded: for=6.6.6.6;proto=https\r\n".to_string();
+    let mut reported = Vec::new();
+    for clear_unset in [false, true] {
+        let mut listener =
+            start_listener::<R>(&format!("{NGINX_SOURCE}/32"), ProxyProtocol::Off).await;
+        let (nginx, _) = nginx_with(listener.port, &chain, &key, clear_unset);
+        let answers =
+            tls_upgrades("127.0.0.5", nginx.addr, tls.clone(), vec![forged.clone()]).await;
+        assert!(answers[0].starts_with("HTTP/1.1 101"), "{}", answers[0]);
+        let seen = listener.next().await;
+        println!(
+            "figure ({}): clear_unset {clear_unset}: reported as {}",
+            R::NAME,
+            seen.send_back_addr
+        );
+        reported.push((clear_unset, seen.send_back_addr));
+    }
+
+    // The share: the full stack, so that upgraded connections stay pending inside noise.
+    let config =
+        Config::default().with_reverse_proxy(ReverseProxy::new([format!("{NGINX_SOURCE}/32")
+            .parse()
+            .unwrap()]));
+    let mut transport = R::upgraded(&libp2p::identity::Keypair::generate_ed25519(), config);
+    let (_, addr) = listen_any(&mut transport, "/ip4/127.0.0.1/tcp/0/ws").await;
+    let port = raw::socket_addr(&addr).port();
+    let _stop = drive_listener::<R, _>(transport, |upgrade| {
+        R::spawn_detached(async move {
+            let _ = upgrade.await;
+        })
+    });
+    let (nginx, _) = nginx_with(port, &chain, &key, false);
+    let extras = (0..60)
+        .map(|i| {
+            format!(
+                "Forwarded: for=6.6.{}.{};proto=https\r\n",
+                i / 200,
+                i % 200 + 1
+            )
+        })
+        .collect();
+    let answers = tls_upgrades("127.0.0.5", nginx.addr, tls, extras).await;
+    let upgraded = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 101"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .count();
+    println!(
+        "figure ({}): 60 upgrades from one client through nginx, each with its own Forwarded: {upgraded} held (101), {refused} answered 503",
+        R::NAME
+    );
+    for (clear_unset, addr) in reported {
+        assert_eq!(
+            addr,
+            expected("127.0.0.5", 0, true),
+            "clear_unset {clear_unset}"
+        );
+    }
+    assert_eq!(upgraded, 16, "held to the client's share");
+    assert_eq!(
+        refused,
+        44,
+        "the others refused before a 101: {:?}",
+        answers.last()
+    );
+}
+
+/// With PROXY protocol off, a connection that starts with a PROXY header (v1 or v2) is closed
+/// without an answer, as `ProxyProtocol::Off` documents (a v1 header was answered `400 Bad
+/// Request`), whether it comes from a client (a port that serves one kind) or from a trusted
+/// proxy (classified first).
+async fn a_proxy_header_where_none_is_read_is_closed_unanswered<R: Runtime>() {
+    let listener = start_listener::<R>(&format!("{HAPROXY_SOURCE}/32"), ProxyProtocol::Off).await;
+    let to: SocketAddr = ([127, 0, 0, 1], listener.port).into();
+    let v1 = b"PROXY TCP4 6.6.6.6 127.0.0.1 6666 443\r\n".to_vec();
+    let v2 = raw::proxy_v2(([6, 6, 6, 6], 6666).into(), to);
+    for source in ["127.0.0.2", HAPROXY_SOURCE] {
+        for (version, preamble) in [("v1", &v1), ("v2", &v2)] {
+            let (response, _) = raw_upgrade::<R>(source, to, preamble.clone(), "").await;
+            assert_eq!(
+                response, "",
+                "{version} from {source}: closed without an answer"
+            );
+        }
+    }
+    let (response, _) = raw_upgrade::<R>("127.0.0.2", to, Vec::new(), "").await;
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+}
+
+/// Behind real haproxy (`send-proxy-v2`, room for 400 connections), one client on 127.0.0.5 opens
+/// 300 connections and sends nothing: haproxy sends each one's PROXY header at once, and the
+/// listener charges the client's share as it reads the header, so at most 16 places are held (it
+/// held 256, the whole listener, and every other client behind the proxy was refused); a second
+/// client still upgrades through the same haproxy.
+async fn haproxy_a_silent_client_holds_only_its_share<R: Runtime>() {
+    let listener =
+        start_listener::<R>(&format!("{HAPROXY_SOURCE}/32"), ProxyProtocol::Required).await;
+    let proxy = haproxy_with(listener.port, "send-proxy-v2", 400);
+    let to = proxy.addr;
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        let sockets: Vec<_> = (0..300)
+            .filter_map(|_| raw::connect_from([127, 0, 0, 5].into(), to).ok())
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = tx.send((
+            sockets.iter().filter(|s| raw::still_open(s)).count(),
+            sockets,
+        ));
+    });
+    let (held, sockets) = rx.await.expect("the client thread reports");
+    println!(
+        "figure ({}): one silent client behind haproxy send-proxy-v2 holds {held} of 300 places",
+        R::NAME
+    );
+    let (response, _) = raw_upgrade::<R>("127.0.0.6", to, Vec::new(), "").await;
+    drop(sockets);
+    assert!(held <= 16, "one client held {held} places");
+    assert!(
+        response.starts_with("HTTP/1.1 101"),
+        "another client: {response}"
+    );
+}
+
 runtime_tests!(
+    haproxy_a_silent_client_holds_only_its_share,
+    nginx_a_client_forwarded_header_steers_nothing,
+    a_proxy_header_where_none_is_read_is_closed_unanswered,
     per_address_limits_apply_to_the_client_a_proxy_names,
     haproxy_send_proxy_v1_and_v2,
     nginx_tls_with_x_forwarded_for_and_proxy_protocol,

@@ -46,10 +46,12 @@ fuzz_target!(|data: &[u8]| {
             Some((name, line[colon + 1..].trim_ascii()))
         })
         .collect();
-    let sources = HeaderSources::none()
-        .with_forwarded(flags & 1 != 0)
-        .with_x_forwarded_for(flags & 2 != 0)
-        .with_x_real_ip(flags & 4 != 0);
+    let sources = match flags & 3 {
+        0 => HeaderSources::none(),
+        1 => HeaderSources::forwarded(),
+        2 => HeaderSources::x_forwarded_for(),
+        _ => HeaderSources::x_real_ip(),
+    };
     let trusted: Vec<IpNet> = if flags & 8 != 0 { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] };
     if let Ok(Some(client)) = client_from_headers(lines.iter().copied(), &trusted, sources) {
         let text = String::from_utf8_lossy(rest).to_ascii_lowercase();

@@ -193,14 +193,6 @@ impl Resolver {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn from_lookups(lookups: Arc<dyn Lookups>, timeout: Duration) -> Resolver {
-        Resolver {
-            inner: Ok(lookups),
-            timeout,
-        }
-    }
-
     fn lookups(&self) -> Result<Arc<dyn Lookups>, LookupError> {
         self.inner.clone()
     }

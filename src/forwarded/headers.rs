@@ -1,6 +1,6 @@
 //! The forwarding headers of the HTTP upgrade request, sans IO: `Forwarded` (RFC 7239),
 //! `X-Forwarded-For` (with `X-Forwarded-Proto`) and `X-Real-IP`; [`client_from_headers`] finds
-//! the client they describe.
+//! the client that the one believed header ([`HeaderSources`]) describes.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -10,56 +10,81 @@ use crate::proxy::IpNet;
 /// Most hops in a forwarding header (`Forwarded`, `X-Forwarded-For`).
 pub const MAX_HOPS: usize = 64;
 
-/// Which forwarding headers of the upgrade request a listener believes (from trusted proxies).
+/// The one forwarding header of the upgrade request a listener believes from trusted proxies:
+/// the header the proxy itself sets (and overwrites, so that a client cannot pass its own value
+/// through it). Exactly one is believed, never "the first found": a proxy that sets
+/// `X-Forwarded-For` passes a client's own `Forwarded` header on untouched, and believing that
+/// would let the client name any address. Default: `X-Forwarded-For`
+/// ([`HeaderSources::x_forwarded_for`]), what the README's nginx configuration sets.
+///
+/// ```
+/// use libp2p_ws::forwarded::HeaderSources;
+/// assert_eq!(HeaderSources::default(), HeaderSources::x_forwarded_for());
+/// assert_eq!(HeaderSources::forwarded().header(), Some("Forwarded"));
+/// assert!(!HeaderSources::none().any());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HeaderSources {
-    forwarded: bool,
-    x_forwarded_for: bool,
-    x_real_ip: bool,
+    source: Option<Source>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    Forwarded,
+    XForwardedFor,
+    XRealIp,
 }
 
 impl Default for HeaderSources {
-    /// All three.
+    /// `X-Forwarded-For` (with `X-Forwarded-Proto`) only.
     fn default() -> Self {
-        HeaderSources {
-            forwarded: true,
-            x_forwarded_for: true,
-            x_real_ip: true,
-        }
+        HeaderSources::x_forwarded_for()
     }
 }
 
 impl HeaderSources {
     /// None: only the PROXY protocol (if on) changes the client address.
     pub fn none() -> Self {
+        HeaderSources { source: None }
+    }
+
+    /// `Forwarded` (RFC 7239) only, its `proto=` saying whether the client came over TLS; for a
+    /// proxy that sets (overwrites) `Forwarded` itself.
+    pub fn forwarded() -> Self {
         HeaderSources {
-            forwarded: false,
-            x_forwarded_for: false,
-            x_real_ip: false,
+            source: Some(Source::Forwarded),
         }
     }
 
-    /// `Forwarded` (RFC 7239), the first consulted.
-    pub fn with_forwarded(mut self, on: bool) -> Self {
-        self.forwarded = on;
-        self
+    /// `X-Forwarded-For` only, with `X-Forwarded-Proto` saying whether the client came over TLS
+    /// (the default); for a proxy that sets both (nginx's `$proxy_add_x_forwarded_for` appends the
+    /// client it saw to what the client sent, and the right-most untrusted hop is the one taken).
+    pub fn x_forwarded_for() -> Self {
+        HeaderSources {
+            source: Some(Source::XForwardedFor),
+        }
     }
 
-    /// `X-Forwarded-For` (with `X-Forwarded-Proto`), consulted when `Forwarded` is absent.
-    pub fn with_x_forwarded_for(mut self, on: bool) -> Self {
-        self.x_forwarded_for = on;
-        self
+    /// `X-Real-IP` only (exactly one address), with `X-Forwarded-Proto`; for a proxy that sets
+    /// (overwrites) it.
+    pub fn x_real_ip() -> Self {
+        HeaderSources {
+            source: Some(Source::XRealIp),
+        }
     }
 
-    /// `X-Real-IP`, consulted last.
-    pub fn with_x_real_ip(mut self, on: bool) -> Self {
-        self.x_real_ip = on;
-        self
-    }
-
-    /// Whether any header is believed.
+    /// Whether a header is believed.
     pub fn any(&self) -> bool {
-        self.forwarded || self.x_forwarded_for || self.x_real_ip
+        self.source.is_some()
+    }
+
+    /// The name of the believed header, if any.
+    pub fn header(&self) -> Option<&'static str> {
+        self.source.map(|source| match source {
+            Source::Forwarded => "Forwarded",
+            Source::XForwardedFor => "X-Forwarded-For",
+            Source::XRealIp => "X-Real-IP",
+        })
     }
 }
 
@@ -81,8 +106,8 @@ enum Hop {
     Unknown,
 }
 
-/// The client described by the forwarding headers of a request from a trusted proxy, or `None`
-/// when no believed header is present (or the hop it names is unknown/obfuscated). `headers` are
+/// The client described by the forwarding header `sources` names, in a request from a trusted
+/// proxy, or `None` when that header is absent (or the hop it names is unknown/obfuscated). `headers` are
 /// the request's (name, value) pairs; several headers of one name form one list. The client is
 /// the right-most hop that is not in `trusted` (the left-most when all are).
 pub fn client_from_headers<'a>(
@@ -111,36 +136,25 @@ pub fn client_from_headers<'a>(
         }
         Ok(out)
     };
-    let hops = if let Some(value) = sources
-        .forwarded
-        .then(|| joined("Forwarded"))
-        .transpose()?
-        .flatten()
-    {
-        parse_forwarded(&value)?
-    } else if let Some(value) = sources
-        .x_forwarded_for
-        .then(|| joined("X-Forwarded-For"))
-        .transpose()?
-        .flatten()
-    {
-        parse_ip_list("X-Forwarded-For", &value)?
-    } else if let Some(value) = sources
-        .x_real_ip
-        .then(|| joined("X-Real-IP"))
-        .transpose()?
-        .flatten()
-    {
-        let hops = parse_ip_list("X-Real-IP", &value)?;
-        if hops.len() != 1 {
-            return Err(ForwardedError::MalformedHeader {
-                header: "X-Real-IP",
-                reason: "not exactly one address".into(),
-            });
-        }
-        hops
-    } else {
+    let Some(name) = sources.header() else {
         return Ok(None);
+    };
+    let Some(value) = joined(name)? else {
+        return Ok(None);
+    };
+    let hops = match sources.source {
+        Some(Source::Forwarded) => parse_forwarded(&value)?,
+        Some(Source::XForwardedFor) => parse_ip_list("X-Forwarded-For", &value)?,
+        _ => {
+            let hops = parse_ip_list("X-Real-IP", &value)?;
+            if hops.len() != 1 {
+                return Err(ForwardedError::MalformedHeader {
+                    header: "X-Real-IP",
+                    reason: "not exactly one address".into(),
+                });
+            }
+            hops
+        }
     };
     let chosen = hops
         .iter()
@@ -153,8 +167,10 @@ pub fn client_from_headers<'a>(
     let Some(Hop::Addr(ip, port, proto)) = chosen.copied() else {
         return Ok(None);
     };
+    // `Forwarded` says it in `proto=` (or not at all); the others with `X-Forwarded-Proto`.
     let https = match proto {
         Some(https) => https,
+        None if sources.source == Some(Source::Forwarded) => false,
         None => match joined("X-Forwarded-Proto")? {
             Some(value) => value
                 .rsplit(',')

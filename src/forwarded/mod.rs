@@ -51,6 +51,19 @@ pub enum ForwardedError {
         /// What is wrong.
         reason: String,
     },
+    /// The client a trusted proxy named (in a PROXY header or a forwarding header) holds its
+    /// share of pending handshakes already
+    /// ([`Config::with_max_pending_handshakes_per_ip`](crate::Config::with_max_pending_handshakes_per_ip));
+    /// the connection is closed (an HTTP request is answered 503 first, before any upgrade).
+    #[error("the client the proxy named ({client}) holds its share of pending handshakes already")]
+    ClientShareFull {
+        /// The client's address.
+        client: IpAddr,
+    },
+    /// A PROXY protocol header on a listener that reads none
+    /// ([`ProxyProtocol::Off`]); the connection is closed without an answer.
+    #[error("a PROXY protocol header, and the listener reads none (PROXY protocol is off)")]
+    ProxyHeaderUnexpected,
     /// A forwarding header with more than [`MAX_HOPS`] hops.
     #[error("the {header} header has more than {limit} hops")]
     TooManyHops {
@@ -82,7 +95,8 @@ pub struct ReverseProxy {
 }
 
 impl ReverseProxy {
-    /// Trusts these networks; all forwarding headers believed, PROXY protocol off.
+    /// Trusts these networks; `X-Forwarded-For` believed ([`HeaderSources::default`]), PROXY
+    /// protocol off.
     pub fn new(trusted: impl IntoIterator<Item = IpNet>) -> Self {
         ReverseProxy {
             trusted: trusted.into_iter().collect(),
@@ -92,7 +106,9 @@ impl ReverseProxy {
         }
     }
 
-    /// Which forwarding headers are believed. Default: all ([`HeaderSources::default`]).
+    /// Which one forwarding header is believed: the one the proxy sets. Default:
+    /// `X-Forwarded-For` ([`HeaderSources::default`]); [`HeaderSources::forwarded`] for a proxy
+    /// that sets `Forwarded`, [`HeaderSources::none`] for PROXY headers only.
     pub fn with_headers(mut self, headers: HeaderSources) -> Self {
         self.headers = headers;
         self
@@ -121,7 +137,7 @@ impl ReverseProxy {
         self.trusted.iter().any(|net| net.contains(ip))
     }
 
-    /// The forwarding headers believed.
+    /// The forwarding header believed.
     pub fn headers(&self) -> HeaderSources {
         self.headers
     }

@@ -19,7 +19,8 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ProxyProtocol {
-    /// No PROXY header is read (a connection starting with one is not classified and closed).
+    /// No PROXY header is read: a connection starting with one (v1 or v2) is not classified
+    /// and is closed without an answer ([`ForwardedError::ProxyHeaderUnexpected`]).
     #[default]
     Off,
     /// A PROXY header is read if the connection starts with one.

@@ -143,7 +143,16 @@ fn v2_headers() {
     );
 }
 
+/// The client the default source (`X-Forwarded-For`) names.
 fn client(
+    headers: &[(&'static str, &'static str)],
+    trusted: &[&str],
+) -> Result<Option<ForwardedClient>, ForwardedError> {
+    client_by(HeaderSources::default(), headers, trusted)
+}
+
+fn client_by(
+    sources: HeaderSources,
     headers: &[(&'static str, &'static str)],
     trusted: &[&str],
 ) -> Result<Option<ForwardedClient>, ForwardedError> {
@@ -151,8 +160,16 @@ fn client(
     client_from_headers(
         headers.iter().map(|(n, v)| (*n, v.as_bytes())),
         &trusted,
-        HeaderSources::default(),
+        sources,
     )
+}
+
+/// The client `Forwarded` names (when it is the believed header).
+fn forwarded(
+    headers: &[(&'static str, &'static str)],
+    trusted: &[&str],
+) -> Result<Option<ForwardedClient>, ForwardedError> {
+    client_by(HeaderSources::forwarded(), headers, trusted)
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -208,7 +225,7 @@ fn x_forwarded_for_takes_the_right_most_untrusted_hop() {
 
 #[test]
 fn forwarded_rfc7239() {
-    let c = client(
+    let c = forwarded(
         &[(
             "Forwarded",
             "for=192.0.2.43, for=\"[2001:db8:cafe::17]:4711\";proto=https;by=10.0.0.1",
@@ -221,7 +238,7 @@ fn forwarded_rfc7239() {
         (c.ip, c.port, c.https),
         (ip("2001:db8:cafe::17"), Some(4711), true)
     );
-    let c = client(
+    let c = forwarded(
         &[(
             "Forwarded",
             "For=\"192.0.2.60:47011\";Proto=http, for=10.1.1.1",
@@ -234,23 +251,35 @@ fn forwarded_rfc7239() {
         (c.ip, c.port, c.https),
         (ip("192.0.2.60"), Some(47011), false)
     );
-    assert_eq!(client(&[("Forwarded", "for=_hidden")], &[]).unwrap(), None);
     assert_eq!(
-        client(
+        forwarded(&[("Forwarded", "for=_hidden")], &[]).unwrap(),
+        None
+    );
+    assert_eq!(
+        forwarded(
             &[("Forwarded", "for=unknown, for=10.0.0.1")],
             &["10.0.0.0/8"]
         )
         .unwrap(),
         None
     );
-    // Forwarded wins over X-Forwarded-For.
-    let c = client(
-        &[("X-Forwarded-For", "1.1.1.1"), ("Forwarded", "for=2.2.2.2")],
+    // Only the chosen header is read, whichever else the request carries.
+    let both = [
+        ("X-Forwarded-For", "1.1.1.1"),
+        ("Forwarded", "for=2.2.2.2;proto=https"),
+    ];
+    let c = forwarded(&both, &[]).unwrap().unwrap();
+    assert_eq!((c.ip, c.https), (ip("2.2.2.2"), true));
+    let c = client(&both, &[]).unwrap().unwrap();
+    assert_eq!((c.ip, c.https), (ip("1.1.1.1"), false));
+    // With Forwarded chosen, X-Forwarded-Proto says nothing.
+    let c = forwarded(
+        &[("Forwarded", "for=2.2.2.2"), ("X-Forwarded-Proto", "https")],
         &[],
     )
     .unwrap()
     .unwrap();
-    assert_eq!(c.ip, ip("2.2.2.2"));
+    assert!(!c.https);
     for bad in [
         "for=",
         "for=\"1.2.3.4",
@@ -260,19 +289,25 @@ fn forwarded_rfc7239() {
         "for=1.2.3.4:99999",
         "",
     ] {
-        assert!(client(&[("Forwarded", bad)], &[]).is_err(), "{bad:?}");
+        assert!(forwarded(&[("Forwarded", bad)], &[]).is_err(), "{bad:?}");
     }
 }
 
 #[test]
 fn x_real_ip_and_sources() {
-    let c = client(&[("X-Real-IP", "198.51.100.1")], &[])
-        .unwrap()
-        .unwrap();
+    let real = |headers: &[(&'static str, &'static str)]| {
+        client_by(HeaderSources::x_real_ip(), headers, &[])
+    };
+    let c = real(&[("X-Real-IP", "198.51.100.1")]).unwrap().unwrap();
     assert_eq!(c.ip, ip("198.51.100.1"));
-    assert!(client(&[("X-Real-IP", "1.1.1.1, 2.2.2.2")], &[]).is_err());
+    assert!(real(&[("X-Real-IP", "1.1.1.1, 2.2.2.2")]).is_err());
     assert_eq!(client(&[("Host", "x")], &[]).unwrap(), None);
-    let only_real = HeaderSources::none().with_x_real_ip(true);
+    assert_eq!(
+        client(&[("X-Real-IP", "3.3.3.3")], &[]).unwrap(),
+        None,
+        "X-Real-IP is not read unless chosen"
+    );
+    let only_real = HeaderSources::x_real_ip();
     let headers = [("X-Forwarded-For", "1.1.1.1"), ("X-Real-IP", "3.3.3.3")];
     let c = client_from_headers(
         headers.iter().map(|(n, v)| (*n, v.as_bytes())),
@@ -291,4 +326,31 @@ fn x_real_ip_and_sources() {
         .unwrap(),
         None
     );
+}
+
+/// Behind a proxy that sets only `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for` appends
+/// the client it saw), a client's own `Forwarded` and a forged `X-Forwarded-For` prefix name
+/// nothing: the client is the address the proxy appended.
+#[test]
+fn a_header_the_proxy_merely_passes_on_cannot_name_the_client() {
+    let c = client(
+        &[
+            ("Forwarded", "for=6.6.6.6;proto=https"),
+            ("X-Real-IP", "7.7.7.7"),
+            ("X-Forwarded-For", "8.8.8.8, 127.0.0.5"),
+            ("X-Forwarded-Proto", "http"),
+        ],
+        &["127.0.0.12/32"],
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!((c.ip, c.https), (ip("127.0.0.5"), false));
+    assert_eq!(
+        client(&[("Forwarded", "for=6.6.6.6;proto=https")], &[]).unwrap(),
+        None,
+        "a Forwarded header alone names no one by default"
+    );
+    assert_eq!(HeaderSources::default().header(), Some("X-Forwarded-For"));
+    assert_eq!(HeaderSources::x_real_ip().header(), Some("X-Real-IP"));
+    assert_eq!(HeaderSources::none().header(), None);
 }

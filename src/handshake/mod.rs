@@ -335,6 +335,7 @@ fn reject_status(error: &HandshakeError) -> Option<u16> {
         HandshakeError::Protocol(V::NotGet) => 405,
         HandshakeError::Protocol(V::MissingHeader(_) | V::UnexpectedHeader(_)) => 426,
         HandshakeError::Protocol(V::HttpVersion) => 505,
+        HandshakeError::Forwarded(crate::forwarded::ForwardedError::ClientShareFull { .. }) => 503,
         HandshakeError::Io(_) => return None,
         _ => 400,
     })

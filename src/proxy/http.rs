@@ -56,9 +56,26 @@ pub fn parse_response(buf: &[u8], sent_credentials: bool) -> Result<Option<usize
         }
         _ => Err(ProxyError::Rejected {
             status,
-            reason: printable(response.reason.unwrap_or("").as_bytes()),
+            reason: reason_phrase(&buf[..len]),
         }),
     }
+}
+
+/// The reason phrase of a response head's status line as the proxy sent it, for an error
+/// message: httparse gives an empty reason for one that is not ASCII (obs-text), so it is taken
+/// from the raw line, decoded as UTF-8 (lossily), control characters replaced by `?`, at most 100
+/// characters.
+fn reason_phrase(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // "HTTP/1.1 403 Reason": what follows the second space.
+    let mut fields = line.splitn(3, |&b| b == b' ');
+    let reason = fields.nth(2).unwrap_or_default();
+    String::from_utf8_lossy(reason)
+        .chars()
+        .take(100)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A header value for an error message: printable ASCII only, at most 100 characters.
@@ -119,6 +136,21 @@ mod tests {
             }) => {
                 assert_eq!(reason, "Access violation")
             }
+            other => panic!("{other:?}"),
+        }
+        // A reason that is not ASCII is kept (httparse reports it empty).
+        match parse_response(
+            "HTTP/1.1 403 Zugriff verweigert – nö\r\n\r\n".as_bytes(),
+            false,
+        ) {
+            Err(ProxyError::Rejected {
+                status: 403,
+                reason,
+            }) => assert_eq!(reason, "Zugriff verweigert – nö"),
+            other => panic!("{other:?}"),
+        }
+        match parse_response(b"HTTP/1.1 403 bad \xff byte\r\n\r\n", false) {
+            Err(ProxyError::Rejected { reason, .. }) => assert_eq!(reason, "bad \u{fffd} byte"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -68,7 +68,7 @@ pub enum ProxyError {
     Rejected {
         /// The HTTP status.
         status: u16,
-        /// The reason phrase (printable ASCII, shortened).
+        /// The reason phrase (UTF-8, control characters replaced by `?`, shortened).
         reason: String,
     },
     /// The proxy's response head is larger than the limit.

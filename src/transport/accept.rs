@@ -10,9 +10,12 @@ use futures_rustls::TlsAcceptor;
 use super::{output::Prefix, Output, Shared, Socket, TcpConnection};
 use crate::{
     addr::Kind,
+    admission::Charge,
     classify::{self, Served, Verdict, MAX_PREFIX},
     error::{Error, HandshakeError, TlsError},
-    forwarded::{self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol},
+    forwarded::{
+        self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol, V2_SIGNATURE,
+    },
     framed::Connection,
     handshake,
     proto::Role,
@@ -37,14 +40,19 @@ pub(super) enum Serve {
 
 /// Reads the first bytes of a connection, at most [`MAX_PREFIX`], until [`classify`] decides;
 /// `prefix` holds what was read before (after a PROXY header, the bytes that told it was none).
+/// Bytes that start like a PROXY v2 signature are read on until it is whole or broken, so that
+/// [`is_proxy_header`] can tell.
 pub(super) async fn sniff<S: AsyncRead + Unpin>(
     io: &mut S,
     mut prefix: Prefix,
 ) -> io::Result<(Verdict, Prefix)> {
     loop {
-        match classify::classify(prefix.bytes()) {
+        let bytes = prefix.bytes();
+        let v2_so_far = bytes.len() < V2_SIGNATURE.len() && V2_SIGNATURE.starts_with(bytes);
+        match classify::classify(bytes) {
             Verdict::NeedMore if usize::from(prefix.end) < MAX_PREFIX => {}
             Verdict::NeedMore => return Ok((Verdict::Unknown, prefix)),
+            Verdict::Unknown if v2_so_far => {}
             verdict => return Ok((verdict, prefix)),
         }
         let n = io.read(&mut prefix.buf[usize::from(prefix.end)..]).await?;
@@ -53,6 +61,15 @@ pub(super) async fn sniff<S: AsyncRead + Unpin>(
         }
         prefix.end += n as u8;
     }
+}
+
+/// Whether the first bytes of a connection (as [`sniff`] read them) are a PROXY protocol header's
+/// start: v1's `PROXY ` (which [`classify`] takes for an HTTP method) or v2's signature. Where
+/// no PROXY header is read, such a connection is closed without an answer
+/// ([`ForwardedError::ProxyHeaderUnexpected`]), as [`ProxyProtocol::Off`] documents.
+pub(super) fn is_proxy_header(prefix: &Prefix) -> bool {
+    let bytes = prefix.bytes();
+    bytes.starts_with(b"PROXY ") || bytes.starts_with(&V2_SIGNATURE)
 }
 
 /// Closes a connection this port does not serve: sends `sign` (see
@@ -149,6 +166,10 @@ pub(super) async fn accept_single<P: Provider>(
     let (verdict, prefix) = sniff(&mut tcp, Prefix::default())
         .await
         .map_err(sniff_error)?;
+    if is_proxy_header(&prefix) {
+        refuse::<P>(&mut tcp, &[]).await;
+        return Err(Error::ProxyProtocol(ForwardedError::ProxyHeaderUnexpected));
+    }
     if let Verdict::Known(class) = verdict {
         if class.kind() != kind {
             let sign = classify::door_sign(class, Served::default().with(kind));
@@ -158,19 +179,23 @@ pub(super) async fn accept_single<P: Provider>(
     }
     // Unrecognised bytes go to the listener's own handler, which answers as it always did (an
     // HTTP 400, a TLS alert, a failed multistream-select negotiation).
-    accept::<P>(shared, tcp, prefix, serve, inspect)
+    accept::<P>(shared, tcp, prefix, serve, inspect, None)
         .await
         .map(|(output, _)| output)
 }
 
 /// Serves a classified connection (the bytes read to classify it in `prefix`); with
-/// [`Inspect::Believe`], also returns the client the request's forwarding headers name.
+/// [`Inspect::Believe`], also returns the client the request's believed forwarding header names,
+/// charged to that client's share through `charge` as soon as the header is read (before the
+/// `101`: a client over its share is answered 503 and the upgrade fails with
+/// [`ForwardedError::ClientShareFull`]).
 pub(super) async fn accept<P: Provider>(
     shared: Arc<Shared>,
     tcp: P::Stream,
     prefix: Prefix,
     serve: Serve,
     inspect: Inspect,
+    charge: Option<Charge>,
 ) -> Result<(Output<P::Stream>, Option<ForwardedClient>), Error> {
     let config = &shared.config;
     let reverse = config.reverse_proxy.as_ref();
@@ -184,6 +209,13 @@ pub(super) async fn accept<P: Provider>(
                     reverse.headers(),
                 )
                 .map_err(HandshakeError::Forwarded)?;
+                if let (Some(named), Some(charge)) = (&client, &charge) {
+                    charge.to(named.ip).map_err(|_| {
+                        HandshakeError::Forwarded(ForwardedError::ClientShareFull {
+                            client: named.ip,
+                        })
+                    })?;
+                }
             }
             (Inspect::Ignore, _)
                 if headers.iter().any(|h| {

@@ -211,11 +211,16 @@ pub const NGINX_SOURCE: &str = "127.0.0.12";
 /// header (`send` is `send-proxy` or `send-proxy-v2`), from [`HAPROXY_SOURCE`] (the config the
 /// README shows).
 pub fn haproxy(origin: u16, send: &str) -> Daemon {
+    haproxy_with(origin, send, 64)
+}
+
+/// [`haproxy`] with room for `maxconn` connections at once (the README's configuration: 64).
+pub fn haproxy_with(origin: u16, send: &str, maxconn: u32) -> Daemon {
     require("haproxy");
     let dir = temp_dir("haproxy");
     let port = free_port("127.0.0.1");
     let config = format!(
-        "global\n    maxconn 64\n\n\
+        "global\n    maxconn {maxconn}\n\n\
          defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
          frontend libp2p\n    bind 127.0.0.1:{port}\n    default_backend node\n\n\
          backend node\n    server node1 127.0.0.1:{origin} {send} source {HAPROXY_SOURCE}\n"
@@ -229,9 +234,21 @@ pub fn haproxy(origin: u16, send: &str) -> Daemon {
 
 /// nginx terminating TLS (`cert_pem`, `key_pem`) in front of the `/ws` origin at
 /// 127.0.0.1:`origin`, connecting from [`NGINX_SOURCE`]: an `http` server that proxies the
-/// WebSocket upgrade with `X-Forwarded-For` and `X-Forwarded-Proto` (at `daemon.addr`), and a
+/// WebSocket upgrade with `X-Forwarded-For` and `X-Forwarded-Proto` (clearing a client's own
+/// `Forwarded` and `X-Real-IP`) (at `daemon.addr`), and a
 /// `stream` server that sends a PROXY header (at the returned address). The config the README shows.
 pub fn nginx(origin: u16, cert_pem: &str, key_pem: &str) -> (Daemon, SocketAddr) {
+    nginx_with(origin, cert_pem, key_pem, true)
+}
+
+/// [`nginx`], clearing the forwarding headers it does not set (`Forwarded`, `X-Real-IP`) only when
+/// `clear_unset` (otherwise it passes a client's own on untouched, as nginx does by default).
+pub fn nginx_with(
+    origin: u16,
+    cert_pem: &str,
+    key_pem: &str,
+    clear_unset: bool,
+) -> (Daemon, SocketAddr) {
     require("nginx");
     let dir = temp_dir("nginx");
     let https = free_port("127.0.0.1");
@@ -239,12 +256,17 @@ pub fn nginx(origin: u16, cert_pem: &str, key_pem: &str) -> (Daemon, SocketAddr)
     std::fs::write(dir.join("cert.pem"), cert_pem).expect("cert");
     std::fs::write(dir.join("key.pem"), key_pem).expect("key");
     let d = dir.display();
+    let clear = if clear_unset {
+        "proxy_set_header Forwarded \"\";\n            proxy_set_header X-Real-IP \"\";"
+    } else {
+        "# Forwarded and X-Real-IP pass through"
+    };
     let config = format!(
         r#"load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
-events {{ worker_connections 64; }}
+events {{ worker_connections 512; }}
 
 http {{
     access_log {d}/access.log;
@@ -267,6 +289,7 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            {clear}
             proxy_bind {NGINX_SOURCE};
             proxy_read_timeout 1h;
         }}

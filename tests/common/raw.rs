@@ -396,3 +396,62 @@ pub async fn read_until_error<S: AsyncRead + Unpin>(conn: &mut S) -> io::Error {
         }
     }
 }
+
+// ----- PROXY headers and held sockets ------------------------------------------------------------
+
+/// A PROXY protocol v2 header (command PROXY, TCP) naming `source` as the client that connected
+/// to `destination`; an IPv4 address beside an IPv6 one is written IPv4-mapped.
+pub fn proxy_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(0x21);
+    match (source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            header.push(0x11);
+            header.extend_from_slice(&12u16.to_be_bytes());
+            header.extend_from_slice(&s.ip().octets());
+            header.extend_from_slice(&d.ip().octets());
+        }
+        (s, d) => {
+            let v6 = |a: SocketAddr| match a {
+                SocketAddr::V4(a) => a.ip().to_ipv6_mapped().octets(),
+                SocketAddr::V6(a) => a.ip().octets(),
+            };
+            header.push(0x21);
+            header.extend_from_slice(&36u16.to_be_bytes());
+            header.extend_from_slice(&v6(s));
+            header.extend_from_slice(&v6(d));
+        }
+    }
+    header.extend_from_slice(&source.port().to_be_bytes());
+    header.extend_from_slice(&destination.port().to_be_bytes());
+    header
+}
+
+/// A blocking TCP connection from `source` (a loopback address) to `target`.
+pub fn connect_from(
+    source: std::net::IpAddr,
+    target: SocketAddr,
+) -> io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&target.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
+/// Whether the peer still holds `stream` open: nothing says it closed (no EOF, no reset) when
+/// looked at without waiting. Leaves the stream non-blocking.
+pub fn still_open(stream: &std::net::TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}

@@ -15,11 +15,14 @@ use crate::{
     addr::{Addr, Host, Kind, Security, WsAddr},
     admission::Ticket,
     classify::{self, Class, Served, Verdict},
-    error::{Chain, Error, TimeoutStage},
-    forwarded::ProxyProtocol,
+    error::{Chain, Error, HandshakeError, TimeoutStage},
+    forwarded::{ForwardedError, ProxyProtocol},
     provider::{self, Provider},
     transport::{
-        accept::{accept, accept_single, read_proxy_header, refuse, sniff, Inspect, Serve},
+        accept::{
+            accept, accept_single, is_proxy_header, read_proxy_header, refuse, sniff, Inspect,
+            Serve,
+        },
         output::Prefix,
         ListenerUpgrade, Output,
     },
@@ -78,15 +81,31 @@ impl<P: Provider> Port<P> {
                 return None;
             }
         };
-        let timeout = self.shared.config.handshake_timeout;
-        let deadline = Instant::now() + timeout;
+        // Every deadline counts from now, whatever path the connection takes: the handshake
+        // timeout bounds classification, a PROXY header, TLS and the HTTP upgrade; with the
+        // upgraded stack, the upgrade timeout bounds all of it and noise and yamux too (the
+        // ticket's deadline, enforced where the ticket guards the upgrade).
+        let accepted = Instant::now();
+        let config = &self.shared.config;
+        let timeout = config.handshake_timeout;
+        let mut deadline = accepted + timeout;
+        if self.shared.handoff.get().is_some() {
+            ticket = ticket.with_deadline(
+                accepted + config.upgrade_timeout,
+                config.upgrade_timeout,
+                P::timer,
+            );
+        }
+        if let Some(upgrade_deadline) = ticket.deadline() {
+            deadline = deadline.min(upgrade_deadline);
+        }
         if let [member] = self.members.as_slice() {
             if !trusted && proxy_protocol == ProxyProtocol::Off {
                 let (kind, serve) = (member.addr.kind(), member.serve.clone());
                 let shared = self.shared.clone();
                 let upgrade = async move {
-                    let result = provider::timeout::<P, _>(
-                        timeout,
+                    let result = provider::timeout_at::<P, _>(
+                        deadline,
                         accept_single::<P>(shared, tcp, kind, serve, inspect),
                     )
                     .await;
@@ -110,6 +129,7 @@ impl<P: Provider> Port<P> {
             Vec::new()
         };
         let shared = self.shared.clone();
+        let charge = ticket.charge();
         self.sorting.push(
             async move {
                 let sort = async move {
@@ -124,6 +144,12 @@ impl<P: Provider> Port<P> {
                     let mut peer = remote;
                     if let Some(source) = header.and_then(|h| h.source) {
                         if trusted {
+                            // Charged to the client's own share at once, before anything else
+                            // it sends (or does not send).
+                            if let Err(refusal) = charge.to(source.ip()) {
+                                tracing::debug!(%remote, client = %source, ?refusal, "too many pending handshakes of the client a PROXY header named; closing");
+                                return None;
+                            }
                             peer = source;
                         } else {
                             tracing::debug!(%remote, claimed = %source, "PROXY header from a peer that is not a trusted proxy; ignored");
@@ -136,6 +162,12 @@ impl<P: Provider> Port<P> {
                             return None;
                         }
                     };
+                    if is_proxy_header(&prefix) {
+                        let error = Error::ProxyProtocol(ForwardedError::ProxyHeaderUnexpected);
+                        tracing::debug!(%remote, error = %Chain(&error), "closing");
+                        refuse::<P>(&mut tcp, &[]).await;
+                        return None;
+                    }
                     let served = Served::from_bits(served.load(Ordering::Relaxed));
                     let class = match verdict {
                         Verdict::Known(class) if served.has(class.kind()) => class,
@@ -156,9 +188,15 @@ impl<P: Provider> Port<P> {
                         && reverse.is_some_and(|r| r.trusts(peer.ip()) && r.headers().any());
                     if believe && class.kind() != Kind::Tcp {
                         let (_, serve) = serves.iter().find(|(k, _)| *k == class.kind())?;
-                        let result =
-                            accept::<P>(shared.clone(), tcp, prefix, serve.clone(), Inspect::Believe)
-                                .await;
+                        let result = accept::<P>(
+                            shared.clone(),
+                            tcp,
+                            prefix,
+                            serve.clone(),
+                            Inspect::Believe,
+                            Some(charge),
+                        )
+                        .await;
                         return Some(match result {
                             Ok((output, Some(client))) => (
                                 class,
@@ -167,12 +205,18 @@ impl<P: Provider> Port<P> {
                                 client.https,
                             ),
                             Ok((output, None)) => (class, SortedIo::Ready(Box::new(Ok(output))), peer, false),
+                            Err(Error::Handshake(HandshakeError::Forwarded(
+                                ForwardedError::ClientShareFull { client },
+                            ))) => {
+                                tracing::debug!(%remote, %client, "too many pending handshakes of the client a forwarding header named; answered 503 and closed");
+                                return None;
+                            }
                             Err(error) => (class, SortedIo::Ready(Box::new(Err(error))), peer, false),
                         });
                     }
                     Some((class, SortedIo::Pending { tcp, prefix, inspect }, peer, false))
                 };
-                match ticket.phase(provider::timeout::<P, _>(timeout, sort)).await {
+                match ticket.phase(provider::timeout_at::<P, _>(deadline, sort)).await {
                     Ok(Some(Some((class, io, client, https)))) => Some(Sorted {
                         io,
                         class,
@@ -241,7 +285,7 @@ impl<P: Provider> Port<P> {
             }
             None => ticket
                 .guard(upgrade)
-                .map(|result| result.unwrap_or(Err(Error::Evicted)))
+                .map(|result| result.unwrap_or_else(Err))
                 .boxed(),
         };
         TransportEvent::Incoming {
@@ -268,15 +312,12 @@ impl<P: Provider> Port<P> {
             remote,
             client,
             https,
-            mut ticket,
+            ticket,
             deadline,
             ..
         } = sorted;
         if client.ip() != remote.ip() {
-            if let Err(refusal) = ticket.reassign(client.ip()) {
-                tracing::debug!(%remote, %client, ?refusal, "too many pending handshakes of the client a proxy named; closing");
-                return None;
-            }
+            // Charged to the client's share already, when the header naming it was read.
             tracing::debug!(%remote, %client, https, "a trusted reverse proxy named the client");
         }
         let upgrade = match io {
@@ -293,7 +334,7 @@ impl<P: Provider> Port<P> {
                 async move {
                     let result = provider::timeout::<P, _>(
                         left,
-                        accept::<P>(shared, tcp, prefix, serve, inspect),
+                        accept::<P>(shared, tcp, prefix, serve, inspect, None),
                     )
                     .await;
                     match result {

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     addr::{Addr, Kind},
-    admission::Admission,
+    admission::{Admission, Limits},
     classify::Served,
     error::{Error, SharedIoError},
     provider::{IfEvent, Provider, Timer},
@@ -114,10 +114,13 @@ pub(super) struct Port<P: Provider> {
 
 impl<P: Provider> Port<P> {
     pub(super) fn new(local: SocketAddr, incoming: P::Listener, shared: Arc<Shared>) -> Self {
-        let admission = Admission::new(
-            shared.config.max_pending_handshakes,
-            shared.config.max_pending_handshakes_per_ip,
-        );
+        let config = &shared.config;
+        let admission = Admission::new(Limits {
+            max_total: config.max_pending_handshakes,
+            max_per_key: config.max_pending_handshakes_per_ip,
+            ipv4_prefix: config.ipv4_share_prefix,
+            ipv6_prefix: config.ipv6_share_prefix,
+        });
         Port {
             local,
             incoming: Some(incoming),
