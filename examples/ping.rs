@@ -29,6 +29,12 @@
 //!     --proxy-protocol optional
 //! ```
 //!
+//! Names from a given name server (`/dnsaddr` TXT records, `/dns*` names):
+//!
+//! ```text
+//! cargo run --example ping -- --dns-server 127.0.0.1:5353 --dial /dnsaddr/boot.example/p2p/12D3...
+//! ```
+//!
 //! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
 //!
 //! ```text
@@ -44,12 +50,13 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
 use futures::StreamExt;
 use libp2p::{
-    core::Multiaddr,
+    core::{muxing::StreamMuxerBox, Multiaddr, Transport as _},
     identity::Keypair,
     ping,
     swarm::{DialError, Swarm, SwarmEvent},
 };
 use libp2p_ws::{
+    dns::DnsConfig,
     forwarded::{ProxyProtocol, ReverseProxy},
     proxy::{Proxy, ProxyEnv},
     tls::dev::TestCa,
@@ -95,6 +102,10 @@ struct Args {
     /// Allow plain /ws listeners on non-loopback addresses (behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
+    /// Use this name server (ip:port) for /dnsaddr and /dns* names instead of the system's
+    /// (repeatable).
+    #[arg(long = "dns-server")]
+    dns_server: Vec<std::net::SocketAddr>,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
@@ -214,9 +225,16 @@ fn new_swarm(runtime: Runtime, config: Config) -> anyhow::Result<Swarm<ping::Beh
             .with_idle_connection_timeout(idle);
             Ok(Swarm::new(transport, behaviour, peer_id, config))
         }
+        // As the README recommends for an app with other transports: QUIC beside this one under
+        // its DNS layer (no `with_dns()`, which would resolve WebSocket names first).
         Runtime::Tokio => Ok(libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_other_transport(libp2p_ws::tokio::constructor(config))?
+            .with_other_transport(libp2p_ws::tokio::constructor_with(config, |key| {
+                Ok(
+                    libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key))
+                        .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn))),
+                )
+            }))?
             .with_behaviour(|_| behaviour)?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build()),
@@ -291,6 +309,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::default()
         .with_tls(tls)
         .with_insecure_listen(args.insecure_listen);
+    if !args.dns_server.is_empty() {
+        config = config.with_dns(DnsConfig::default().with_name_servers(args.dns_server.clone()));
+    }
     if !args.trusted_proxy.is_empty() {
         let mode = match args.proxy_protocol {
             ProxyProtocolArg::Off => ProxyProtocol::Off,

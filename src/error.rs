@@ -219,6 +219,18 @@ pub enum Error {
     Noise(#[from] libp2p_noise::Error),
 }
 
+/// What [`TlsError::NameMismatch`] adds when the name checked is an IP address: a `/dns` address
+/// may have been resolved by an outer DNS layer before this transport saw it.
+fn ip_target_hint(server_name: &str) -> &'static str {
+    if server_name.parse::<std::net::IpAddr>().is_ok() {
+        " (if you dialed a /dns address, an outer DNS layer such as libp2p-dns, \
+         SwarmBuilder::with_dns, resolved it first and the name was lost: leave names to this \
+         transport, with constructor_with for the app's other transports)"
+    } else {
+        ""
+    }
+}
+
 /// What [`Error::Bind`] adds to its message for the operating system's error.
 fn bind_hint(error: &io::Error) -> &'static str {
     match error.kind() {
@@ -368,7 +380,7 @@ pub enum TlsError {
     /// The server's certificate is not valid for the name we dialed.
     #[error(
         "TLS: the certificate presented is not valid for {server_name}; dial the name it was issued \
-         for, or give that name with /tls/sni/<name>/ws"
+         for, or give that name with /tls/sni/<name>/ws{}", ip_target_hint(server_name)
     )]
     NameMismatch {
         /// The name the certificate was checked against.

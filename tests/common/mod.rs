@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod dnsmasq;
 pub mod helpers;
 pub mod ping_node;
 pub mod process;
