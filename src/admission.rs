@@ -332,6 +332,34 @@ impl Ticket {
     }
 }
 
+/// The hand-off of each inbound connection's [`Ticket`] from the transport to the upgraded stack
+/// above it (noise and yamux), so the connection counts as a pending handshake until that
+/// upgrade is done. The transport [`leave`](Handoff::leave)s the ticket within the `poll` that
+/// reports the `Incoming` event, and the layer above [`take`](Handoff::take)s it when that event
+/// comes up through the builder's layers, unchanged, in the same `poll`: the slot holds at most
+/// one ticket at a time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<Option<Ticket>>>);
+
+impl Handoff {
+    fn slot(&self) -> MutexGuard<'_, Option<Ticket>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves the ticket of the connection whose `Incoming` event is being reported.
+    pub(crate) fn leave(&self, ticket: Ticket) {
+        let previous = self.slot().replace(ticket);
+        if previous.is_some() {
+            tracing::warn!("an inbound admission ticket was left and not taken; freed");
+        }
+    }
+
+    /// Takes the ticket of the `Incoming` event that just came up.
+    pub(crate) fn take(&self) -> Option<Ticket> {
+        self.slot().take()
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.lock().remove(self.id);

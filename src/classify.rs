@@ -130,10 +130,12 @@ impl Served {
         self.0 & Self::bit(kind) != 0
     }
 
+    #[cfg(test)]
     pub(crate) fn bits(self) -> u8 {
         self.0
     }
 
+    #[cfg(test)]
     pub(crate) fn from_bits(bits: u8) -> Self {
         Served(bits & 7)
     }

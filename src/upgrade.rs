@@ -23,10 +23,11 @@ use libp2p_core::{
 use libp2p_identity::{Keypair, PeerId};
 
 use crate::{
+    admission::Handoff,
     config::Config,
     error::{Error, TimeoutStage, UpgradeStep},
     provider::Provider,
-    transport::{Handoff, Transport},
+    transport::Transport,
 };
 
 /// The WebSocket transport on runtime `P` upgraded with noise (authentication and encryption) and
@@ -124,12 +125,7 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
         else {
             return Poll::Ready(event);
         };
-        let ticket = self
-            .handoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let upgrade = match ticket {
+        let upgrade = match self.handoff.take() {
             Some(ticket) => ticket
                 .guard(upgrade)
                 .map(|result| result.unwrap_or_else(|error| Err(error.into_io())))

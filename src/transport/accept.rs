@@ -7,14 +7,19 @@ use std::{io, pin::Pin, sync::Arc, task::Poll};
 use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use futures_rustls::TlsAcceptor;
 
-use super::{output::Prefix, Output, Shared, Socket, TcpConnection};
+use super::{
+    inbound::{charge_named, route, Inspect, Route, Unrecognised},
+    output::Prefix,
+    Output, Shared, Socket, TcpConnection,
+};
 use crate::{
     addr::Kind,
     admission::Charge,
     classify::{self, Served, Verdict, MAX_PREFIX},
     error::{Error, HandshakeError, TlsError},
     forwarded::{
-        self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol, V2_SIGNATURE,
+        self, ForwardedClient, ForwardedError, ProxyHeader, ProxyParse, ProxyProtocol,
+        ReverseProxy, V2_SIGNATURE,
     },
     framed::Connection,
     handshake,
@@ -131,17 +136,6 @@ pub(super) async fn read_proxy_header<S: AsyncRead + Unpin>(
     }
 }
 
-/// What an upgrade does with the forwarding headers of the request.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Inspect {
-    /// No reverse proxies are configured.
-    Off,
-    /// Not from a trusted proxy: forwarding headers are ignored (logged at debug).
-    Ignore,
-    /// From a trusted proxy: the believed headers name the client.
-    Believe,
-}
-
 /// The forwarding headers, for the debug log of ignored ones.
 const FORWARDING_HEADERS: [&str; 4] = [
     "Forwarded",
@@ -154,8 +148,11 @@ fn sniff_error(error: io::Error) -> Error {
     Error::Handshake(HandshakeError::Io(error))
 }
 
-/// The upgrade of a connection on a socket that serves one kind: classifies it (closing a wrong
-/// door at once), then serves it.
+/// The upgrade of a connection on a socket that serves one kind (the [`Path::Direct`]): reads
+/// its first bytes and [`route`]s them (unrecognised bytes go to the listener's own handler), then
+/// serves it or refuses it.
+///
+/// [`Path::Direct`]: super::inbound::Path::Direct
 pub(super) async fn accept_single<P: Provider>(
     shared: Arc<Shared>,
     mut tcp: P::Stream,
@@ -166,22 +163,21 @@ pub(super) async fn accept_single<P: Provider>(
     let (verdict, prefix) = sniff(&mut tcp, Prefix::default())
         .await
         .map_err(sniff_error)?;
-    if is_proxy_header(&prefix) {
-        refuse::<P>(&mut tcp, &[]).await;
-        return Err(Error::ProxyProtocol(ForwardedError::ProxyHeaderUnexpected));
-    }
-    if let Verdict::Known(class) = verdict {
-        if class.kind() != kind {
-            let sign = classify::door_sign(class, Served::default().with(kind));
+    let served = Served::default().with(kind);
+    match route(
+        verdict,
+        is_proxy_header(&prefix),
+        served,
+        Unrecognised::ServeAs(kind),
+    ) {
+        Route::Serve(_) => accept::<P>(shared, tcp, prefix, serve, inspect, None)
+            .await
+            .map(|(output, _)| output),
+        Route::Refuse { sign, error } => {
             refuse::<P>(&mut tcp, sign).await;
-            return Err(Error::NotServed { spoke: class });
+            Err(error)
         }
     }
-    // Unrecognised bytes go to the listener's own handler, which answers as it always did (an
-    // HTTP 400, a TLS alert, a failed multistream-select negotiation).
-    accept::<P>(shared, tcp, prefix, serve, inspect, None)
-        .await
-        .map(|(output, _)| output)
 }
 
 /// Serves a classified connection (the bytes read to classify it in `prefix`); with
@@ -200,92 +196,97 @@ pub(super) async fn accept<P: Provider>(
     let config = &shared.config;
     let reverse = config.reverse_proxy.as_ref();
     let mut client = None;
-    let mut inspect_headers = |headers: handshake::Headers<'_>| -> Result<(), HandshakeError> {
-        match (inspect, reverse) {
-            (Inspect::Believe, Some(reverse)) => {
-                client = forwarded::client_from_headers(
-                    headers.iter().map(|h| (h.name, h.value)),
-                    reverse.trusted(),
-                    reverse.headers(),
-                )
-                .map_err(HandshakeError::Forwarded)?;
-                if let (Some(named), Some(charge)) = (&client, &charge) {
-                    charge.to(named.ip).map_err(|_| {
-                        HandshakeError::Forwarded(ForwardedError::ClientShareFull {
-                            client: named.ip,
-                        })
-                    })?;
-                }
-            }
-            (Inspect::Ignore, _)
-                if headers.iter().any(|h| {
-                    FORWARDING_HEADERS
-                        .iter()
-                        .any(|name| h.name.eq_ignore_ascii_case(name))
-                }) =>
-            {
-                tracing::debug!(
-                    "forwarding headers from a peer that is not a trusted proxy; ignored"
-                );
-            }
-            _ => {}
-        }
-        Ok(())
+    let mut check = |headers: handshake::Headers<'_>| {
+        inspect_headers(headers, inspect, reverse, charge.as_ref(), &mut client)
     };
     if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
         tracing::debug!(%e, "could not set TCP_NODELAY");
     }
-    let path = match serve {
+    let max_head = config.max_head_size;
+    let (stream, rest) = match serve {
         Serve::Tcp => return Ok((Output::Tcp(TcpConnection::with_prefix(tcp, prefix)), None)),
         Serve::Ws {
             tls: Some(acceptor),
             path,
         } => {
-            // The read-ahead is the start of the ClientHello: rustls takes it before the rest.
-            let tls = acceptor
-                .accept_with(tcp, |session| {
-                    let mut rest = prefix.bytes();
-                    while !rest.is_empty() {
-                        if !matches!(session.read_tls(&mut rest), Ok(n) if n > 0) {
-                            break;
-                        }
-                    }
-                })
-                .await
-                .map_err(TlsError::Accept)?;
-            let mut stream = Socket::Tls(Box::new(futures_rustls::TlsStream::Server(tls)));
-            let rest = handshake::accept_inspecting(
-                &mut stream,
-                config.max_head_size,
-                &path,
-                &mut inspect_headers,
-            )
-            .await?;
-            return Ok((
-                Output::WebSocket(
-                    Connection::new(stream, Role::Server, config.frame, &rest)
-                        .with_timers(P::timer),
-                ),
-                client,
-            ));
+            let mut stream = accept_tls::<P>(&acceptor, tcp, prefix).await?;
+            let rest =
+                handshake::accept_inspecting(&mut stream, max_head, &path, &mut check).await?;
+            (stream, rest)
         }
-        Serve::Ws { tls: None, path } => path,
+        Serve::Ws { tls: None, path } => {
+            let mut stream = Socket::Plain(tcp);
+            let mut ahead = TcpConnection::with_prefix(&mut stream, prefix);
+            let mut rest =
+                handshake::accept_inspecting(&mut ahead, max_head, &path, &mut check).await?;
+            // The handshake reads the read-ahead first; any of it left follows what it read.
+            rest.extend_from_slice(ahead.prefix.bytes());
+            (stream, rest)
+        }
     };
-    let mut stream = Socket::Plain(tcp);
-    let mut ahead = TcpConnection::with_prefix(&mut stream, prefix);
-    let mut rest = handshake::accept_inspecting(
-        &mut ahead,
-        config.max_head_size,
-        &path,
-        &mut inspect_headers,
-    )
-    .await?;
-    // The handshake reads the read-ahead first; any of it left follows what it read.
-    rest.extend_from_slice(ahead.prefix.bytes());
-    Ok((
-        Output::WebSocket(
-            Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer),
-        ),
-        client,
-    ))
+    let connection =
+        Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer);
+    Ok((Output::WebSocket(connection), client))
+}
+
+/// The TLS server handshake of a connection whose first bytes (`prefix`, the start of the
+/// ClientHello) were read already: rustls takes them before the rest.
+async fn accept_tls<P: Provider>(
+    acceptor: &TlsAcceptor,
+    tcp: P::Stream,
+    prefix: Prefix,
+) -> Result<Socket<P::Stream>, Error> {
+    let tls = acceptor
+        .accept_with(tcp, |session| {
+            let mut rest = prefix.bytes();
+            while !rest.is_empty() {
+                if !matches!(session.read_tls(&mut rest), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        })
+        .await
+        .map_err(TlsError::Accept)?;
+    Ok(Socket::Tls(Box::new(futures_rustls::TlsStream::Server(
+        tls,
+    ))))
+}
+
+/// What the HTTP upgrade does with the request's headers: with [`Inspect::Believe`], the client
+/// the believed forwarding header names goes to `client`, [`charge_named`] at once (a client
+/// over its share fails the upgrade with [`ForwardedError::ClientShareFull`]); with
+/// [`Inspect::Ignore`], forwarding headers are logged and ignored.
+fn inspect_headers(
+    headers: handshake::Headers<'_>,
+    inspect: Inspect,
+    reverse: Option<&ReverseProxy>,
+    charge: Option<&Charge>,
+    client: &mut Option<ForwardedClient>,
+) -> Result<(), HandshakeError> {
+    match (inspect, reverse) {
+        (Inspect::Believe, Some(reverse)) => {
+            *client = forwarded::client_from_headers(
+                headers.iter().map(|h| (h.name, h.value)),
+                reverse.trusted(),
+                reverse.headers(),
+            )
+            .map_err(HandshakeError::Forwarded)?;
+            if let (Some(named), Some(charge)) = (&*client, charge) {
+                charge_named(charge, named.ip).map_err(|_| {
+                    HandshakeError::Forwarded(ForwardedError::ClientShareFull { client: named.ip })
+                })?;
+            }
+        }
+        (Inspect::Ignore, _)
+            if headers.iter().any(|h| {
+                FORWARDING_HEADERS
+                    .iter()
+                    .any(|name| h.name.eq_ignore_ascii_case(name))
+            }) =>
+        {
+            tracing::debug!("forwarding headers from a peer that is not a trusted proxy; ignored");
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -9,12 +9,15 @@
 //!
 //! Here: the [`Transport`] itself (`listen_on`, `dial`, `poll`). Its pieces: `output` (what it
 //! yields: [`Output`], [`Socket`], [`TcpConnection`]), `dial` (DNS, TCP or a proxy's tunnel, TLS,
-//! the HTTP upgrade), `port` (the listening sockets: the accept loop, its backoff, interface
-//! changes, and admitting and classifying inbound connections) and `accept` (serving an accepted
-//! connection: PROXY header, classification, TLS, the HTTP upgrade).
+//! the HTTP upgrade), `inbound` (the inbound path's decisions, pure: which path, the deadline,
+//! charging a named client, and the route the first bytes take), `port` (the listening sockets:
+//! the accept loop, its backoff, interface changes, and admitting and routing inbound
+//! connections) and `accept` (the IO of serving one: PROXY header, first bytes, refusal, TLS, the
+//! HTTP upgrade).
 
 mod accept;
 mod dial;
+mod inbound;
 mod output;
 mod port;
 
@@ -22,7 +25,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -42,7 +45,7 @@ use self::{
 };
 use crate::{
     addr::{Addr, Host, Kind, Security},
-    admission::Ticket,
+    admission::Handoff,
     config::Config,
     error::{Error, TimeoutStage, TlsError},
     provider::{self, Provider},
@@ -93,10 +96,6 @@ struct Shared {
     /// [`Transport::hand_off_tickets`]).
     handoff: OnceLock<Handoff>,
 }
-
-/// Where an accepted connection's admission [`Ticket`] waits for the layer above this transport
-/// to take it, within the same `poll` that reports the `Incoming` event.
-pub(crate) type Handoff = Arc<Mutex<Option<Ticket>>>;
 
 impl Shared {
     fn resolver<P: Provider>(&self) -> &crate::dns::Resolver {

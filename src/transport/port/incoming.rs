@@ -1,10 +1,13 @@
-//! Inbound connections of a [`Port`]: admission (the pending-handshake limits), then either the
-//! `Incoming` event at once (a socket serving one kind) or classification first (a shared socket,
-//! a PROXY header, a trusted reverse proxy), and the `Incoming` event for the listener of the kind.
+//! Inbound connections of a [`Port`]: admission (the pending-handshake limits), then the path
+//! [`inbound::path`] picks. On the direct path (one listener, no proxies) the `Incoming` event goes
+//! out at once and its upgrade future reads the first bytes and routes them; on the route-first
+//! path the connection's phases (a PROXY header and the first bytes; a refusal; from a trusted
+//! proxy whose forwarding headers are believed, the HTTP upgrade) run here first, each under the
+//! connection's ticket and its one deadline, and the event goes to the listener of its kind.
 
-use std::{net::SocketAddr, sync::atomic::Ordering, time::Instant};
+use std::{future::Future, net::SocketAddr, time::Instant};
 
-use futures::FutureExt;
+use futures::{future::BoxFuture, FutureExt};
 use libp2p_core::{
     multiaddr::{Multiaddr, Protocol},
     transport::TransportEvent,
@@ -13,238 +16,326 @@ use libp2p_core::{
 use super::{Event, Port};
 use crate::{
     addr::{Addr, Host, Kind, Security, WsAddr},
-    admission::Ticket,
-    classify::{self, Class, Served, Verdict},
+    admission::{Charge, Ticket},
+    classify::Verdict,
     error::{Chain, Error, HandshakeError, TimeoutStage},
-    forwarded::{ForwardedError, ProxyProtocol},
+    forwarded::ForwardedError,
     provider::{self, Provider},
     transport::{
-        accept::{
-            accept, accept_single, is_proxy_header, read_proxy_header, refuse, sniff, Inspect,
-            Serve,
-        },
+        accept::{accept, accept_single, is_proxy_header, read_proxy_header, refuse, sniff},
+        inbound::{self, charge_named, Inspect, Path, Route, Trust, Unrecognised},
         output::Prefix,
         ListenerUpgrade, Output,
     },
 };
 
-/// A connection classified (and, from a trusted reverse proxy, maybe upgraded) before its
-/// `Incoming` event, admitted, waiting to be reported.
-pub(super) struct Sorted<S> {
-    io: SortedIo<S>,
-    class: Class,
-    remote: SocketAddr,
-    /// The client: `remote`, or whom a trusted reverse proxy named.
-    client: SocketAddr,
-    /// Whether a trusted reverse proxy said the client came over TLS.
-    https: bool,
-    ticket: Ticket,
-    deadline: Instant,
+/// A connection on the route-first path between two of its phases.
+pub(super) struct Inbound<S> {
+    carry: Carry,
+    step: Step<S>,
 }
 
-/// Where a sorted connection stands.
-enum SortedIo<S> {
-    /// Classified: its upgrade runs in the `Incoming` event's future.
-    Pending {
+/// What a connection carries from phase to phase.
+struct Carry {
+    remote: SocketAddr,
+    ticket: Ticket,
+    deadline: Instant,
+    trust: Trust,
+}
+
+/// Where a connection on the route-first path stands.
+enum Step<S> {
+    /// Its first bytes are read (after a PROXY header, if any): to be routed. `peer` is the
+    /// client a trusted PROXY header named, or the remote address.
+    Read {
         tcp: S,
         prefix: Prefix,
-        inspect: Inspect,
+        verdict: Verdict,
+        peer: SocketAddr,
     },
-    /// Upgraded already (the request's forwarding headers had to be read first).
-    Ready(Box<Result<Output<S>, Error>>),
+    /// Served as `kind` and upgraded already (a trusted proxy's forwarding headers had to be
+    /// read first); `client` is whom they named (`https`: over TLS), or the peer.
+    Upgraded {
+        kind: Kind,
+        result: Box<Result<Output<S>, Error>>,
+        client: SocketAddr,
+        https: bool,
+    },
+}
+
+/// Runs one phase of a route-first connection under its ticket and its deadline: the next step,
+/// or `None` (the connection is closed) if the phase ends it, times out or is evicted.
+fn phase<P: Provider>(
+    mut carry: Carry,
+    future: impl Future<Output = Option<Step<P::Stream>>> + Send + 'static,
+) -> BoxFuture<'static, Option<Inbound<P::Stream>>> {
+    async move {
+        let bounded = provider::timeout_at::<P, _>(carry.deadline, future);
+        let remote = carry.remote;
+        match carry.ticket.phase(bounded).await {
+            Ok(Some(Some(step))) => Some(Inbound { carry, step }),
+            Ok(Some(None)) => None,
+            Ok(None) => {
+                tracing::debug!(%remote, "not routed (or, from a trusted proxy, not upgraded) within the handshake timeout; closing");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "evicted while being routed");
+                None
+            }
+        }
+    }
+    .boxed()
+}
+
+/// The first phase of the route-first path: a PROXY header if one is read (its client charged to
+/// its share at once when a trusted proxy sent it), then the first bytes.
+async fn read_first<P: Provider>(
+    mut tcp: P::Stream,
+    remote: SocketAddr,
+    trust: Trust,
+    charge: Charge,
+) -> Option<Step<P::Stream>> {
+    let (header, prefix) = match read_proxy_header(&mut tcp, trust.proxy_protocol).await {
+        Ok(read) => read,
+        Err(error) => {
+            tracing::debug!(%remote, error = %Chain(&error), "closing");
+            return None;
+        }
+    };
+    let mut peer = remote;
+    if let Some(source) = header.and_then(|h| h.source) {
+        if trust.trusted {
+            if let Err(refusal) = charge_named(&charge, source.ip()) {
+                tracing::debug!(%remote, client = %source, ?refusal, "too many pending handshakes of the client a PROXY header named; closing");
+                return None;
+            }
+            peer = source;
+        } else {
+            tracing::debug!(%remote, claimed = %source, "PROXY header from a peer that is not a trusted proxy; ignored");
+        }
+    }
+    match sniff(&mut tcp, prefix).await {
+        Ok((verdict, prefix)) => Some(Step::Read {
+            tcp,
+            prefix,
+            verdict,
+            peer,
+        }),
+        Err(error) => {
+            tracing::debug!(%remote, %error, "connection closed before it could be routed");
+            None
+        }
+    }
+}
+
+/// The phase of a connection from a trusted proxy whose forwarding headers are believed: the
+/// HTTP upgrade, which names the client (charged to its share as soon as the header is read).
+async fn upgrade_believed<P: Provider>(
+    accept: impl Future<
+        Output = Result<(Output<P::Stream>, Option<crate::forwarded::ForwardedClient>), Error>,
+    >,
+    kind: Kind,
+    peer: SocketAddr,
+    remote: SocketAddr,
+) -> Option<Step<P::Stream>> {
+    let (result, client, https) = match accept.await {
+        Ok((output, Some(client))) => (
+            Ok(output),
+            SocketAddr::new(client.ip, client.port.unwrap_or(0)),
+            client.https,
+        ),
+        Ok((output, None)) => (Ok(output), peer, false),
+        Err(Error::Handshake(HandshakeError::Forwarded(ForwardedError::ClientShareFull {
+            client,
+        }))) => {
+            tracing::debug!(%remote, %client, "too many pending handshakes of the client a forwarding header named; answered 503 and closed");
+            return None;
+        }
+        Err(error) => (Err(error), peer, false),
+    };
+    Some(Step::Upgraded {
+        kind,
+        result: Box::new(result),
+        client,
+        https,
+    })
 }
 
 impl<P: Provider> Port<P> {
-    pub(super) fn on_accept(
-        &mut self,
-        tcp: P::Stream,
-        remote: SocketAddr,
-    ) -> Option<Event<P::Stream>> {
-        let reverse = self.shared.config.reverse_proxy.as_ref();
-        let trusted = reverse.is_some_and(|r| r.trusts(remote.ip()));
-        let proxy_protocol = reverse.map_or(ProxyProtocol::Off, |r| {
-            r.proxy_protocol_for(self.local.port())
-        });
-        let inspect = match reverse {
-            None => Inspect::Off,
-            Some(_) => Inspect::Ignore,
-        };
-        let admitted = if trusted {
+    /// Admits a connection from `remote` accepted at `accepted`: its ticket, bounded by the
+    /// upgrade timeout from `accepted` when the upgraded stack holds it.
+    fn admit(&self, remote: SocketAddr, trust: Trust, accepted: Instant) -> Option<Ticket> {
+        let admitted = if trust.trusted {
             self.admission.admit_trusted(remote.ip())
         } else {
             self.admission.admit(remote.ip())
         };
-        let mut ticket = match admitted {
+        let ticket = match admitted {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 tracing::debug!(%remote, ?refusal, "too many pending handshakes; closing the new socket");
                 return None;
             }
         };
-        // Every deadline counts from now, whatever path the connection takes: the handshake
-        // timeout bounds classification, a PROXY header, TLS and the HTTP upgrade; with the
-        // upgraded stack, the upgrade timeout bounds all of it and noise and yamux too (the
-        // ticket's deadline, enforced where the ticket guards the upgrade).
-        let accepted = Instant::now();
         let config = &self.shared.config;
-        let timeout = config.handshake_timeout;
-        let mut deadline = accepted + timeout;
-        if self.shared.handoff.get().is_some() {
-            ticket = ticket.with_deadline(
+        Some(match self.shared.handoff.get() {
+            Some(_) => ticket.with_deadline(
                 accepted + config.upgrade_timeout,
                 config.upgrade_timeout,
                 P::timer,
-            );
-        }
-        if let Some(upgrade_deadline) = ticket.deadline() {
-            deadline = deadline.min(upgrade_deadline);
-        }
-        if let [member] = self.members.as_slice() {
-            if !trusted && proxy_protocol == ProxyProtocol::Off {
+            ),
+            None => ticket,
+        })
+    }
+
+    pub(super) fn on_accept(
+        &mut self,
+        tcp: P::Stream,
+        remote: SocketAddr,
+    ) -> Option<Event<P::Stream>> {
+        let accepted = Instant::now();
+        let config = &self.shared.config;
+        let trust = Trust::of(config, remote.ip(), self.local.port());
+        let ticket = self.admit(remote, trust, accepted)?;
+        let deadline = inbound::deadline(config, accepted, ticket.deadline());
+        match inbound::path(self.members.len(), trust) {
+            Path::Direct => {
+                let member = &self.members[0];
                 let (kind, serve) = (member.addr.kind(), member.serve.clone());
                 let shared = self.shared.clone();
+                let timeout = config.handshake_timeout;
+                let inspect = trust.untrusted_headers;
                 let upgrade = async move {
-                    let result = provider::timeout_at::<P, _>(
-                        deadline,
-                        accept_single::<P>(shared, tcp, kind, serve, inspect),
-                    )
-                    .await;
+                    let accept = accept_single::<P>(shared, tcp, kind, serve, inspect);
+                    let result = provider::timeout_at::<P, _>(deadline, accept).await;
                     result.unwrap_or(Err(Error::Timeout {
                         stage: TimeoutStage::Accept,
                         after: timeout,
                     }))
                 };
-                return Some(self.incoming_event(0, upgrade.boxed(), remote, false, ticket));
+                Some(self.incoming_event(0, upgrade.boxed(), remote, false, ticket))
+            }
+            Path::RouteFirst => {
+                let charge = ticket.charge();
+                let carry = Carry {
+                    remote,
+                    ticket,
+                    deadline,
+                    trust,
+                };
+                let read = read_first::<P>(tcp, remote, trust, charge);
+                self.routing.push(phase::<P>(carry, read));
+                None
             }
         }
-        // Classify first (after a PROXY header; from a trusted proxy whose forwarding headers are
-        // believed, through the HTTP upgrade), then report to the listener of the kind.
-        let served = self.served.clone();
-        let serves: Vec<(Kind, Serve)> = if trusted {
-            self.members
-                .iter()
-                .map(|m| (m.addr.kind(), m.serve.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let shared = self.shared.clone();
-        let charge = ticket.charge();
-        self.sorting.push(
-            async move {
-                let sort = async move {
-                    let mut tcp = tcp;
-                    let (header, prefix) = match read_proxy_header(&mut tcp, proxy_protocol).await {
-                        Ok(read) => read,
-                        Err(error) => {
-                            tracing::debug!(%remote, error = %Chain(&error), "closing");
-                            return None;
-                        }
-                    };
-                    let mut peer = remote;
-                    if let Some(source) = header.and_then(|h| h.source) {
-                        if trusted {
-                            // Charged to the client's own share at once, before anything else
-                            // it sends (or does not send).
-                            if let Err(refusal) = charge.to(source.ip()) {
-                                tracing::debug!(%remote, client = %source, ?refusal, "too many pending handshakes of the client a PROXY header named; closing");
-                                return None;
-                            }
-                            peer = source;
-                        } else {
-                            tracing::debug!(%remote, claimed = %source, "PROXY header from a peer that is not a trusted proxy; ignored");
-                        }
-                    }
-                    let (verdict, prefix) = match sniff(&mut tcp, prefix).await {
-                        Ok(sniffed) => sniffed,
-                        Err(error) => {
-                            tracing::debug!(%remote, %error, "connection closed before it could be classified");
-                            return None;
-                        }
-                    };
-                    if is_proxy_header(&prefix) {
-                        let error = Error::ProxyProtocol(ForwardedError::ProxyHeaderUnexpected);
+    }
+
+    /// The next step of a route-first connection: routes it by its first bytes (refusing it, or
+    /// upgrading it first, or reporting it), or reports it once upgraded.
+    pub(super) fn on_inbound(&mut self, inbound: Inbound<P::Stream>) -> Option<Event<P::Stream>> {
+        let Inbound { carry, step } = inbound;
+        let remote = carry.remote;
+        match step {
+            Step::Read {
+                tcp,
+                prefix,
+                verdict,
+                peer,
+            } => {
+                let proxy_header = is_proxy_header(&prefix);
+                match inbound::route(verdict, proxy_header, self.served(), Unrecognised::Close) {
+                    Route::Refuse { sign, error } => {
                         tracing::debug!(%remote, error = %Chain(&error), "closing");
-                        refuse::<P>(&mut tcp, &[]).await;
-                        return None;
-                    }
-                    let served = Served::from_bits(served.load(Ordering::Relaxed));
-                    let class = match verdict {
-                        Verdict::Known(class) if served.has(class.kind()) => class,
-                        Verdict::Known(class) => {
-                            let error = Error::NotServed { spoke: class };
-                            tracing::debug!(%remote, %error, "closing");
-                            refuse::<P>(&mut tcp, classify::door_sign(class, served)).await;
-                            return None;
-                        }
-                        _ => {
-                            tracing::debug!(%remote, error = %Error::Unrecognized, "closing");
-                            refuse::<P>(&mut tcp, &[]).await;
-                            return None;
-                        }
-                    };
-                    let reverse = shared.config.reverse_proxy.as_ref();
-                    let believe = trusted
-                        && reverse.is_some_and(|r| r.trusts(peer.ip()) && r.headers().any());
-                    if believe && class.kind() != Kind::Tcp {
-                        let (_, serve) = serves.iter().find(|(k, _)| *k == class.kind())?;
-                        let result = accept::<P>(
-                            shared.clone(),
-                            tcp,
-                            prefix,
-                            serve.clone(),
-                            Inspect::Believe,
-                            Some(charge),
-                        )
-                        .await;
-                        return Some(match result {
-                            Ok((output, Some(client))) => (
-                                class,
-                                SortedIo::Ready(Box::new(Ok(output))),
-                                SocketAddr::new(client.ip, client.port.unwrap_or(0)),
-                                client.https,
-                            ),
-                            Ok((output, None)) => (class, SortedIo::Ready(Box::new(Ok(output))), peer, false),
-                            Err(Error::Handshake(HandshakeError::Forwarded(
-                                ForwardedError::ClientShareFull { client },
-                            ))) => {
-                                tracing::debug!(%remote, %client, "too many pending handshakes of the client a forwarding header named; answered 503 and closed");
-                                return None;
-                            }
-                            Err(error) => (class, SortedIo::Ready(Box::new(Err(error))), peer, false),
-                        });
-                    }
-                    Some((class, SortedIo::Pending { tcp, prefix, inspect }, peer, false))
-                };
-                match ticket.phase(provider::timeout_at::<P, _>(deadline, sort)).await {
-                    Ok(Some(Some((class, io, client, https)))) => Some(Sorted {
-                        io,
-                        class,
-                        remote,
-                        client,
-                        https,
-                        ticket,
-                        deadline,
-                    }),
-                    Ok(None) => {
-                        tracing::debug!(%remote, ?timeout, "not classified (or, from a trusted proxy, not upgraded) within the handshake timeout; closing");
+                        let mut tcp = tcp;
+                        let refusal = async move {
+                            refuse::<P>(&mut tcp, sign).await;
+                            None
+                        };
+                        self.next_phase(phase::<P>(carry, refusal));
                         None
                     }
-                    Ok(Some(None)) => None,
-                    Err(_) => {
-                        tracing::debug!(%remote, "evicted while being classified");
-                        None
-                    }
+                    Route::Serve(kind) => self.serve(carry, kind, tcp, prefix, peer),
                 }
             }
-            .boxed(),
-        );
-        None
+            Step::Upgraded {
+                kind,
+                result,
+                client,
+                https,
+            } => {
+                let at = self.member_of(kind, remote)?;
+                if client.ip() != remote.ip() {
+                    // Charged to the client's share already, when the header naming it was read.
+                    tracing::debug!(%remote, %client, https, "a trusted reverse proxy named the client");
+                }
+                let upgrade = async move { *result }.boxed();
+                Some(self.incoming_event(at, upgrade, client, https, carry.ticket))
+            }
+        }
+    }
+
+    /// Queues a route-first connection's next phase, and wakes the port's task so that it is
+    /// polled (a future pushed to `routing` is polled on the next `poll_next` of it, which may not
+    /// come otherwise: the step before may have been taken outside `poll_routing`).
+    fn next_phase(&mut self, phase: BoxFuture<'static, Option<Inbound<P::Stream>>>) {
+        self.routing.push(phase);
+        self.wake();
+    }
+
+    /// The listener of `kind`, if it is still here.
+    fn member_of(&self, kind: Kind, remote: SocketAddr) -> Option<usize> {
+        let at = self.members.iter().position(|m| m.addr.kind() == kind);
+        if at.is_none() {
+            tracing::debug!(%remote, ?kind, "its listener was removed meanwhile; closing");
+        }
+        at
+    }
+
+    /// Serves a routed connection as `kind`: from a trusted proxy whose forwarding headers are
+    /// believed, upgrades it first (to know the client); otherwise reports it now, its upgrade
+    /// in the event's future.
+    fn serve(
+        &mut self,
+        carry: Carry,
+        kind: Kind,
+        tcp: P::Stream,
+        prefix: Prefix,
+        peer: SocketAddr,
+    ) -> Option<Event<P::Stream>> {
+        let remote = carry.remote;
+        let at = self.member_of(kind, remote)?;
+        let serve = self.members[at].serve.clone();
+        let shared = self.shared.clone();
+        if kind != Kind::Tcp && carry.trust.believes_headers(&shared.config, peer.ip()) {
+            let charge = carry.ticket.charge();
+            let accept = accept::<P>(shared, tcp, prefix, serve, Inspect::Believe, Some(charge));
+            let upgrade = upgrade_believed::<P>(accept, kind, peer, remote);
+            self.next_phase(phase::<P>(carry, upgrade));
+            return None;
+        }
+        if peer.ip() != remote.ip() {
+            // Charged to the client's share already, when the header naming it was read.
+            tracing::debug!(%remote, client = %peer, "a trusted reverse proxy named the client");
+        }
+        let (deadline, inspect) = (carry.deadline, carry.trust.untrusted_headers);
+        let timeout = shared.config.handshake_timeout;
+        let upgrade = async move {
+            let accept = accept::<P>(shared, tcp, prefix, serve, inspect, None);
+            match provider::timeout_at::<P, _>(deadline, accept).await {
+                Some(result) => result.map(|(output, _)| output),
+                None => Err(Error::Timeout {
+                    stage: TimeoutStage::AcceptShared,
+                    after: timeout,
+                }),
+            }
+        };
+        Some(self.incoming_event(at, upgrade.boxed(), peer, false, carry.ticket))
     }
 
     /// The `Incoming` event of member `at` for a connection from `remote` (the client, when a
     /// trusted reverse proxy named it; `https` when it said the client came over TLS), with its
-    /// admission ticket.
+    /// admission ticket: guarding the upgrade here, or handed to the upgraded stack above.
     fn incoming_event(
         &self,
         at: usize,
@@ -255,22 +346,7 @@ impl<P: Provider> Port<P> {
     ) -> Event<P::Stream> {
         let member = &self.members[at];
         let local_addr = member.addr.with_ip(self.local.ip(), self.local.port());
-        let send_back_addr = match &member.addr {
-            Addr::Tcp(_) => Multiaddr::empty()
-                .with(remote.ip().into())
-                .with(Protocol::Tcp(remote.port())),
-            Addr::Ws(ws) => WsAddr {
-                host: Host::Ip(remote.ip()),
-                port: remote.port(),
-                security: match ws.security {
-                    Security::Plain if !https => Security::Plain,
-                    _ => Security::Tls { sni: None },
-                },
-                path: "/".into(),
-                peer_id: None,
-            }
-            .to_multiaddr(),
-        };
+        let send_back_addr = send_back_addr(&member.addr, remote, https);
         let upgrade = upgrade
             .inspect(move |result| {
                 if let Err(error) = result {
@@ -280,7 +356,7 @@ impl<P: Provider> Port<P> {
             .boxed();
         let upgrade = match self.shared.handoff.get() {
             Some(handoff) => {
-                *handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+                handoff.leave(ticket);
                 upgrade
             }
             None => ticket
@@ -295,59 +371,25 @@ impl<P: Provider> Port<P> {
             send_back_addr,
         }
     }
+}
 
-    /// The `Incoming` event for a sorted connection, if its kind still has a listener (and its
-    /// client, when a proxy named one, has room among the pending handshakes).
-    pub(super) fn on_sorted(&mut self, sorted: Sorted<P::Stream>) -> Option<Event<P::Stream>> {
-        let Some(at) = self
-            .members
-            .iter()
-            .position(|m| m.addr.kind() == sorted.class.kind())
-        else {
-            tracing::debug!(remote = %sorted.remote, class = %sorted.class, "its listener was removed meanwhile; closing");
-            return None;
-        };
-        let Sorted {
-            io,
-            remote,
-            client,
-            https,
-            ticket,
-            deadline,
-            ..
-        } = sorted;
-        if client.ip() != remote.ip() {
-            // Charged to the client's share already, when the header naming it was read.
-            tracing::debug!(%remote, %client, https, "a trusted reverse proxy named the client");
+/// The address to report for a connection from `remote` to a listener on `addr` (`https`: a
+/// trusted proxy said the client came over TLS).
+fn send_back_addr(addr: &Addr, remote: SocketAddr, https: bool) -> Multiaddr {
+    match addr {
+        Addr::Tcp(_) => Multiaddr::empty()
+            .with(remote.ip().into())
+            .with(Protocol::Tcp(remote.port())),
+        Addr::Ws(ws) => WsAddr {
+            host: Host::Ip(remote.ip()),
+            port: remote.port(),
+            security: match ws.security {
+                Security::Plain if !https => Security::Plain,
+                _ => Security::Tls { sni: None },
+            },
+            path: "/".into(),
+            peer_id: None,
         }
-        let upgrade = match io {
-            SortedIo::Ready(result) => async move { *result }.boxed(),
-            SortedIo::Pending {
-                tcp,
-                prefix,
-                inspect,
-            } => {
-                let serve = self.members[at].serve.clone();
-                let shared = self.shared.clone();
-                let timeout = self.shared.config.handshake_timeout;
-                let left = deadline.saturating_duration_since(Instant::now());
-                async move {
-                    let result = provider::timeout::<P, _>(
-                        left,
-                        accept::<P>(shared, tcp, prefix, serve, inspect, None),
-                    )
-                    .await;
-                    match result {
-                        Some(result) => result.map(|(output, _)| output),
-                        None => Err(Error::Timeout {
-                            stage: TimeoutStage::AcceptShared,
-                            after: timeout,
-                        }),
-                    }
-                }
-                .boxed()
-            }
-        };
-        Some(self.incoming_event(at, upgrade, client, https, ticket))
+        .to_multiaddr(),
     }
 }

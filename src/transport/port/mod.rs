@@ -7,13 +7,9 @@ mod incoming;
 use std::{
     collections::VecDeque,
     io,
-    marker::PhantomData,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{
-        atomic::{AtomicU8, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll, Waker},
     time::Instant,
 };
@@ -21,7 +17,7 @@ use std::{
 use futures::{future::BoxFuture, stream::FuturesUnordered, Stream, StreamExt};
 use libp2p_core::transport::{ListenerId, TransportEvent};
 
-use self::incoming::Sorted;
+use self::incoming::Inbound;
 use super::{
     accept::Serve, ListenerUpgrade, Shared, ACCEPT_ERROR_BACKOFF, ACCEPT_ERROR_REPORT_INTERVAL,
 };
@@ -36,8 +32,8 @@ use crate::{
 /// Most sockets one poll of a listener accepts before it yields to the executor.
 const MAX_ACCEPTS_PER_POLL: usize = 64;
 
-/// Most classified connections one poll of a shared socket takes before it yields.
-const MAX_SORTED_PER_POLL: usize = 64;
+/// Most route-first connections one poll of a socket advances by a step before it yields.
+const MAX_ROUTED_PER_POLL: usize = 64;
 
 /// Accept errors in a row: the backoff timer and the rate limit of their reports.
 #[derive(Default)]
@@ -89,27 +85,32 @@ pub(super) struct Member {
     pub(super) serve: Serve,
 }
 
+/// Whether a socket follows the interfaces of its unspecified address.
+enum IfWatch<W> {
+    /// Not yet: the watcher starts on the first poll (inside the runtime).
+    Due,
+    /// Watching.
+    On(W),
+    /// A specified address, or the watcher failed or ended, or the socket closed.
+    Off,
+}
+
 /// One listening socket and the listeners (`listen_on`s) it serves, one per kind.
 pub(super) struct Port<P: Provider> {
     pub(super) local: SocketAddr,
+    /// `None` once the last listener is removed: the socket is closed.
     incoming: Option<P::Listener>,
     members: Vec<Member>,
-    /// The kinds of `members`, for the classifying futures.
-    served: Arc<AtomicU8>,
-    /// Started on the first poll (inside the runtime) when listening on an unspecified address.
-    if_watcher: Option<P::IfWatcher>,
-    watch_interfaces: bool,
+    if_watch: IfWatch<P::IfWatcher>,
     /// The interface addresses reported so far (for listeners that join later).
     known_ips: Vec<IpAddr>,
     accept_errors: AcceptErrors,
     shared: Arc<Shared>,
     admission: Admission,
-    /// Connections being classified (only while the socket serves more than one kind).
-    sorting: FuturesUnordered<BoxFuture<'static, Option<Sorted<P::Stream>>>>,
+    /// Connections on the route-first path, each at its next phase.
+    routing: FuturesUnordered<BoxFuture<'static, Option<Inbound<P::Stream>>>>,
     events: VecDeque<Event<P::Stream>>,
-    closed: bool,
     waker: Option<Waker>,
-    _provider: PhantomData<P>,
 }
 
 impl<P: Provider> Port<P> {
@@ -125,18 +126,17 @@ impl<P: Provider> Port<P> {
             local,
             incoming: Some(incoming),
             members: Vec::new(),
-            served: Arc::default(),
-            if_watcher: None,
-            watch_interfaces: local.ip().is_unspecified(),
+            if_watch: match local.ip().is_unspecified() {
+                true => IfWatch::Due,
+                false => IfWatch::Off,
+            },
             known_ips: Vec::new(),
             accept_errors: AcceptErrors::default(),
             shared,
             admission,
-            sorting: FuturesUnordered::new(),
+            routing: FuturesUnordered::new(),
             events: VecDeque::new(),
-            closed: false,
             waker: None,
-            _provider: PhantomData,
         }
     }
 
@@ -148,7 +148,7 @@ impl<P: Provider> Port<P> {
 
     /// Whether a listener of `kind` on `addr` can join this socket.
     pub(super) fn can_share(&self, addr: SocketAddr, kind: Kind) -> bool {
-        !self.closed
+        self.incoming.is_some()
             && self.local.ip() == addr.ip()
             && self.local.port() == addr.port()
             && !self.served().has(kind)
@@ -170,7 +170,6 @@ impl<P: Provider> Port<P> {
             });
         }
         self.members.push(member);
-        self.served.store(self.served().bits(), Ordering::Relaxed);
         self.wake();
     }
 
@@ -180,17 +179,14 @@ impl<P: Provider> Port<P> {
             return false;
         };
         self.members.remove(at);
-        self.served.store(self.served().bits(), Ordering::Relaxed);
         self.events.push_back(TransportEvent::ListenerClosed {
             listener_id: id,
             reason: Ok(()),
         });
         if self.members.is_empty() {
-            self.closed = true;
             self.incoming = None;
-            self.if_watcher = None;
-            self.watch_interfaces = false;
-            self.sorting = FuturesUnordered::new();
+            self.if_watch = IfWatch::Off;
+            self.routing = FuturesUnordered::new();
         }
         self.wake();
         true
@@ -259,6 +255,95 @@ impl<P: Provider> Port<P> {
     }
 }
 
+impl<P: Provider> Port<P> {
+    /// Starts the interface watcher when due, and takes its events; an event to yield, if any.
+    fn poll_if_watch(&mut self, cx: &mut Context<'_>) -> Option<Event<P::Stream>> {
+        if let IfWatch::Due = self.if_watch {
+            self.if_watch = IfWatch::Off;
+            match P::if_watcher() {
+                Ok(watcher) => self.if_watch = IfWatch::On(watcher),
+                Err(error) => {
+                    let error = SharedIoError(Arc::new(error));
+                    self.on_error(|| Error::InterfaceWatch(error.clone()));
+                }
+            }
+        }
+        while let IfWatch::On(watcher) = &mut self.if_watch {
+            match watcher.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => self.on_if_event(event),
+                Poll::Ready(Some(Err(error))) => {
+                    let error = SharedIoError(Arc::new(error));
+                    self.on_error(|| Error::InterfaceWatch(error.clone()));
+                }
+                Poll::Ready(None) => self.if_watch = IfWatch::Off,
+                Poll::Pending => break,
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// Advances the route-first connections, bounded per poll; an event to yield, if any.
+    fn poll_routing(&mut self, cx: &mut Context<'_>) -> Option<Event<P::Stream>> {
+        let mut routed = 0;
+        while !self.routing.is_empty() {
+            if routed == MAX_ROUTED_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            routed += 1;
+            match self.routing.poll_next_unpin(cx) {
+                Poll::Ready(Some(Some(inbound))) => {
+                    if let Some(event) = self.on_inbound(inbound) {
+                        return Some(event);
+                    }
+                }
+                Poll::Ready(Some(None)) => {}
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        None
+    }
+
+    /// Accepts connections, bounded per poll: a flood of connections that are closed at once
+    /// (over the pending limit) must not keep this poll going; the rest wait for the next one.
+    /// An event to yield, if any.
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Option<Event<P::Stream>> {
+        let mut accepted = 0;
+        while self.accept_errors.poll_backoff(cx).is_ready() {
+            let incoming = self.incoming.as_mut()?;
+            if accepted == MAX_ACCEPTS_PER_POLL {
+                cx.waker().wake_by_ref();
+                break;
+            }
+            accepted += 1;
+            match P::poll_accept(incoming, cx) {
+                Poll::Ready(Ok((tcp, remote))) => {
+                    if let Some(event) = self.on_accept(tcp, remote) {
+                        return Some(event);
+                    }
+                    // A connection to route: poll it once now, so it registers its waker.
+                    if let Poll::Ready(Some(Some(inbound))) = self.routing.poll_next_unpin(cx) {
+                        if let Some(event) = self.on_inbound(inbound) {
+                            return Some(event);
+                        }
+                    }
+                }
+                Poll::Ready(Err(error)) => {
+                    self.on_accept_error(error);
+                    if let Some(event) = self.events.pop_front() {
+                        return Some(event);
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        None
+    }
+}
+
 impl<P: Provider> Stream for Port<P> {
     type Item = Event<P::Stream>;
 
@@ -267,88 +352,17 @@ impl<P: Provider> Stream for Port<P> {
         if let Some(event) = this.events.pop_front() {
             return Poll::Ready(Some(event));
         }
-        if this.closed {
+        if this.incoming.is_none() {
             return Poll::Ready(None);
         }
         this.waker = Some(cx.waker().clone());
-
-        if this.watch_interfaces {
-            this.watch_interfaces = false;
-            match P::if_watcher() {
-                Ok(watcher) => this.if_watcher = Some(watcher),
-                Err(error) => {
-                    let error = SharedIoError(Arc::new(error));
-                    this.on_error(|| Error::InterfaceWatch(error.clone()));
-                }
-            }
+        let event = this
+            .poll_if_watch(cx)
+            .or_else(|| this.poll_routing(cx))
+            .or_else(|| this.poll_accept(cx));
+        match event {
+            Some(event) => Poll::Ready(Some(event)),
+            None => Poll::Pending,
         }
-        while let Some(watcher) = this.if_watcher.as_mut() {
-            match watcher.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => this.on_if_event(event),
-                Poll::Ready(Some(Err(error))) => {
-                    let error = SharedIoError(Arc::new(error));
-                    this.on_error(|| Error::InterfaceWatch(error.clone()));
-                }
-                Poll::Ready(None) => this.if_watcher = None,
-                Poll::Pending => break,
-            }
-            if let Some(event) = this.events.pop_front() {
-                return Poll::Ready(Some(event));
-            }
-        }
-
-        // Classified connections of a shared socket, bounded per poll.
-        let mut sorted = 0;
-        while !this.sorting.is_empty() {
-            if sorted == MAX_SORTED_PER_POLL {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            sorted += 1;
-            match this.sorting.poll_next_unpin(cx) {
-                Poll::Ready(Some(Some(connection))) => {
-                    if let Some(event) = this.on_sorted(connection) {
-                        return Poll::Ready(Some(event));
-                    }
-                }
-                Poll::Ready(Some(None)) => {}
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-
-        // Bounded per poll: a flood of connections that are closed at once (over the pending
-        // limit) must not keep this poll going; the rest wait for the next one.
-        let mut accepted = 0;
-        while this.accept_errors.poll_backoff(cx).is_ready() {
-            let Some(incoming) = this.incoming.as_mut() else {
-                break;
-            };
-            if accepted == MAX_ACCEPTS_PER_POLL {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            accepted += 1;
-            match P::poll_accept(incoming, cx) {
-                Poll::Ready(Ok((tcp, remote))) => {
-                    if let Some(event) = this.on_accept(tcp, remote) {
-                        return Poll::Ready(Some(event));
-                    }
-                    // A connection to classify: poll it once now, so it registers its waker.
-                    if let Poll::Ready(Some(Some(connection))) = this.sorting.poll_next_unpin(cx) {
-                        if let Some(event) = this.on_sorted(connection) {
-                            return Poll::Ready(Some(event));
-                        }
-                    }
-                }
-                Poll::Ready(Err(error)) => {
-                    this.on_accept_error(error);
-                    if let Some(event) = this.events.pop_front() {
-                        return Poll::Ready(Some(event));
-                    }
-                }
-                Poll::Pending => break,
-            }
-        }
-        Poll::Pending
     }
 }
