@@ -49,7 +49,7 @@ use crate::{
     config::FrameLimits,
     error::{FrameError, SharedIoError},
     proto::{Core, Role},
-    provider::{Timer, TimerFn},
+    provider::{self, Timer, TimerFn},
 };
 
 /// Reads at least this large go straight from the socket into the caller's buffer (one vectored
@@ -144,7 +144,7 @@ where
             keep_alive_timer: None,
             armed_for: None,
             close_timer: None,
-            timers: default_timers,
+            timers: provider::default_timer,
             close_timed_out: false,
         };
         if !leftover.is_empty() {
@@ -310,16 +310,4 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Connection<T> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().poll_close_inner(cx)
     }
-}
-
-/// The default provider's timers, for connections built without [`Connection::with_timers`].
-#[cfg(feature = "async-std")]
-fn default_timers(at: Instant) -> Timer {
-    <crate::provider::async_std::AsyncStd as crate::provider::Provider>::timer(at)
-}
-
-/// The default provider's timers, for connections built without [`Connection::with_timers`].
-#[cfg(all(feature = "tokio", not(feature = "async-std")))]
-fn default_timers(at: Instant) -> Timer {
-    <crate::provider::tokio::Tokio as crate::provider::Provider>::timer(at)
 }

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use super::{Core, Event, Role};
-use crate::{config::FrameLimits, error::FrameError};
+use super::{error::FrameError, limits::FrameLimits};
+use super::{send::Masks, Core, Event, Role};
 
 /// The receive and send rules of one WebSocket connection over in-memory bytes: feed it what the
 /// peer sent, collect the data it carried and what the core queued for the peer (pongs, close
@@ -33,6 +33,13 @@ impl FrameCore {
             core: Core::new(role, &limits, Instant::now()),
             input: Vec::new(),
         }
+    }
+
+    /// Takes a client's masking keys from a generator seeded with `seed`, for reproducible bytes
+    /// (tests, tools). A real connection takes fresh random keys, as RFC 6455 section 10.3 asks.
+    pub fn with_mask_seed(mut self, seed: u64) -> Self {
+        self.core.send.set_masks(Masks::seeded(seed));
+        self
     }
 
     /// Takes bytes the peer sent: decodes every complete frame, appends data payload to `data`

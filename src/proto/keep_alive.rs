@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::KeepAlive;
+use super::limits::KeepAlive;
 
 /// What the keep-alive wants now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,11 @@
 //! `AsyncRead`/`AsyncWrite` results. The unit tests here drive the core byte by byte and at
 //! simulated times; the fuzz target `frames` drives it with arbitrary input.
 
+pub(crate) mod error;
 #[cfg(any(test, feature = "unstable-internals"))]
 pub(crate) mod fuzz;
 pub(crate) mod keep_alive;
+pub(crate) mod limits;
 pub(crate) mod mask;
 pub(crate) mod recv;
 pub(crate) mod send;
@@ -27,7 +29,7 @@ mod tests;
 
 use std::time::Instant;
 
-use crate::{config::FrameLimits, error::FrameError};
+use self::{error::FrameError, limits::FrameLimits};
 
 pub(crate) use keep_alive::Action as KeepAliveAction;
 use keep_alive::KeepAliveState;
@@ -127,7 +129,7 @@ impl Core {
     /// sent already); the caller tries once to send it, then releases its buffers.
     pub(crate) fn fail(&mut self, error: FrameError) -> FrameError {
         if self.failed.is_none() {
-            tracing::debug!(role = ?self.role, error = %crate::error::Chain(&error), "WebSocket connection failed");
+            tracing::debug!(role = ?self.role, error = ?error, "WebSocket connection failed");
             self.send.close(error.close_code());
             self.failed = Some(error.clone());
         }
@@ -137,7 +139,7 @@ impl Core {
     /// Records a socket error as the first error (nothing can be sent any more).
     pub(crate) fn fail_io(&mut self, error: std::sync::Arc<std::io::Error>) {
         if self.failed.is_none() {
-            self.failed = Some(FrameError::Io(crate::error::SharedIoError(error)));
+            self.failed = Some(FrameError::Io(error::SharedIoError(error)));
             self.send.release();
         }
     }

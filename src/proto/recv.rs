@@ -11,8 +11,8 @@ use soketto::{
     Parsing,
 };
 
+use super::error::{FrameError, ProtocolViolation};
 use super::{mask::apply_mask, utf8::Utf8Check, Role, MAX_CONTROL_PAYLOAD};
-use crate::error::{FrameError, ProtocolViolation};
 
 /// What [`Receiver::decode`] found at the start of the buffered bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

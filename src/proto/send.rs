@@ -30,6 +30,37 @@ pub(crate) struct Sender {
     pong_queued: bool,
     /// Our close frame is queued: nothing may follow it.
     close_sent: bool,
+    /// Where the client's masking keys come from.
+    masks: Masks,
+}
+
+/// Where a client's masking keys come from: the thread's random generator, or (for tests and
+/// tools that need reproducible bytes) a generator of its own, seeded. RFC 6455 section 10.3
+/// asks for keys an intermediary cannot predict; only [`Masks::Random`] gives them.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Masks {
+    /// A fresh key from `rand::thread_rng` for each frame.
+    #[default]
+    Random,
+    /// Keys from a generator seeded by the caller: the same seed gives the same keys.
+    #[cfg_attr(not(any(test, feature = "unstable-internals")), allow(dead_code))]
+    Seeded(Box<rand::rngs::StdRng>),
+}
+
+impl Masks {
+    /// Keys from a generator seeded with `seed`.
+    #[cfg(any(test, feature = "unstable-internals"))]
+    pub(crate) fn seeded(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Masks::Seeded(Box::new(rand::rngs::StdRng::seed_from_u64(seed)))
+    }
+
+    fn next(&mut self) -> u32 {
+        match self {
+            Masks::Random => rand::random::<u32>(),
+            Masks::Seeded(rng) => rand::Rng::gen(&mut **rng),
+        }
+    }
 }
 
 impl Sender {
@@ -43,7 +74,14 @@ impl Sender {
             open: None,
             pong_queued: false,
             close_sent: false,
+            masks: Masks::Random,
         }
+    }
+
+    /// Takes the masking keys from `masks` from now on.
+    #[cfg(any(test, feature = "unstable-internals"))]
+    pub(crate) fn set_masks(&mut self, masks: Masks) {
+        self.masks = masks;
     }
 
     /// Our close frame is queued (or sent): no more data or control frames.
@@ -149,9 +187,9 @@ impl Sender {
     }
 
     /// A mask for the next frame: clients mask everything they send, servers nothing (RFC 6455
-    /// section 5.3; a fresh random key per frame).
-    fn new_mask(&self) -> Option<u32> {
-        (self.role == Role::Client).then(rand::random::<u32>)
+    /// section 5.3; a fresh key per frame, from [`Masks`]).
+    fn new_mask(&mut self) -> Option<u32> {
+        (self.role == Role::Client).then(|| self.masks.next())
     }
 
     /// Queues one complete message of the given kind as a single frame, after everything written

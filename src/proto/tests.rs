@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::{fuzz::FrameCore, mask::apply_mask, Core, Event, KeepAliveAction, Role};
-use crate::{
-    config::{FrameLimits, KeepAlive},
+use super::{
     error::{FrameError, ProtocolViolation as V},
+    limits::{FrameLimits, KeepAlive},
 };
+use super::{fuzz::FrameCore, mask::apply_mask, Core, Event, KeepAliveAction, Role};
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
@@ -592,7 +592,7 @@ fn a_socket_error_fails_the_core_and_is_kept_for_later_calls() {
     let later = core.check().unwrap_err();
     assert_eq!(
         later,
-        FrameError::Failed(Box::new(FrameError::Io(crate::error::SharedIoError(error))))
+        FrameError::Failed(Box::new(FrameError::Io(super::error::SharedIoError(error))))
     );
     assert_eq!(later.into_io().kind(), std::io::ErrorKind::BrokenPipe);
     // A protocol error after that does not replace the first error.
@@ -750,4 +750,16 @@ fn dropping_a_long_sent_prefix_keeps_a_frame_opened_behind_it() {
     expected.extend_from_slice(b"tail end");
     assert_eq!(read_back(Role::Client, &wire), expected);
     assert!(core.send.capacity() <= 4 * (size + super::HEADER_SLOT));
+}
+
+#[test]
+fn masking_keys_come_from_the_injected_seed() {
+    let sent = |seed: u64| {
+        let mut core = FrameCore::new(Role::Client, limits()).with_mask_seed(seed);
+        assert_eq!(core.write(b"hello, seeded masks"), 19);
+        core.take_sent()
+    };
+    assert_eq!(sent(7), sent(7), "the same seed gives the same bytes");
+    assert_ne!(sent(7), sent(8), "another seed gives other keys");
+    assert_eq!(read_back(Role::Server, &sent(7)), b"hello, seeded masks");
 }

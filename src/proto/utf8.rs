@@ -1,6 +1,6 @@
 //! Incremental UTF-8 validation of text messages (RFC 6455 section 8.1).
 
-use crate::error::ProtocolViolation;
+use super::error::ProtocolViolation;
 
 /// Incremental UTF-8 check of a text message that arrives in pieces split anywhere, even inside a
 /// character. Fails at the first byte that cannot start or continue a valid sequence, without

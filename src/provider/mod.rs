@@ -124,6 +124,24 @@ pub type Timer = Pin<Box<dyn ResetTimer>>;
 /// timers without naming a runtime.
 pub type TimerFn = fn(Instant) -> Timer;
 
+/// The default runtime's timers (async-std's when its feature is on, else tokio's), for a
+/// [`Connection`](crate::Connection) built without
+/// [`with_timers`](crate::Connection::with_timers). The one place outside a runtime's own file
+/// that picks a runtime.
+#[cfg(feature = "async-std")]
+pub(crate) fn default_timer(at: Instant) -> Timer {
+    <async_std::AsyncStd as Provider>::timer(at)
+}
+
+/// The default runtime's timers (async-std's when its feature is on, else tokio's), for a
+/// [`Connection`](crate::Connection) built without
+/// [`with_timers`](crate::Connection::with_timers). The one place outside a runtime's own file
+/// that picks a runtime.
+#[cfg(all(feature = "tokio", not(feature = "async-std")))]
+pub(crate) fn default_timer(at: Instant) -> Timer {
+    <tokio::Tokio as Provider>::timer(at)
+}
+
 /// Runs `future` for at most `after`; `None` when the time ran out.
 pub(crate) async fn timeout<P: Provider, F: Future>(
     after: Duration,
