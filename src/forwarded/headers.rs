@@ -242,56 +242,31 @@ fn parse_ip_list(header: &'static str, value: &str) -> Result<Vec<Hop>, Forwarde
     Ok(hops)
 }
 
+fn malformed_forwarded(reason: String) -> ForwardedError {
+    ForwardedError::MalformedHeader {
+        header: "Forwarded",
+        reason,
+    }
+}
+
 /// RFC 7239: comma-separated elements of `;`-separated `name=value` pairs, values tokens or
 /// quoted strings. Only `for` and `proto` are read; an element without `for` is an unknown hop.
 fn parse_forwarded(value: &str) -> Result<Vec<Hop>, ForwardedError> {
-    let malformed = |reason: String| ForwardedError::MalformedHeader {
-        header: "Forwarded",
-        reason,
-    };
     let mut hops = Vec::new();
     let bytes = value.as_bytes();
     let mut i = 0;
-    let mut element_for: Option<Hop> = None;
-    let mut element_proto: Option<bool> = None;
-    let mut element_empty = true;
-    let finish = |hops: &mut Vec<Hop>,
-                  f: Option<Hop>,
-                  p: Option<bool>,
-                  empty: bool|
-     -> Result<(), ForwardedError> {
-        if empty {
-            return Ok(());
-        }
-        if hops.len() == MAX_HOPS {
-            return Err(ForwardedError::TooManyHops {
-                header: "Forwarded",
-                limit: MAX_HOPS,
-            });
-        }
-        hops.push(match f {
-            Some(Hop::Addr(ip, port, _)) => Hop::Addr(ip, port, p),
-            _ => Hop::Unknown,
-        });
-        Ok(())
-    };
+    let mut element = Element::default();
     loop {
         while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
             i += 1;
         }
         if i == bytes.len() {
-            finish(&mut hops, element_for, element_proto, element_empty)?;
+            element.finish(&mut hops)?;
             break;
         }
         match bytes[i] {
             b',' => {
-                finish(
-                    &mut hops,
-                    element_for.take(),
-                    element_proto.take(),
-                    element_empty,
-                )?;
-                element_empty = true;
+                std::mem::take(&mut element).finish(&mut hops)?;
                 i += 1;
                 continue;
             }
@@ -307,72 +282,122 @@ fn parse_forwarded(value: &str) -> Result<Vec<Hop>, ForwardedError> {
         }
         let name = &value[start..i];
         if name.is_empty() || bytes.get(i) != Some(&b'=') {
-            return Err(malformed(format!("expected name=value at byte {start}")));
+            return Err(malformed_forwarded(format!(
+                "expected name=value at byte {start}"
+            )));
         }
         i += 1;
-        let val = if bytes.get(i) == Some(&b'"') {
-            i += 1;
-            let mut out = String::new();
-            loop {
-                match bytes.get(i) {
-                    None => return Err(malformed("unterminated quoted string".into())),
-                    Some(b'"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(b'\\') => {
-                        let c = *bytes
-                            .get(i + 1)
-                            .ok_or_else(|| malformed("unterminated quoted string".into()))?;
-                        out.push(c as char);
-                        i += 2;
-                    }
-                    Some(&c) if c == b'\t' || (b' '..0x7f).contains(&c) => {
-                        out.push(c as char);
-                        i += 1;
-                    }
-                    Some(_) => {
-                        return Err(malformed(
-                            "control or non-ASCII byte in a quoted string".into(),
-                        ))
-                    }
-                }
-            }
-            out
-        } else {
-            let start = i;
-            while i < bytes.len() && is_tchar(bytes[i]) {
-                i += 1;
-            }
-            if start == i {
-                return Err(malformed(format!("{name}= without a value")));
-            }
-            value[start..i].to_string()
-        };
-        element_empty = false;
+        let val = forwarded_value(value, &mut i, name)?;
+        element.empty = false;
         if name.eq_ignore_ascii_case("for") {
-            element_for = Some(
-                if val.eq_ignore_ascii_case("unknown") || val.starts_with('_') {
-                    Hop::Unknown
-                } else {
-                    let (ip, port) = parse_node(&val).ok_or_else(|| {
-                        malformed(format!(
-                            "for={:?} is not a node (an IP address, [IPv6], port optional)",
-                            shorten(&val)
-                        ))
-                    })?;
-                    Hop::Addr(ip, port, None)
-                },
-            );
+            element.node = Some(forwarded_for(&val)?);
         } else if name.eq_ignore_ascii_case("proto") {
-            element_proto =
+            element.https =
                 Some(val.eq_ignore_ascii_case("https") || val.eq_ignore_ascii_case("wss"));
         }
     }
     if hops.is_empty() {
-        return Err(malformed("no element".into()));
+        return Err(malformed_forwarded("no element".into()));
     }
     Ok(hops)
+}
+
+/// One element of a `Forwarded` header, as far as it was read.
+struct Element {
+    /// Its `for`.
+    node: Option<Hop>,
+    /// Its `proto`: whether it is `https` (or `wss`).
+    https: Option<bool>,
+    /// No pair was read.
+    empty: bool,
+}
+
+impl Default for Element {
+    fn default() -> Self {
+        Element {
+            node: None,
+            https: None,
+            empty: true,
+        }
+    }
+}
+
+impl Element {
+    /// Adds the element to `hops` (an element without `for` is an unknown hop; an empty one is
+    /// skipped).
+    fn finish(self, hops: &mut Vec<Hop>) -> Result<(), ForwardedError> {
+        if self.empty {
+            return Ok(());
+        }
+        if hops.len() == MAX_HOPS {
+            return Err(ForwardedError::TooManyHops {
+                header: "Forwarded",
+                limit: MAX_HOPS,
+            });
+        }
+        hops.push(match self.node {
+            Some(Hop::Addr(ip, port, _)) => Hop::Addr(ip, port, self.https),
+            _ => Hop::Unknown,
+        });
+        Ok(())
+    }
+}
+
+/// The value of the pair `name=` at byte `*i` of `value`: a quoted string (unescaped) or a token;
+/// `*i` moves past it.
+fn forwarded_value(value: &str, i: &mut usize, name: &str) -> Result<String, ForwardedError> {
+    let bytes = value.as_bytes();
+    if bytes.get(*i) != Some(&b'"') {
+        let start = *i;
+        while *i < bytes.len() && is_tchar(bytes[*i]) {
+            *i += 1;
+        }
+        if start == *i {
+            return Err(malformed_forwarded(format!("{name}= without a value")));
+        }
+        return Ok(value[start..*i].to_string());
+    }
+    *i += 1;
+    let mut out = String::new();
+    loop {
+        match bytes.get(*i) {
+            None => return Err(malformed_forwarded("unterminated quoted string".into())),
+            Some(b'"') => {
+                *i += 1;
+                return Ok(out);
+            }
+            Some(b'\\') => {
+                let c = *bytes
+                    .get(*i + 1)
+                    .ok_or_else(|| malformed_forwarded("unterminated quoted string".into()))?;
+                out.push(c as char);
+                *i += 2;
+            }
+            Some(&c) if c == b'\t' || (b' '..0x7f).contains(&c) => {
+                out.push(c as char);
+                *i += 1;
+            }
+            Some(_) => {
+                return Err(malformed_forwarded(
+                    "control or non-ASCII byte in a quoted string".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The hop a `for=` value names: unknown (`unknown`, an obfuscated `_name`) or a node.
+fn forwarded_for(val: &str) -> Result<Hop, ForwardedError> {
+    if val.eq_ignore_ascii_case("unknown") || val.starts_with('_') {
+        return Ok(Hop::Unknown);
+    }
+    let (ip, port) = parse_node(val).ok_or_else(|| {
+        malformed_forwarded(format!(
+            "for={:?} is not a node (an IP address, [IPv6], port optional)",
+            shorten(val)
+        ))
+    })?;
+    Ok(Hop::Addr(ip, port, None))
 }
 
 fn is_tchar(b: u8) -> bool {
