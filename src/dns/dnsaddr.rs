@@ -117,11 +117,14 @@ where
         Some(name) => name?,
         None => return Err(DnsaddrError::NotDnsaddr(addr.clone())),
     };
-    let peer = peer_of(addr);
-    let mut resolved = Vec::new();
-    let mut failures = Vec::new();
+    let mut walk = Walk {
+        config,
+        peer: peer_of(addr),
+        resolved: Vec::new(),
+        failures: Vec::new(),
+        visited: HashSet::from([root.clone()]),
+    };
     let mut records_read = 0;
-    let mut visited = HashSet::from([root.clone()]);
     // A stack: each name's nested entries are resolved next, in their records' order.
     let mut pending = vec![(root, 1usize)];
     while let Some((name, depth)) = pending.pop() {
@@ -129,7 +132,7 @@ where
             Ok(records) => records,
             Err(source) => {
                 tracing::debug!(%name, %source, "/dnsaddr lookup failed");
-                failures.push(DnsaddrError::Lookup { name, source });
+                walk.failures.push(DnsaddrError::Lookup { name, source });
                 continue;
             }
         };
@@ -140,6 +143,35 @@ where
                 limit: config.max_records,
             });
         }
+        let nested = walk.take(name, depth, records);
+        pending.extend(nested.into_iter().rev());
+    }
+    if walk.resolved.is_empty() {
+        // The first failure is the nearest to the address asked for.
+        return Err(walk
+            .failures
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| DnsaddrError::NotDnsaddr(addr.clone())));
+    }
+    Ok(walk.resolved)
+}
+
+/// What a `/dnsaddr` resolution found so far.
+struct Walk<'a> {
+    config: &'a DnsConfig,
+    /// The `/p2p` id of the address asked for, if it has one.
+    peer: Option<PeerId>,
+    resolved: Vec<Multiaddr>,
+    failures: Vec<DnsaddrError>,
+    /// The names met so far (a name met again is a loop).
+    visited: HashSet<String>,
+}
+
+impl Walk<'_> {
+    /// Takes the TXT records of `name` (at `depth`): its addresses, its failures, and the nested
+    /// names to resolve next, in their records' order.
+    fn take(&mut self, name: String, depth: usize, records: Vec<Vec<u8>>) -> Vec<(String, usize)> {
         let (mut malformed, mut entries, mut nested) = (0, 0, Vec::new());
         for record in records {
             let Some(entry) = parse_record(&record) else {
@@ -151,55 +183,50 @@ where
                 tracing::debug!(%name, record = %String::from_utf8_lossy(&record), "malformed dnsaddr= record skipped");
                 continue;
             };
-            if peer.is_some() && peer_of(&entry) != peer {
+            if self.peer.is_some() && peer_of(&entry) != self.peer {
                 continue;
             }
             match dnsaddr_name(&entry) {
-                None => resolved.push(entry),
+                None => self.resolved.push(entry),
                 Some(Err(e)) => {
                     malformed += 1;
                     tracing::debug!(%name, %e, "dnsaddr= record skipped");
                 }
-                Some(Ok(inner)) if depth >= config.max_depth => {
+                Some(Ok(inner)) if depth >= self.config.max_depth => {
                     tracing::debug!(%name, %inner, "/dnsaddr nests too deep; skipped");
-                    failures.push(DnsaddrError::TooDeep {
+                    self.failures.push(DnsaddrError::TooDeep {
                         name: inner,
-                        limit: config.max_depth,
+                        limit: self.config.max_depth,
                     });
                 }
-                Some(Ok(inner)) if !visited.insert(inner.clone()) => {
+                Some(Ok(inner)) if !self.visited.insert(inner.clone()) => {
                     tracing::debug!(%name, %inner, "/dnsaddr loop; skipped");
-                    failures.push(DnsaddrError::Loop { name: inner });
+                    self.failures.push(DnsaddrError::Loop { name: inner });
                 }
                 Some(Ok(inner)) => nested.push((inner, depth + 1)),
             }
         }
         if malformed > 0 && malformed == entries {
-            failures.push(DnsaddrError::Malformed {
+            self.failures.push(DnsaddrError::Malformed {
                 name: name.clone(),
                 count: malformed,
             });
         } else if entries == 0 {
-            failures.push(DnsaddrError::Lookup {
+            self.failures.push(DnsaddrError::Lookup {
                 name: name.clone(),
                 source: LookupError::NoRecords {
                     name: format!("_dnsaddr.{name}"),
                     kind: "dnsaddr= TXT",
                 },
             });
-        } else if let (Some(peer), true) = (peer, nested.is_empty() && resolved.is_empty()) {
-            failures.push(DnsaddrError::NoMatchingPeer { name, peer });
+        } else if let (Some(peer), true) =
+            (self.peer, nested.is_empty() && self.resolved.is_empty())
+        {
+            self.failures
+                .push(DnsaddrError::NoMatchingPeer { name, peer });
         }
-        pending.extend(nested.into_iter().rev());
+        nested
     }
-    if resolved.is_empty() {
-        // The first failure is the nearest to the address asked for.
-        return Err(failures
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| DnsaddrError::NotDnsaddr(addr.clone())));
-    }
-    Ok(resolved)
 }
 
 /// A TXT record as a `dnsaddr=` entry: `None` when it is not one, an error when it is one but

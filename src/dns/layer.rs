@@ -180,62 +180,13 @@ where
         let deadline = Instant::now() + timeout;
         let dial = async move {
             let candidates = match route {
-                Route::Dnsaddr(_) => {
-                    let found = resolve_dnsaddr(&addr, &dns, |name| {
-                        let resolver = resolver.clone();
-                        async move { resolver.txt::<P>(&name).await }
-                    })
-                    .await
-                    .map_err(|e| Error::Dnsaddr(e).into_io())?;
-                    // Names inside the results: WebSocket ones go on by name, others resolved.
-                    let mut expanded = Vec::new();
-                    for candidate in found {
-                        match route_name(&candidate) {
-                            Some((name, family)) => {
-                                match resolve_name::<P>(&resolver, &candidate, &name, family).await
-                                {
-                                    Ok(addrs) => expanded.extend(addrs),
-                                    Err(e) => tracing::debug!(%candidate, %e, "skipped"),
-                                }
-                            }
-                            None => expanded.push(candidate),
-                        }
-                    }
-                    expanded
-                }
+                Route::Dnsaddr(_) => expand_dnsaddr::<P>(&resolver, &dns, &addr).await?,
                 Route::Name(name, family) => {
                     resolve_name::<P>(&resolver, &addr, &name, family).await?
                 }
                 Route::Inner => unreachable!("passed on above"),
             };
-            let mut last_error = None;
-            for candidate in candidates {
-                let dial = match lock(&inner).dial(candidate.clone(), opts) {
-                    Ok(dial) => dial,
-                    Err(TransportError::MultiaddrNotSupported(_)) => {
-                        tracing::debug!(%candidate, "no transport dials it; skipped");
-                        continue;
-                    }
-                    Err(TransportError::Other(e)) => {
-                        last_error = Some(to_io(e));
-                        continue;
-                    }
-                };
-                match dial.await {
-                    Ok(output) => return Ok(output),
-                    Err(e) => {
-                        let e = to_io(e);
-                        tracing::debug!(%candidate, error = %crate::Report(&e), "dial failed");
-                        last_error = Some(e);
-                    }
-                }
-            }
-            Err(last_error.unwrap_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no transport dials any address that {addr} resolves to"),
-                )
-            }))
+            dial_in_turn(&inner, candidates, opts, &addr).await
         };
         Ok(async move {
             match provider::timeout_at::<P, _>(deadline, dial).await {
@@ -264,6 +215,75 @@ where
 }
 
 /// The name of an address to resolve here: a `/dns*` one that is not a WebSocket address.
+/// The addresses a `/dnsaddr` address resolves to, names inside them resolved too, except
+/// WebSocket ones, which go on by name.
+async fn expand_dnsaddr<P: Provider>(
+    resolver: &Resolver,
+    dns: &DnsConfig,
+    addr: &Multiaddr,
+) -> io::Result<Vec<Multiaddr>> {
+    let found = resolve_dnsaddr(addr, dns, |name| {
+        let resolver = resolver.clone();
+        async move { resolver.txt::<P>(&name).await }
+    })
+    .await
+    .map_err(|e| Error::Dnsaddr(e).into_io())?;
+    let mut expanded = Vec::new();
+    for candidate in found {
+        match route_name(&candidate) {
+            Some((name, family)) => {
+                match resolve_name::<P>(resolver, &candidate, &name, family).await {
+                    Ok(addrs) => expanded.extend(addrs),
+                    Err(e) => tracing::debug!(%candidate, %e, "skipped"),
+                }
+            }
+            None => expanded.push(candidate),
+        }
+    }
+    Ok(expanded)
+}
+
+/// Dials `candidates` (what `addr` resolved to) through `inner` in turn, until one connects.
+async fn dial_in_turn<T>(
+    inner: &Mutex<T>,
+    candidates: Vec<Multiaddr>,
+    opts: DialOpts,
+    addr: &Multiaddr,
+) -> io::Result<T::Output>
+where
+    T: Transport,
+    T::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut last_error = None;
+    for candidate in candidates {
+        let dial = match lock(inner).dial(candidate.clone(), opts) {
+            Ok(dial) => dial,
+            Err(TransportError::MultiaddrNotSupported(_)) => {
+                tracing::debug!(%candidate, "no transport dials it; skipped");
+                continue;
+            }
+            Err(TransportError::Other(e)) => {
+                last_error = Some(to_io(e));
+                continue;
+            }
+        };
+        match dial.await {
+            Ok(output) => return Ok(output),
+            Err(e) => {
+                let e = to_io(e);
+                tracing::debug!(%candidate, error = %crate::Report(&e), "dial failed");
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no transport dials any address that {addr} resolves to"),
+        )
+    }))
+}
+
 fn route_name(addr: &Multiaddr) -> Option<(String, Family)> {
     match route(addr) {
         Ok(Route::Name(name, family)) => Some((name, family)),
