@@ -308,7 +308,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut config = Config::default()
         .with_tls(tls)
-        .with_insecure_listen(args.insecure_listen);
+        .danger_insecure_listen(args.insecure_listen);
     if !args.dns_server.is_empty() {
         config = config.with_dns(DnsConfig::default().with_name_servers(args.dns_server.clone()));
     }

@@ -27,7 +27,7 @@
 //!   certificate (`danger_accept_invalid_certificates`), since test-plans listeners present
 //!   self-signed certificates; noise still authenticates the listener's peer id.
 //!
-//! Plain `/ws` on a non-loopback `ip` is allowed here (`with_insecure_listen`): test-plans runs
+//! Plain `/ws` on a non-loopback `ip` is allowed here (`danger_insecure_listen`): test-plans runs
 //! on a private container network.
 //!
 //! [libp2p/test-plans]: https://github.com/libp2p/test-plans
@@ -242,7 +242,7 @@ fn transport_config(settings: &Settings) -> anyhow::Result<Config> {
             tls = tls.with_server_certificate(&certificate);
         }
     }
-    Ok(Config::default().with_insecure_listen(true).with_tls(tls))
+    Ok(Config::default().danger_insecure_listen(true).with_tls(tls))
 }
 
 fn new_swarm(settings: &Settings) -> anyhow::Result<Swarm<ping::Behaviour>> {

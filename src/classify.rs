@@ -1,18 +1,21 @@
 //! Which form an accepted connection speaks, from its first bytes: the classifier behind port
 //! sharing (one TCP port serving `/tcp`, `/ws` and `/tls/ws`).
 //!
-//! This module is pure: no IO, no clock. The transport reads at most [`MAX_PREFIX`] bytes from
-//! each accepted socket (within the handshake timeout), asks [`classify`] after each read, and
+//! This module is pure: no IO, no clock. The transport reads at most `MAX_PREFIX` (20) bytes from
+//! each accepted socket (within the handshake timeout), asks `classify` after each read, and
 //! hands the bytes it read on to the connection's handler, so none are lost.
 //!
 //! The rules, each decided as early as the bytes allow:
 //! - multistream-select's header `\x13/multistream/1.0.0\n` (all 20 bytes): [`Class::Tcp`], what
 //!   every libp2p dialer sends first on a plain TCP connection;
-//! - an HTTP request line's method (1 to [`MAX_METHOD_LEN`] of `A-Z`, `-`, `_`) and the space after
+//! - an HTTP request line's method (1 to `MAX_METHOD_LEN` (16) of `A-Z`, `-`, `_`) and the space after
 //!   it: [`Class::Http`], a WebSocket upgrade request (or a plain HTTP request, which the `/ws`
 //!   listener answers with a 4xx);
 //! - a TLS handshake record header, `16 03 0x` with `x` at most 4: [`Class::Tls`], a ClientHello;
-//! - anything else, as soon as one byte rules all three out: [`Verdict::Unknown`].
+//! - anything else, as soon as one byte rules all three out: `Verdict::Unknown`.
+//!
+//! [`Class`] is what errors name; the classifier itself (`classify`, `Verdict`, `MAX_PREFIX`,
+//! `MAX_METHOD_LEN`) is public only with the feature `unstable-internals` (no stability promise).
 
 use std::fmt;
 
@@ -21,12 +24,16 @@ use crate::addr::Kind;
 /// multistream-select's header, what a libp2p dialer sends first over plain TCP.
 pub const MULTISTREAM_HEADER: &[u8] = b"\x13/multistream/1.0.0\n";
 
-/// Longest HTTP method accepted, in bytes (the longest registered ones have 17 letters, but none
-/// a WebSocket client sends; `GET` is the only one that can upgrade).
-pub const MAX_METHOD_LEN: usize = 16;
+internal! {
+    /// Longest HTTP method accepted, in bytes (the longest registered ones have 17 letters, but
+    /// none a WebSocket client sends; `GET` is the only one that can upgrade).
+    const MAX_METHOD_LEN: usize = 16;
+}
 
-/// Most bytes [`classify`] needs to decide: the length of [`MULTISTREAM_HEADER`].
-pub const MAX_PREFIX: usize = MULTISTREAM_HEADER.len();
+internal! {
+    /// Most bytes [`classify`] needs to decide: the length of [`MULTISTREAM_HEADER`].
+    const MAX_PREFIX: usize = MULTISTREAM_HEADER.len();
+}
 
 /// The form a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,51 +68,55 @@ impl fmt::Display for Class {
     }
 }
 
-/// What the bytes so far say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Verdict {
-    /// The connection speaks this form.
-    Known(Class),
-    /// The bytes match none of the forms.
-    Unknown,
-    /// The bytes so far are the start of a form; read more (never after [`MAX_PREFIX`] bytes).
-    NeedMore,
+internal! {
+    /// What the bytes so far say.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[non_exhaustive]
+    enum Verdict {
+        /// The connection speaks this form.
+        Known(Class),
+        /// The bytes match none of the forms.
+        Unknown,
+        /// The bytes so far are the start of a form; read more (never after [`MAX_PREFIX`] bytes).
+        NeedMore,
+    }
 }
 
-/// Classifies the first bytes of a connection (see the module docs). Looks at no byte after the
-/// one that decides, and decides at the latest at [`MAX_PREFIX`] bytes.
-pub fn classify(prefix: &[u8]) -> Verdict {
-    let Some(&first) = prefix.first() else {
-        return Verdict::NeedMore;
-    };
-    match first {
-        0x13 => {
-            let n = prefix.len().min(MULTISTREAM_HEADER.len());
-            if prefix[..n] != MULTISTREAM_HEADER[..n] {
-                Verdict::Unknown
-            } else if n == MULTISTREAM_HEADER.len() {
-                Verdict::Known(Class::Tcp)
-            } else {
-                Verdict::NeedMore
-            }
-        }
-        0x16 => match prefix.get(1..3) {
-            None if prefix.get(1).is_none_or(|&b| b == 0x03) => Verdict::NeedMore,
-            Some(&[0x03, minor]) if minor <= 0x04 => Verdict::Known(Class::Tls),
-            _ => Verdict::Unknown,
-        },
-        b'A'..=b'Z' => {
-            for (i, &b) in prefix.iter().enumerate().skip(1) {
-                match b {
-                    b' ' => return Verdict::Known(Class::Http),
-                    b'A'..=b'Z' | b'-' | b'_' if i < MAX_METHOD_LEN => {}
-                    _ => return Verdict::Unknown,
+internal! {
+    /// Classifies the first bytes of a connection (see the module docs). Looks at no byte after the
+    /// one that decides, and decides at the latest at [`MAX_PREFIX`] bytes.
+    fn classify(prefix: &[u8]) -> Verdict {
+        let Some(&first) = prefix.first() else {
+            return Verdict::NeedMore;
+        };
+        match first {
+            0x13 => {
+                let n = prefix.len().min(MULTISTREAM_HEADER.len());
+                if prefix[..n] != MULTISTREAM_HEADER[..n] {
+                    Verdict::Unknown
+                } else if n == MULTISTREAM_HEADER.len() {
+                    Verdict::Known(Class::Tcp)
+                } else {
+                    Verdict::NeedMore
                 }
             }
-            Verdict::NeedMore
+            0x16 => match prefix.get(1..3) {
+                None if prefix.get(1).is_none_or(|&b| b == 0x03) => Verdict::NeedMore,
+                Some(&[0x03, minor]) if minor <= 0x04 => Verdict::Known(Class::Tls),
+                _ => Verdict::Unknown,
+            },
+            b'A'..=b'Z' => {
+                for (i, &b) in prefix.iter().enumerate().skip(1) {
+                    match b {
+                        b' ' => return Verdict::Known(Class::Http),
+                        b'A'..=b'Z' | b'-' | b'_' if i < MAX_METHOD_LEN => {}
+                        _ => return Verdict::Unknown,
+                    }
+                }
+                Verdict::NeedMore
+            }
+            _ => Verdict::Unknown,
         }
-        _ => Verdict::Unknown,
     }
 }
 

@@ -216,15 +216,22 @@ impl Config {
         self
     }
 
-    /// Allow listening on plain `/ws` on addresses that are not loopback.
+    /// **Dangerous:** allow listening on plain `/ws` on addresses that are not loopback.
     ///
     /// The libp2p WebSockets specification requires TLS certificates a browser can verify for any
     /// listener reachable from other machines, so by default plain `/ws` is only allowed on
     /// 127.0.0.0/8, `::1` and `localhost`. Opt out only when a TLS-terminating reverse proxy sits in
     /// front of this node, or on a private test network. Default: `false`.
-    pub fn with_insecure_listen(mut self, allow: bool) -> Self {
+    pub fn danger_insecure_listen(mut self, allow: bool) -> Self {
         self.allow_insecure_listen = allow;
         self
+    }
+
+    /// The old name of [`Config::danger_insecure_listen`], which says that the option is
+    /// dangerous, as [`TlsConfig::danger_accept_invalid_certificates`] does.
+    #[deprecated(since = "0.1.0", note = "renamed to `danger_insecure_listen`")]
+    pub fn with_insecure_listen(self, allow: bool) -> Self {
+        self.danger_insecure_listen(allow)
     }
 
     /// Whether listeners of different kinds (`/tcp`, `/ws`, `/tls/ws`) on the same IP address and

@@ -150,7 +150,7 @@ pub enum Error {
         "refusing to listen on {addr}: plain /ws is only allowed on loopback addresses (the libp2p \
          WebSockets spec requires TLS certificates for anything reachable from elsewhere). Listen on \
          /tls/ws with a certificate (TlsConfig::with_server_certificate), or, behind a TLS-terminating \
-         reverse proxy, opt out with Config::with_insecure_listen(true)"
+         reverse proxy, opt out with Config::danger_insecure_listen(true)"
     )]
     InsecureListen {
         /// The address that was refused.

@@ -55,7 +55,7 @@
 //! # Security rules
 //!
 //! Plain `/ws` listeners are refused on addresses other than loopback unless
-//! [`Config::with_insecure_listen`] opts out (the spec requires TLS for anything a browser may
+//! [`Config::danger_insecure_listen`] opts out (the spec requires TLS for anything a browser may
 //! reach). noise still encrypts everything inside TLS, as the spec asks.
 //!
 //! # Example: a tokio swarm
@@ -161,6 +161,17 @@ compile_error!(
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// Declares an item `pub` with the feature `unstable-internals` (for fuzz targets and tools, no
+/// stability promise) and `pub(crate)` without it: wire internals that users do not need.
+macro_rules! internal {
+    ($(#[$meta:meta])* $kind:ident $($rest:tt)*) => {
+        #[cfg(feature = "unstable-internals")]
+        $(#[$meta])* pub $kind $($rest)*
+        #[cfg(not(feature = "unstable-internals"))]
+        $(#[$meta])* pub(crate) $kind $($rest)*
+    };
+}
 
 pub mod addr;
 mod admission;

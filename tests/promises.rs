@@ -87,7 +87,7 @@ async fn a_wildcard_listener_reports_addresses_coming_and_going<R: Runtime>() {
     let _ = Command::new("ip")
         .args(["addr", "del", &format!("{extra}/32"), "dev", "lo"])
         .output();
-    let mut transport = Transport::<R>::new(Config::default().with_insecure_listen(true));
+    let mut transport = Transport::<R>::new(Config::default().danger_insecure_listen(true));
     let id = ListenerId::next();
     transport
         .listen_on(id, "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())

@@ -312,7 +312,7 @@ async fn plain_ws_listening_is_loopback_only_unless_opted_out<R: Runtime>() {
     match error {
         TransportError::Other(error @ Error::InsecureListen { .. }) => {
             assert!(
-                error.to_string().contains("with_insecure_listen"),
+                error.to_string().contains("danger_insecure_listen"),
                 "{error}"
             )
         }
@@ -322,7 +322,7 @@ async fn plain_ws_listening_is_loopback_only_unless_opted_out<R: Runtime>() {
     listen::<R>(&mut strict, "/dns4/localhost/tcp/0/ws").await;
 
     // Opted out: 0.0.0.0 works and reports every IPv4 interface address.
-    let mut relaxed = Transport::<R>::new(Config::default().with_insecure_listen(true));
+    let mut relaxed = Transport::<R>::new(Config::default().danger_insecure_listen(true));
     relaxed
         .listen_on(ListenerId::next(), "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
         .expect("opted out");

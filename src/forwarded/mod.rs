@@ -9,7 +9,9 @@
 //! PROXY header by [`MAX_PROXY_HEADER`] bytes, the HTTP headers by the head size limit, the hops
 //! of a forwarding header by [`MAX_HOPS`].
 
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 mod headers;
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 mod proxy_protocol;
 #[cfg(test)]
 mod tests;
@@ -17,11 +19,16 @@ mod tests;
 use std::net::IpAddr;
 
 pub use self::{
-    headers::{client_from_headers, ForwardedClient, HeaderSources, MAX_HOPS},
-    proxy_protocol::{
-        parse_proxy_header, ProxyHeader, ProxyParse, ProxyProtocol, MAX_PROXY_HEADER, V2_SIGNATURE,
-    },
+    headers::{ForwardedClient, HeaderSources, MAX_HOPS},
+    proxy_protocol::{ProxyHeader, ProxyProtocol, MAX_PROXY_HEADER},
 };
+internal! {
+    // The parsers the listener runs (public for the fuzz targets with `unstable-internals`).
+    use self::{
+        headers::client_from_headers,
+        proxy_protocol::{parse_proxy_header, ProxyParse, V2_SIGNATURE},
+    };
+}
 use crate::proxy::IpNet;
 
 /// Why a PROXY header or a forwarding header was refused; the connection is closed (an HTTP
