@@ -72,18 +72,18 @@ fn phase<P: Provider>(
     async move {
         let bounded = provider::timeout_at::<P, _>(carry.deadline, future);
         let remote = carry.remote;
-        match carry.ticket.phase(bounded).await {
-            Ok(Some(Some(step))) => Some(Inbound { carry, step }),
-            Ok(Some(None)) => None,
+        let step = match carry.ticket.phase(bounded).await {
+            Ok(Some(step)) => step?,
             Ok(None) => {
                 tracing::debug!(%remote, "not routed (or, from a trusted proxy, not upgraded) within the handshake timeout; closing");
-                None
+                return None;
             }
             Err(_) => {
                 tracing::debug!(%remote, "evicted while being routed");
-                None
+                return None;
             }
-        }
+        };
+        Some(Inbound { carry, step })
     }
     .boxed()
 }
