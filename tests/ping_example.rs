@@ -116,7 +116,16 @@ fn error_lines_say_each_message_once<R: Runtime>() {
     };
     let target = format!("/ip4/127.0.0.1/tcp/{}/ws", free());
     let proxy = format!("http://127.0.0.1:{}", free());
-    let args = ["--dial", &target, "--proxy", &proxy, "--count", "1", "--timeout", "5"];
+    let args = [
+        "--dial",
+        &target,
+        "--proxy",
+        &proxy,
+        "--count",
+        "1",
+        "--timeout",
+        "5",
+    ];
     let (ok, _, stderr) = Node::start::<R>(&args).finish();
     assert!(!ok);
     let line = stderr
@@ -128,7 +137,11 @@ fn error_lines_say_each_message_once<R: Runtime>() {
         "could not connect to the proxy",
         "libp2p-ws",
     ] {
-        assert_eq!(line.matches(message).count(), 1, "{message:?} once in {line:?}");
+        assert_eq!(
+            line.matches(message).count(),
+            1,
+            "{message:?} once in {line:?}"
+        );
     }
 
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

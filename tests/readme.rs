@@ -61,7 +61,10 @@ fn ci_ends_with_the_readme_test_command() {
         .map(str::trim)
         .rfind(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("step "))
         .expect("a last command");
-    assert_eq!(last, test_command, ".ci/run's last command is the README's test command");
+    assert_eq!(
+        last, test_command,
+        ".ci/run's last command is the README's test command"
+    );
     assert!(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(test_command.trim_start_matches("bash "))
@@ -88,7 +91,10 @@ fn every_rust_snippet_is_a_doc_test() {
         // rustdoc compiles an unlabelled block as Rust, and skips `ignore` ones: neither may hide
         // a snippet that no longer compiles, or a config that is not Rust.
         assert!(
-            matches!(info.as_str(), "rust" | "rust,no_run" | "sh" | "text" | "nginx"),
+            matches!(
+                info.as_str(),
+                "rust" | "rust,no_run" | "sh" | "text" | "nginx"
+            ),
             "a code block labelled {info:?} (use rust, rust,no_run, sh, text or nginx):\n{body}"
         );
     }
