@@ -102,6 +102,7 @@ fn proxy_url_errors_say_what_is_wrong() {
         ("http://u\tx:p@h:1", "control characters in the URL"),
         ("http://h\\x", "control characters in the URL"),
         ("http://u:%ff@h", "the credentials are not UTF-8"),
+        ("http://1.2.3.999", "not an IPv4 address"),
     ] {
         match Proxy::parse(bad) {
             Err(ProxyUrlError::Invalid(why)) => assert_eq!(why, reason, "{bad:?}"),
