@@ -100,9 +100,14 @@ fn proxy_url_errors_say_what_is_wrong() {
         ),
         ("http://h\n:1", "control characters in the URL"),
         ("http://u\tx:p@h:1", "control characters in the URL"),
-        ("http://h\\x", "control characters in the URL"),
+        ("http://h\\x", "a \\ in the URL (write it as %5C)"),
+        ("http://u:p\\w@h", "a \\ in the URL (write it as %5C)"),
+        ("http:///h", "a proxy URL has no path, query or fragment"),
+        ("http://h/.", "a proxy URL has no path, query or fragment"),
+        ("http://@", "no host"),
         ("http://u:%ff@h", "the credentials are not UTF-8"),
         ("http://1.2.3.999", "not an IPv4 address"),
+        ("http://proxy.1", "not an IPv4 address"),
     ] {
         match Proxy::parse(bad) {
             Err(ProxyUrlError::Invalid(why)) => assert_eq!(why, reason, "{bad:?}"),

@@ -110,8 +110,9 @@ impl Proxy {
     ///
     /// The URL is read by the [`url`] crate (WHATWG URL rules: percent-encoding, IPv6 literals,
     /// ports, for `http://` lowercase names and IPv4 forms such as `127.1`), within our bounds: no
-    /// path, query or fragment, no control characters, a host of ASCII letters, digits, `-`, `.`
-    /// and `_` (or an IP address), a port from 1 to 65535, credentials that decode to UTF-8.
+    /// path, query or fragment, no control characters or raw `\`, a host of ASCII letters,
+    /// digits, `-`, `.` and `_` (or an IP address), a port from 1 to 65535, credentials that
+    /// decode to UTF-8.
     pub fn parse(url: &str) -> Result<Self, ProxyUrlError> {
         let url = url.trim();
         let (scheme, rest) = match url.split_once("://") {
@@ -126,11 +127,24 @@ impl Proxy {
         };
         // The url crate drops tabs and line breaks anywhere and reads `\` as `/` in http URLs:
         // refuse them rather than parse something other than what was written.
-        if rest.contains(|c: char| c.is_ascii_control() || c == '\\') {
+        if rest.contains(|c: char| c.is_ascii_control()) {
             return Err(ProxyUrlError::Invalid("control characters in the URL"));
         }
+        if rest.contains('\\') {
+            return Err(ProxyUrlError::Invalid("a \\ in the URL (write it as %5C)"));
+        }
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        // What follows the authority, as written (the url crate would drop `/.` and `/..`).
+        if !matches!(&rest[authority.len()..], "" | "/") {
+            return Err(ProxyUrlError::Invalid(
+                "a proxy URL has no path, query or fragment",
+            ));
+        }
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // Not "http:///host": the url crate skips the extra slashes of special schemes.
+        if hostport.is_empty() {
+            return Err(ProxyUrlError::Invalid("no host"));
+        }
         if !hostport.is_ascii() {
             return Err(ProxyUrlError::Invalid("invalid characters in the host"));
         }
@@ -139,14 +153,6 @@ impl Proxy {
         }
         let parsed = ::url::Url::parse(&format!("{scheme}://{rest}"))
             .map_err(|e| ProxyUrlError::Invalid(url_error(e, hostport)))?;
-        if !matches!(parsed.path(), "" | "/")
-            || parsed.query().is_some()
-            || parsed.fragment().is_some()
-        {
-            return Err(ProxyUrlError::Invalid(
-                "a proxy URL has no path, query or fragment",
-            ));
-        }
         let credentials = if authority.contains('@') {
             let decode = |s: &str| {
                 percent_decode_str(s)
