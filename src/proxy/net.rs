@@ -62,6 +62,8 @@ impl IpNet {
 impl FromStr for IpNet {
     type Err = IpNetError;
 
+    /// The address by std's parser, the prefix as decimal digits (`/08` and `/008` are 8), the
+    /// network by [`ipnet::IpNet::new`], which checks the prefix against the address's length.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let error = || IpNetError(s.to_string());
         let trimmed = s.trim();
@@ -69,17 +71,19 @@ impl FromStr for IpNet {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (trimmed, None),
         };
-        let unbracketed = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']'));
-        let net: ipnet::IpNet = match (unbracketed, prefix) {
-            (addr, None) => {
-                let addr: IpAddr = addr.unwrap_or(trimmed).parse().map_err(|_| error())?;
-                return Ok(IpNet::host(addr));
-            }
-            (None, Some(_)) => trimmed.parse().map_err(|_| error())?,
-            (Some(addr), Some(prefix)) => {
-                format!("{addr}/{prefix}").parse().map_err(|_| error())?
-            }
+        let addr = addr
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(addr);
+        let addr: IpAddr = addr.parse().map_err(|_| error())?;
+        let Some(prefix) = prefix else {
+            return Ok(IpNet::host(addr));
         };
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(error());
+        }
+        let bits: u8 = prefix.parse().map_err(|_| error())?;
+        let net = ipnet::IpNet::new(addr, bits).map_err(|_| error())?;
         IpNet::try_from(net).map_err(|_| error())
     }
 }
@@ -172,6 +176,8 @@ mod tests {
     fn brackets_spaces_and_mapped_networks() {
         assert_eq!(net(" [fd00::]/8 "), net("fd00::/8"));
         assert_eq!(net("[10.0.0.0]/8"), net("10.0.0.0/8"));
+        assert_eq!(net("10.0.0.0/008"), net("10.0.0.0/8"));
+        assert_eq!(net("::/0094").prefix(), 94);
         assert_eq!(net("::ffff:10.0.0.0/104"), net("10.0.0.0/8"));
         assert_eq!(net("::ffff:10.0.0.1"), net("10.0.0.1/32"));
         assert_eq!(
