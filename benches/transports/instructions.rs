@@ -38,10 +38,13 @@ use crate::{
 
 /// The CI gate (`--gate` or `BENCH_INSTRUCTIONS_GATE=1`): `instructions_ws_vs_tcp` (libp2p-ws
 /// tokio `/ws` against libp2p-tcp, both tcp + noise + yamux on a tokio current-thread runtime,
-/// worse direction) must not exceed this. Set from the quick mode (8 MiB and 1 MiB transfers) of
-/// the release build on the 2-core x86_64 machine: measured 1.0112 (see README, Performance), plus
-/// 3%. `BENCH_INSTRUCTIONS_MAX` overrides it (e.g. to see the gate fail).
-pub(crate) const GATE_MAX_WS_VS_TCP: f64 = 1.042;
+/// worse direction: dialer uploads, where the dialer masks) must not exceed this. Measured with
+/// `BENCH_ONLY=instructions cargo bench --bench transports -- --quick` (8 MiB minus 1 MiB; release
+/// build, rustc 1.95, glibc 2.36, valgrind 3.19, x86_64): 1.0576 after the 128-byte masking loop
+/// (1.0688 before it); the threshold is that plus 3%. A count does not depend on load, so only a
+/// change of code (ours or a dependency's) or toolchain moves it. `BENCH_INSTRUCTIONS_MAX`
+/// overrides it (e.g. to see the gate fail).
+pub(crate) const GATE_MAX_WS_VS_TCP: f64 = 1.089;
 
 /// The smaller of the two transfers is this fraction of the larger.
 const SMALL_DIVISOR: u64 = 8;
@@ -306,7 +309,7 @@ pub(crate) struct Ratio {
     pub(crate) name: &'static str,
     pub(crate) value: Option<f64>,
     pub(crate) detail: String,
-    pub(crate) target: &'static str,
+    pub(crate) target: String,
 }
 
 /// The instruction ratios (lower is better); where there are two directions, the worse one.
@@ -322,7 +325,7 @@ pub(crate) fn ratios(counted: &AllCounted) -> Vec<Ratio> {
         let down = get(layer, a, Mode::ListenerUploads)? / get(layer, b, Mode::ListenerUploads)?;
         Some((up.max(down), up, down))
     };
-    let pair = |name, layer, a, b, target| {
+    let pair = |name, layer, a, b, target: &str| {
         let r = both(layer, a, b);
         Ratio {
             name,
@@ -330,7 +333,7 @@ pub(crate) fn ratios(counted: &AllCounted) -> Vec<Ratio> {
             detail: r.map_or_else(String::new, |(_, up, down)| {
                 format!("dialer uploads {up:.3}, listener uploads {down:.3}")
             }),
-            target,
+            target: target.to_string(),
         }
     };
     let wss_sides = (|| {
@@ -339,13 +342,14 @@ pub(crate) fn ratios(counted: &AllCounted) -> Vec<Ratio> {
                 / get(Layer::Full, Stack::Wss, Mode::DialerUploads)?,
         )
     })();
+    let gate = format!("<= 1.03 (CI gate: <= {GATE_MAX_WS_VS_TCP})");
     vec![
         pair(
             "instructions_ws_vs_tcp",
             Layer::Full,
             Stack::WsTokio,
             Stack::Tcp,
-            "<= 1.03",
+            &gate,
         ),
         pair(
             "instructions_ws_vs_tcp_async_std",
@@ -365,7 +369,7 @@ pub(crate) fn ratios(counted: &AllCounted) -> Vec<Ratio> {
             name: "instructions_wss_listener_vs_dialer_uploads",
             value: wss_sides,
             detail: "wss (async-std), listener uploads / dialer uploads".into(),
-            target: "<= 1.10",
+            target: "<= 1.10".into(),
         },
         pair(
             "instructions_tcp_ours_vs_tcp",
