@@ -31,13 +31,15 @@ enum Build {
     /// tokio `SwarmBuilder::with_other_transport(constructor_with(config, quic))`: QUIC beside
     /// this transport under its `Dns` layer.
     BuilderWithQuic,
+    /// `Swarm::new` over the `Dns` layer around `upgraded` (either runtime).
+    DnsLayer,
 }
 
 fn builds<R: Runtime>() -> Vec<Build> {
     if R::NAME == "tokio" {
-        vec![Build::SwarmNew, Build::BuilderWithQuic]
+        vec![Build::SwarmNew, Build::BuilderWithQuic, Build::DnsLayer]
     } else {
-        vec![Build::SwarmNew]
+        vec![Build::SwarmNew, Build::DnsLayer]
     }
 }
 
@@ -57,6 +59,27 @@ fn dialer<R: Runtime>(build: Build, config: Config) -> Swarm<ping::Behaviour> {
             )
         }
         Build::SwarmNew => R::ping_swarm(config, behaviour()),
+        Build::DnsLayer => {
+            let keypair = libp2p::identity::Keypair::generate_ed25519();
+            let transport = libp2p_ws::dns::Dns::<_, R::Provider>::new(
+                R::upgraded(&keypair, config.clone()),
+                &config,
+            )
+            .boxed();
+            let swarm_config = if R::NAME == "tokio" {
+                libp2p::swarm::Config::with_tokio_executor()
+            } else {
+                libp2p::swarm::Config::with_executor(|f| {
+                    async_std::task::spawn(f);
+                })
+            };
+            Swarm::new(
+                transport,
+                behaviour(),
+                keypair.public().to_peer_id(),
+                swarm_config,
+            )
+        }
         Build::BuilderWithQuic => libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_other_transport(libp2p_ws::tokio::constructor_with(config, |key| {
