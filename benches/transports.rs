@@ -37,7 +37,13 @@
 //!   stream each (dialer uploads 128 MiB per stream), both swarms built with libp2p's
 //!   `SwarmBuilder` on one tokio multi-thread runtime with as many workers as CPUs (not pinned), for
 //!   libp2p-tcp (`with_tcp`) and libp2p-ws tokio (`with_other_transport`): aggregate throughput
-//!   and process CPU time (getrusage, all threads) per byte moved.
+//!   and process CPU time (getrusage, all threads) per byte moved;
+//! - instructions per byte moved (`instructions`, in `transports/instructions.rs`; not in the
+//!   default sections, run it with `BENCH_ONLY=instructions`): every stack of the full-stack and raw
+//!   sections (and bare wss), both directions, counted with `valgrind --tool=callgrind` in a child
+//!   process that runs one transfer with both peers on one thread (64 MiB minus 8 MiB; quick 8 MiB
+//!   minus 1 MiB), with the top 15 functions per stack; `--gate` (or `BENCH_INSTRUCTIONS_GATE=1`)
+//!   fails the run if `instructions_ws_vs_tcp` is above its threshold (CI runs it).
 //!
 //! Each peer of a pair runs on its own thread pinned to its own core (when there are two), on its own
 //! single-threaded runtime: tokio `current_thread` for the rust-libp2p stacks and libp2p-ws tokio,
@@ -46,8 +52,10 @@
 //!
 //! Environment overrides: `BENCH_QUICK=1`, `BENCH_MIB` (transfer size), `BENCH_RUNS`,
 //! `BENCH_SETUP_CONNS`, `BENCH_IDLE_CONNS`, `BENCH_RSS_RUNS`, `BENCH_MULTI_CONNS` (16),
-//! `BENCH_MULTI_MIB` (per connection; 128, quick 1), and filters (comma-separated): `BENCH_ONLY`
-//! (sections `full,noise,raw,streams,setup,rss,multi`), `BENCH_STACKS`
+//! `BENCH_MULTI_MIB` (per connection; 128, quick 1), `BENCH_INSTR_MIB` (64, quick 8),
+//! `BENCH_CALLGRIND_DIR` (`target/callgrind`), `BENCH_INSTRUCTIONS_MAX` (the gate's threshold),
+//! `BENCH_INSTR_REP=1` (see `instructions.rs`), and filters (comma-separated): `BENCH_ONLY`
+//! (sections `full,noise,raw,streams,setup,rss,multi` by default, and `instructions`), `BENCH_STACKS`
 //! (`ws,wss,ws-tokio,websocket,tcp,tcp-async-std,tcp-ours,tcp-ours-async-std,ws-shared`),
 //! `BENCH_DIRECTIONS` (`dialer,listener`).
 //!
@@ -55,13 +63,15 @@
 //! build them), `async_std_tcp` (bare TCP on async-std as a libp2p transport), `settings` (what a
 //! run measures), `runtime` (threads, runtimes, bounded waits), `listen_dial`, `protocol` (the
 //! stream protocol), `muxer` (driving muxers; the `Conn` trait), `measure` (one measurement over a
-//! pair), `rss` (the child processes of the RSS measurement), `multi`, and `report` (the tables and
-//! the JSON lines). `tests/common/helpers.rs` is shared with the tests.
+//! pair), `rss` (the child processes of the RSS measurement), `multi`, `instructions` (the
+//! callgrind children, their report and the gate), and `report` (the tables and the JSON lines). `tests/common/helpers.rs` is shared with the tests.
 
 #[path = "transports/async_std_tcp.rs"]
 mod async_std_tcp;
 #[path = "../tests/common/helpers.rs"]
 mod helpers;
+#[path = "transports/instructions.rs"]
+mod instructions;
 #[path = "transports/listen_dial.rs"]
 mod listen_dial;
 #[path = "transports/measure.rs"]
@@ -311,12 +321,27 @@ fn run(settings: &Settings) -> Result<()> {
         }
     }
 
-    report(settings, &figures);
+    let main_sections = ["full", "noise", "raw", "streams", "setup", "rss", "multi"];
+    if main_sections.iter().any(|s| settings.section(s)) {
+        report(settings, &figures);
+    }
+    let rss_time = bench_start.elapsed() - throughput_time;
+    let mut instructions_time = Duration::ZERO;
+    if settings.section("instructions") {
+        let start = Instant::now();
+        let counted = instructions::count_all(settings)?;
+        instructions::report(settings, &counted);
+        instructions_time = start.elapsed();
+        if settings.gate {
+            instructions::gate(&counted)?;
+        }
+    }
     eprintln!(
-        "bench took {:.1} s ({:.1} s transfers and setups, {:.1} s RSS)",
+        "bench took {:.1} s ({:.1} s transfers and setups, {:.1} s RSS, {:.1} s instruction counts)",
         bench_start.elapsed().as_secs_f64(),
         throughput_time.as_secs_f64(),
-        (bench_start.elapsed() - throughput_time).as_secs_f64()
+        rss_time.as_secs_f64(),
+        instructions_time.as_secs_f64(),
     );
     Ok(())
 }
@@ -334,12 +359,19 @@ fn main() {
         // Skip tearing down thousands of connections.
         std::process::exit(code);
     }
+    if let Some(i) = args.iter().position(|a| a == "--instructions-child") {
+        if let Err(e) = instructions::instructions_child(&args[i + 1..]) {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test` (e.g. `--all-targets`) passes nothing, and gets
     // the quick mode rather than minutes of 1 GiB transfers in the dev profile. `--full` forces the
     // full run (e.g. when starting the binary directly). Other arguments are ignored.
     let has = |flag: &str| args.iter().any(|a| a == flag);
     let quick = has("--quick") || !(has("--bench") || has("--full"));
-    let settings = Settings::from_env(quick);
+    let settings = Settings::from_env(quick, has("--gate"));
     raise_nofile(4096);
     if let Err(e) = run(&settings) {
         eprintln!("error: {e:#}");

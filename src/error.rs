@@ -273,9 +273,10 @@ pub enum TimeoutStage {
     DialWebSocket,
     /// Dialing a `/tcp` address: DNS and TCP, bounded by the handshake timeout.
     DialTcp,
-    /// Dialing a `/dnsaddr` address: its TXT lookups, then each address it gives in turn, bounded
-    /// by the handshake timeout.
-    DialDnsaddr,
+    /// Dialing by name: a `/dnsaddr` address (its TXT lookups), or a `/dns*` address resolved by
+    /// the [`Dns`](crate::dns::Dns) layer for another transport; then each address found, in
+    /// turn; bounded by the handshake timeout.
+    DialByName,
     /// Accepting on a port with one form: TLS and the HTTP upgrade (and a PROXY protocol header
     /// where configured), bounded by the handshake timeout.
     Accept,
@@ -292,9 +293,7 @@ impl fmt::Display for TimeoutStage {
         f.write_str(match self {
             TimeoutStage::DialWebSocket => "dialing (DNS, TCP, TLS and WebSocket upgrade)",
             TimeoutStage::DialTcp => "dialing (DNS and TCP)",
-            TimeoutStage::DialDnsaddr => {
-                "dialing a /dnsaddr address (TXT lookups, then its addresses)"
-            }
+            TimeoutStage::DialByName => "dialing by name (DNS lookups, then each address found)",
             TimeoutStage::Accept => "accepting (TLS and WebSocket upgrade)",
             TimeoutStage::AcceptShared => "accepting (classification, TLS and WebSocket upgrade)",
             TimeoutStage::Upgrade => "upgrading (WebSocket, noise and yamux)",

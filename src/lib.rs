@@ -211,7 +211,9 @@ pub use error::{
 };
 pub use framed::Connection;
 pub use proto::Role;
-pub use tls_config::{ServerCertificate, TlsConfig};
+pub use tls_config::{
+    Certificate, CertificateSource, ClientHelloInfo, ServerCertificate, TlsConfig,
+};
 pub use transport::{
     Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport, ACCEPT_ERROR_BACKOFF,
     ACCEPT_ERROR_REPORT_INTERVAL,

@@ -81,6 +81,15 @@ impl TlsConfig {
         self
     }
 
+    /// Listen on TLS addresses with certificates chosen per connection by `source` (by the
+    /// client's server name, or its ALPN offer): several names on one port, certificates obtained
+    /// at run time, a source of your own. A [`ServerCertificate`] is one source (what
+    /// [`TlsConfig::with_server_certificate`] uses).
+    pub fn with_certificate_source(mut self, source: Arc<dyn CertificateSource>) -> Self {
+        self.server = Some(Arc::new(server_config(Arc::new(SourceResolver(source)))));
+        self
+    }
+
     /// Listen on TLS addresses with your own rustls server configuration.
     pub fn with_server_config(mut self, config: Arc<ServerConfig>) -> Self {
         self.server = Some(config);
@@ -207,13 +216,9 @@ impl ServerCertificate {
 
     fn new(key: CertifiedKey) -> Result<Self, TlsError> {
         let resolver = Arc::new(ReloadableResolver(RwLock::new(Arc::new(key))));
-        let config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
         Ok(ServerCertificate {
+            config: Arc::new(server_config(resolver.clone())),
             resolver,
-            config: Arc::new(config),
         })
     }
 
@@ -242,6 +247,137 @@ impl ServerCertificate {
     /// The certificate chain presented now.
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
         self.resolver.get().cert.clone()
+    }
+}
+
+impl CertificateSource for ServerCertificate {
+    /// The current certificate, whatever the client asks for.
+    fn certificate(&self, _hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
+        Some(Certificate(self.resolver.get()))
+    }
+}
+
+/// The server configuration of a TLS listener: the safe default protocol versions, no client
+/// authentication, certificates from `resolver`.
+fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> ServerConfig {
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver)
+}
+
+/// A certificate chain (leaf first) and its private key, ready to present: what a
+/// [`CertificateSource`] returns. Cheap to clone.
+#[derive(Clone)]
+pub struct Certificate(Arc<CertifiedKey>);
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("chain_len", &self.0.cert.len())
+            .finish()
+    }
+}
+
+impl Certificate {
+    /// A chain (leaf first) and its private key, as DER; checks that they fit together.
+    pub fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, TlsError> {
+        certified_key(chain, key).map(|key| Certificate(Arc::new(key)))
+    }
+
+    /// A chain (leaf first) and its private key, as PEM text.
+    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Self, TlsError> {
+        certified_key_from_pem(chain, key).map(|key| Certificate(Arc::new(key)))
+    }
+
+    /// The chain, leaf first.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.0.cert
+    }
+}
+
+/// What a TLS listener knows of a client when it picks the certificate: the server name (SNI) and
+/// the application protocols (ALPN) the ClientHello offers.
+#[derive(Debug, Clone)]
+pub struct ClientHelloInfo<'a> {
+    server_name: Option<&'a str>,
+    alpn: Vec<&'a [u8]>,
+}
+
+impl<'a> ClientHelloInfo<'a> {
+    /// The name the client asked for (SNI), if any (clients dialing an IP address send none).
+    pub fn server_name(&self) -> Option<&'a str> {
+        self.server_name
+    }
+
+    /// The application protocols the client offers (ALPN), in its order; empty if none.
+    pub fn alpn(&self) -> &[&'a [u8]] {
+        &self.alpn
+    }
+
+    /// Whether the client offers `protocol` (for example `b"acme-tls/1"`, an ACME TLS-ALPN-01
+    /// validation).
+    pub fn offers(&self, protocol: &[u8]) -> bool {
+        self.alpn.contains(&protocol)
+    }
+
+    /// A ClientHello for tests of sources.
+    pub fn new(server_name: Option<&'a str>, alpn: Vec<&'a [u8]>) -> Self {
+        ClientHelloInfo { server_name, alpn }
+    }
+}
+
+/// Where a TLS listener gets the certificate for each connection (this crate's own trait, so that
+/// the public API does not follow rustls's resolver traits as they change).
+///
+/// Called once per inbound TLS handshake, on the connection's task: return quickly (look up what
+/// is ready; obtain and renew certificates elsewhere). `None` refuses the handshake (the client
+/// gets a TLS alert).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use libp2p_ws::{Certificate, CertificateSource, ClientHelloInfo};
+///
+/// /// A certificate per name, and a default for clients that send no name.
+/// #[derive(Debug)]
+/// struct ByName {
+///     names: HashMap<String, Certificate>,
+///     default: Certificate,
+/// }
+///
+/// impl CertificateSource for ByName {
+///     fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
+///         match hello.server_name() {
+///             Some(name) => self.names.get(name).cloned(),
+///             None => Some(self.default.clone()),
+///         }
+///     }
+/// }
+/// ```
+pub trait CertificateSource: fmt::Debug + Send + Sync + 'static {
+    /// The certificate to present to the client `hello` describes, or `None` to refuse it.
+    fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate>;
+}
+
+/// rustls's resolver over a [`CertificateSource`].
+#[derive(Debug)]
+struct SourceResolver(Arc<dyn CertificateSource>);
+
+impl ResolvesServerCert for SourceResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let info = ClientHelloInfo {
+            server_name: hello.server_name(),
+            alpn: hello.alpn().map(|alpn| alpn.collect()).unwrap_or_default(),
+        };
+        let certificate = self.0.certificate(&info);
+        if certificate.is_none() {
+            tracing::debug!(server_name = ?info.server_name, "the certificate source has none; TLS refused");
+        }
+        certificate.map(|c| c.0)
     }
 }
 

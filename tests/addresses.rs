@@ -240,7 +240,9 @@ async fn unsupported_addresses_are_left_to_other_transports<R: Runtime>() {
         "/ip4/127.0.0.1/tcp/1/http",
         "/ip4/127.0.0.1/udp/1",
         "/ip4/127.0.0.1/udp/1/quic-v1",
-        "/dnsaddr/example.com",
+        // `/dnsaddr/<name>[/p2p/<id>]` is dialed (tests/dns.rs); anything else after the name is
+        // not.
+        "/dnsaddr/example.com/tcp/1",
         "/ip4/127.0.0.1/tcp/1/ws/p2p-circuit",
         "/unix/%2Ftmp%2Fx",
     ] {
@@ -264,6 +266,15 @@ async fn unsupported_addresses_are_left_to_other_transports<R: Runtime>() {
             "{addr}"
         );
     }
+    // Nothing listens on a /dnsaddr.
+    let result = transport.listen_on(
+        libp2p::core::transport::ListenerId::next(),
+        "/dnsaddr/example.com".parse().unwrap(),
+    );
+    assert!(matches!(
+        result,
+        Err(libp2p::core::transport::TransportError::MultiaddrNotSupported(_))
+    ));
 }
 
 /// Ports 80 and 443 on 127.0.0.1 with the port left out of the dialed address. One test, so the two

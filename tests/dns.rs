@@ -31,13 +31,15 @@ enum Build {
     /// tokio `SwarmBuilder::with_other_transport(constructor_with(config, quic))`: QUIC beside
     /// this transport under its `Dns` layer.
     BuilderWithQuic,
+    /// `Swarm::new` over the `Dns` layer around `upgraded` (either runtime).
+    DnsLayer,
 }
 
 fn builds<R: Runtime>() -> Vec<Build> {
     if R::NAME == "tokio" {
-        vec![Build::SwarmNew, Build::BuilderWithQuic]
+        vec![Build::SwarmNew, Build::BuilderWithQuic, Build::DnsLayer]
     } else {
-        vec![Build::SwarmNew]
+        vec![Build::SwarmNew, Build::DnsLayer]
     }
 }
 
@@ -57,6 +59,27 @@ fn dialer<R: Runtime>(build: Build, config: Config) -> Swarm<ping::Behaviour> {
             )
         }
         Build::SwarmNew => R::ping_swarm(config, behaviour()),
+        Build::DnsLayer => {
+            let keypair = libp2p::identity::Keypair::generate_ed25519();
+            let transport = libp2p_ws::dns::Dns::<_, R::Provider>::new(
+                R::upgraded(&keypair, config.clone()),
+                &config,
+            )
+            .boxed();
+            let swarm_config = if R::NAME == "tokio" {
+                libp2p::swarm::Config::with_tokio_executor()
+            } else {
+                libp2p::swarm::Config::with_executor(|f| {
+                    async_std::task::spawn(f);
+                })
+            };
+            Swarm::new(
+                transport,
+                behaviour(),
+                keypair.public().to_peer_id(),
+                swarm_config,
+            )
+        }
         Build::BuilderWithQuic => libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_other_transport(libp2p_ws::tokio::constructor_with(config, |key| {
@@ -357,3 +380,33 @@ fn the_ping_node_dials_by_dnsaddr<R: Runtime>() {
 }
 
 ping_tests!(the_ping_node_dials_by_dnsaddr);
+
+/// js-libp2p (the interop js peer) dials our ping node by `/dnsaddr` against the same name server:
+/// a reference for the record format.
+fn js_libp2p_dials_our_node_by_dnsaddr<R: Runtime>() {
+    use common::ping_node::{assert_pings, listening_addr, Node};
+    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("interop");
+    assert!(
+        interop.join("js/node_modules/@multiformats/dns").is_dir(),
+        "js-libp2p is not installed: run the tests with `bash tests/run` (README), which installs it"
+    );
+    let listener = Node::start::<R>(&["--listen", "/ip4/127.0.0.1/tcp/0/ws"]);
+    let addr = listening_addr(&listener);
+    let id = addr.rsplit('/').next().unwrap().to_string();
+    let server = dnsmasq(&[dnsaddr("js.test", &addr)], &[]);
+    let dns_server = server.addr.to_string();
+    let target = format!("/dnsaddr/js.test/p2p/{id}");
+    let mut command = std::process::Command::new(interop.join("peers/js"));
+    command
+        .args(["--dns-server", &dns_server, "--dial", &target])
+        .args(["--count", "2", "--timeout", "20"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (ok, lines, stderr) = Node::spawn(command).finish();
+    assert!(ok, "{stderr}");
+    assert_pings(&lines, 2);
+    drop(listener);
+}
+
+ping_tests!(js_libp2p_dials_our_node_by_dnsaddr);

@@ -361,7 +361,64 @@ async fn plain_ws_listening_is_loopback_only_unless_opted_out<R: Runtime>() {
         .expect("opted out");
 }
 
+/// A certificate source of the application's own picks the certificate per connection by SNI (and
+/// sees the ALPN offer); refusing a name refuses the handshake.
+async fn a_certificate_source_picks_the_certificate_per_server_name<R: Runtime>() {
+    use std::sync::{Arc, Mutex};
+
+    use libp2p_ws::{Certificate, CertificateSource, ClientHelloInfo};
+
+    #[derive(Debug)]
+    struct ByName {
+        certificates: Vec<(&'static str, Certificate)>,
+        asked: Mutex<Vec<(Option<String>, usize)>>,
+    }
+
+    impl CertificateSource for ByName {
+        fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push((hello.server_name().map(str::to_string), hello.alpn().len()));
+            let name = hello.server_name()?;
+            self.certificates
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| c.clone())
+        }
+    }
+
+    let ca = TestCa::new("source CA").unwrap();
+    let issue = |name| {
+        let (chain, key) = ca.issue(&[name]).unwrap();
+        Certificate::from_der(chain, key).unwrap()
+    };
+    let source = Arc::new(ByName {
+        certificates: vec![("a.test", issue("a.test")), ("b.test", issue("b.test"))],
+        asked: Mutex::new(Vec::new()),
+    });
+    let server =
+        Config::default().with_tls(TlsConfig::new().with_certificate_source(source.clone()));
+    for name in ["a.test", "b.test"] {
+        let target = format!("/ip4/127.0.0.1/tcp/{{port}}/tls/sni/{name}/ws");
+        dial_tls::<R>(server.clone(), client_trusting(&ca), &target)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let error = dial_tls::<R>(
+        server.clone(),
+        client_trusting(&ca),
+        "/ip4/127.0.0.1/tcp/{port}/tls/sni/c.test/ws",
+    )
+    .await
+    .expect_err("the source has no certificate for c.test");
+    println!("refused by the source: {error}");
+    assert!(matches!(error, Error::Tls(_)), "{error:?}");
+    let asked = source.asked.lock().unwrap().clone();
+    let names: Vec<_> = asked.iter().map(|(n, _)| n.as_deref()).collect();
+    assert_eq!(names, [Some("a.test"), Some("b.test"), Some("c.test")]);
+}
+
 runtime_tests!(
+    a_certificate_source_picks_the_certificate_per_server_name,
     wss_and_tls_ws_ping_over_noise_and_yamux,
     sni_names_the_certificate_when_dialing_an_ip,
     verification_failures_are_typed_and_fast,

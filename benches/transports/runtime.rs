@@ -6,8 +6,13 @@ use std::{
     cell::Cell,
     fmt::Display,
     future::Future,
-    pin::pin,
-    sync::{mpsc::SyncSender, OnceLock},
+    pin::{pin, Pin},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{SyncSender, TryRecvError},
+        OnceLock,
+    },
+    task::{Context, Poll},
     thread,
     time::Duration,
 };
@@ -141,8 +146,91 @@ pub(crate) fn joined<T>(handle: thread::ScopedJoinHandle<'_, Result<T>>, name: &
         .with_context(|| format!("{name} side"))
 }
 
-/// Runs a listener and a dialer, each on its own (pinned) thread with its own runtime. The
-/// listener sends its address through the channel it is given; the dialer gets it.
+/// Set by the instruction-count child (`instructions.rs`): [`pair`] runs both peers on the calling
+/// thread, on one runtime, so that a run under callgrind does the same work every time.
+static SINGLE_THREAD: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_single_thread() {
+    SINGLE_THREAD.store(true, Ordering::Relaxed);
+}
+
+/// Polls the listener's side of a single-threaded pair. Never inlined, so that callgrind's
+/// inclusive cost of this function is what the listener's side did (see `instructions.rs`).
+#[inline(never)]
+pub(crate) fn poll_listener_side<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    future.poll(cx)
+}
+
+/// The dialer's counterpart of [`poll_listener_side`].
+#[inline(never)]
+pub(crate) fn poll_dialer_side<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    future.poll(cx)
+}
+
+/// Both peers of a pair on this thread, on one runtime: polled in turn (listener first) until both
+/// are done.
+fn pair_on_one_thread<A, B, L, D, FL, FD>(rt: Rt, listener: L, dialer: D) -> Result<(A, B)>
+where
+    L: FnOnce(SyncSender<Multiaddr>) -> FL,
+    FL: Future<Output = Result<A>>,
+    D: FnOnce(Multiaddr) -> FD,
+    FD: Future<Output = Result<B>>,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    block_on(rt, async move {
+        let mut listener = pin!(listener(tx));
+        let mut dialer = pin!(async move {
+            // The listener sends its address in its first polls; until then, yield.
+            let addr = std::future::poll_fn(|cx| match rx.try_recv() {
+                Ok(addr) => Poll::Ready(Ok(addr)),
+                Err(TryRecvError::Empty) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Err(TryRecvError::Disconnected) => {
+                    Poll::Ready(Err(anyhow!("the listener never reported its address")))
+                }
+            })
+            .await?;
+            dialer(addr).await
+        });
+        let (mut l, mut d) = (None, None);
+        std::future::poll_fn(|cx| {
+            if l.is_none() {
+                if let Poll::Ready(out) = poll_listener_side(listener.as_mut(), cx) {
+                    l = Some(out);
+                }
+            }
+            if d.is_none() {
+                if let Poll::Ready(out) = poll_dialer_side(dialer.as_mut(), cx) {
+                    d = Some(out);
+                }
+            }
+            if l.is_some() && d.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        match (l.expect("done"), d.expect("done")) {
+            (Ok(l), Ok(d)) => Ok((l, d)),
+            (Err(l), Ok(_)) => Err(l.context("listener side")),
+            (Ok(_), Err(d)) => Err(d.context("dialer side")),
+            (Err(l), Err(d)) => Err(anyhow!("listener side: {l:#}; dialer side: {d:#}")),
+        }
+    })
+}
+
+/// Runs a listener and a dialer, each on its own (pinned) thread with its own runtime (or both on
+/// this thread, see [`set_single_thread`]). The listener sends its address through the channel it
+/// is given; the dialer gets it.
 pub(crate) fn pair<A, B, L, D, FL, FD>(rt: Rt, listener: L, dialer: D) -> Result<(A, B)>
 where
     L: FnOnce(SyncSender<Multiaddr>) -> FL + Send,
@@ -152,6 +240,9 @@ where
     FD: Future<Output = Result<B>>,
     B: Send,
 {
+    if SINGLE_THREAD.load(Ordering::Relaxed) {
+        return pair_on_one_thread(rt, listener, dialer);
+    }
     let cpus = pinning();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     thread::scope(|scope| {

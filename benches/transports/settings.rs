@@ -21,24 +21,29 @@ pub(crate) struct Settings {
     /// The multi section: connections, and bytes uploaded on each.
     pub(crate) multi_conns: usize,
     pub(crate) multi_bytes: u64,
+    /// The instructions section: bytes of the larger of its two transfers per stack and direction.
+    pub(crate) instr_bytes: u64,
+    /// Fail if `instructions_ws_vs_tcp` is above the gate (`--gate`, `BENCH_INSTRUCTIONS_GATE=1`).
+    pub(crate) gate: bool,
     pub(crate) sections: Vec<String>,
     pub(crate) stacks: Option<Vec<String>>,
     pub(crate) directions: Option<Vec<String>>,
 }
 
 impl Settings {
-    pub(crate) fn from_env(quick: bool) -> Settings {
-        let quick = quick || std::env::var("BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
+    pub(crate) fn from_env(quick: bool, gate: bool) -> Settings {
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| v != "0" && !v.is_empty());
+        let quick = quick || set("BENCH_QUICK");
         let num = |name: &str, default: u64| -> u64 {
             std::env::var(name)
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
         };
-        let (mib, runs, setup, idle, rss_runs, multi_mib) = if quick {
-            (8, 1, 20, 200, 1, 1)
+        let (mib, runs, setup, idle, rss_runs, multi_mib, instr_mib) = if quick {
+            (8, 1, 20, 200, 1, 1, 8)
         } else {
-            (1024, 5, 200, 10_000, 3, 128)
+            (1024, 5, 200, 10_000, 3, 128, 64)
         };
         let idle_conns = (num("BENCH_IDLE_CONNS", idle) as usize).max(2);
         let list = |name: &str| {
@@ -57,6 +62,8 @@ impl Settings {
             streams: 16,
             multi_conns: (num("BENCH_MULTI_CONNS", 16) as usize).max(1),
             multi_bytes: num("BENCH_MULTI_MIB", multi_mib).max(1) * MIB,
+            instr_bytes: num("BENCH_INSTR_MIB", instr_mib).max(1) * MIB,
+            gate: gate || set("BENCH_INSTRUCTIONS_GATE"),
             sections: std::env::var("BENCH_ONLY")
                 .unwrap_or_else(|_| "full,noise,raw,streams,setup,rss,multi".into())
                 .split(',')

@@ -110,6 +110,7 @@ impl Stack {
             (Stack::Websocket, Layer::Noise) => "libp2p-websocket (ws+noise)",
             (Stack::Tcp, Layer::Noise) => "libp2p-tcp (tcp+noise)",
             (Stack::Ws, Layer::Raw) => "libp2p-ws (ws only)",
+            (Stack::Wss, Layer::Raw) => "libp2p-ws wss (tls+ws only)",
             (Stack::Websocket, Layer::Raw) => "libp2p-websocket (ws only)",
             (Stack::Tcp, Layer::Raw) => "raw tcp (tokio, libp2p-tcp)",
             (Stack::TcpAsyncStd, Layer::Full) => "tcp on async-std (tcp+noise+yamux)",

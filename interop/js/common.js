@@ -10,8 +10,9 @@ import { webSockets } from '@libp2p/websockets'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
 
-export async function createNode ({ listen = [], https, transports = [] } = {}) {
+export async function createNode ({ listen = [], https, transports = [], dns } = {}) {
   return createLibp2p({
+    ...(dns != null ? { dns } : {}),
     addresses: { listen },
     transports: [webSockets(https != null ? { https } : {}), ...transports],
     connectionEncrypters: [noise()],

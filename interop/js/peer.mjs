@@ -4,12 +4,15 @@
 //   --cert <pem> --key <pem>    (TLS server chain/key for /tls/ws listen addresses)
 //   --ca <pem> is handled by the wrapper through NODE_EXTRA_CA_CERTS.
 //   --local-address <ip>        (dials connect from this local address: /ws, /tls/ws and /tcp)
+//   --dns-server <ip:port>      (the name server for /dnsaddr and /dns* names, instead of the system's)
 // stdout: `listening <ma>/p2p/<id>`, `connected <peer> <ma>`, `ping <peer> <rtt-ms>`; logs on stderr,
 // among them `local peer id <id>` and, per WebSocket dialed, `websocket local address /ip4/<ip>/tcp/<port>`.
 import diagnostics from 'node:diagnostics_channel'
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
+import { Resolver } from 'node:dns/promises'
 import { tcp } from '@libp2p/tcp'
+import { dns as dnsClient, RecordType } from '@multiformats/dns'
 import { createNode, dialAndPing } from './common.js'
 
 function parseArgs (argv) {
@@ -26,6 +29,7 @@ function parseArgs (argv) {
       case '--cert': args.cert = value; break
       case '--key': args.key = value; break
       case '--ca': args.ca = value; break
+      case '--dns-server': args.dnsServer = value; break
       case '--local-address':
         if (isIP(value) === 0) throw new Error(`--local-address ${value}: not an IP address`)
         args.localAddress = value
@@ -58,6 +62,33 @@ diagnostics.subscribe('undici:websocket:open', ({ address }) => {
   console.error(`websocket local address /${family}/${address?.address}/tcp/${address?.port}`)
 })
 
+// A DNS client (@multiformats/dns) that asks one name server, `ip:port`, with Node's resolver
+// (what @multiformats/dns does on Node, but on that server instead of the system's).
+function dnsOn (server) {
+  const answers = async (resolver, fqdn, type) => {
+    try {
+      if (type === RecordType.TXT) return (await resolver.resolveTxt(fqdn)).map(chunks => chunks.join(''))
+      if (type === RecordType.A) return await resolver.resolve4(fqdn)
+      if (type === RecordType.AAAA) return await resolver.resolve6(fqdn)
+      return []
+    } catch (err) {
+      if (err.code === 'ENODATA' || err.code === 'ENOTFOUND') return []
+      throw err
+    }
+  }
+  const resolve = async (fqdn, options = {}) => {
+    const resolver = new Resolver({ timeout: 2000, tries: 1 })
+    resolver.setServers([server])
+    const types = [].concat(options.types ?? [RecordType.A])
+    const Answer = []
+    for (const type of types) {
+      for (const data of await answers(resolver, fqdn, type)) Answer.push({ name: fqdn, type, TTL: 60, data })
+    }
+    return { Status: 0, TC: false, RD: true, RA: true, AD: false, CD: false, Question: types.map(type => ({ name: fqdn, type })), Answer }
+  }
+  return dnsClient({ resolvers: { '.': resolve } })
+}
+
 // WebSocket failures surface as ErrorEvent objects; show their message.
 const fmt = (err) => err?.stack ?? err?.error?.stack ?? err?.message ?? String(err)
 
@@ -66,7 +97,8 @@ async function main () {
   const https = args.cert != null ? { cert: readFileSync(args.cert), key: readFileSync(args.key) } : undefined
   if (args.localAddress != null) bindWebSocketDials(args.localAddress)
   const tcpInit = args.localAddress != null ? { dialOpts: { localAddress: args.localAddress } } : {}
-  const node = await createNode({ listen: args.listen, https, transports: [tcp(tcpInit)] })
+  const dns = args.dnsServer != null ? dnsOn(args.dnsServer) : undefined
+  const node = await createNode({ listen: args.listen, https, transports: [tcp(tcpInit)], dns })
   await node.start()
   console.error(`local peer id ${node.peerId.toString()}`)
 

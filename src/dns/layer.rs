@@ -192,7 +192,7 @@ where
             match provider::timeout_at::<P, _>(deadline, dial).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
-                    stage: TimeoutStage::DialDnsaddr,
+                    stage: TimeoutStage::DialByName,
                     after: timeout,
                 }
                 .into_io()),

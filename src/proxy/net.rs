@@ -1,10 +1,18 @@
 //! IP networks in CIDR notation (`10.0.0.0/8`, `fd00::/8`, or a single address), for `NO_PROXY`
-//! and for the trusted reverse proxies of a listener.
+//! and for the trusted reverse proxies of a listener: the [`ipnet`] crate's network, read and
+//! matched the way these settings need (a bare address, `[v6]`, IPv4-mapped IPv6 as IPv4).
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
 /// An IP network: an address and a prefix length. A single address is a network of one
-/// (`/32` or `/128`). IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) match as the IPv4 address.
+/// (`/32` or `/128`). IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) match as the IPv4 address:
+/// a dual-stack listener sees IPv4 peers as such addresses, and an IPv4 network still covers them
+/// (a plain [`ipnet::IpNet`] does not).
+///
+/// Besides CIDR notation, it reads a bare address (`10.0.0.1`, `::1`), an IPv6 address in
+/// brackets (`[::1]`, `[fd00::]/8`) and surrounding whitespace; an IPv4-mapped network
+/// (`::ffff:10.0.0.0/104`) becomes the IPv4 network (`10.0.0.0/8`). It converts to and from
+/// [`ipnet::IpNet`].
 ///
 /// ```
 /// use libp2p_ws::proxy::IpNet;
@@ -14,10 +22,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 /// assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 /// Why a string is not an IP network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,51 +33,37 @@ impl IpNet {
     /// The network of `addr` with the first `prefix` bits significant; `None` when `prefix` is
     /// longer than the address (32 for IPv4, 128 for IPv6).
     pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
-        let addr = addr.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(IpNet { addr, prefix })
+        ipnet::IpNet::new(addr.to_canonical(), prefix)
+            .ok()
+            .map(IpNet)
     }
 
     /// The network of exactly one address.
     pub fn host(addr: IpAddr) -> Self {
-        let addr = addr.to_canonical();
-        let prefix = if addr.is_ipv4() { 32 } else { 128 };
-        IpNet { addr, prefix }
+        IpNet(addr.to_canonical().into())
     }
 
     /// The address as given.
     pub fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Whether `ip` is in this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
 impl FromStr for IpNet {
     type Err = IpNetError;
 
+    /// The address by std's parser, the prefix as decimal digits (`/08` and `/008` are 8), the
+    /// network by [`ipnet::IpNet::new`], which checks the prefix against the address's length.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let error = || IpNetError(s.to_string());
         let trimmed = s.trim();
@@ -85,29 +76,44 @@ impl FromStr for IpNet {
             .and_then(|a| a.strip_suffix(']'))
             .unwrap_or(addr);
         let addr: IpAddr = addr.parse().map_err(|_| error())?;
-        match prefix {
-            None => Ok(IpNet::host(addr)),
-            Some(prefix) => {
-                if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(error());
-                }
-                let bits: u8 = prefix.parse().map_err(|_| error())?;
-                // An IPv4-mapped address with a prefix counts the IPv6 bits.
-                match addr {
-                    IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
-                        let bits = bits.checked_sub(96).ok_or_else(error)?;
-                        IpNet::new(addr, bits).ok_or_else(error)
-                    }
-                    _ => IpNet::new(addr, bits).ok_or_else(error),
-                }
-            }
+        let Some(prefix) = prefix else {
+            return Ok(IpNet::host(addr));
+        };
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(error());
         }
+        let bits: u8 = prefix.parse().map_err(|_| error())?;
+        let net = ipnet::IpNet::new(addr, bits).map_err(|_| error())?;
+        IpNet::try_from(net).map_err(|_| error())
+    }
+}
+
+impl TryFrom<ipnet::IpNet> for IpNet {
+    type Error = IpNetError;
+
+    /// The same network; an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) becomes the IPv4
+    /// network (`10.0.0.0/8`), and one shorter than `/96` is an error: it is not all IPv4-mapped.
+    fn try_from(net: ipnet::IpNet) -> Result<Self, Self::Error> {
+        match net {
+            ipnet::IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() => v6
+                .prefix_len()
+                .checked_sub(96)
+                .and_then(|bits| IpNet::new(v6.addr().into(), bits))
+                .ok_or_else(|| IpNetError(net.to_string())),
+            net => Ok(IpNet(net)),
+        }
+    }
+}
+
+impl From<IpNet> for ipnet::IpNet {
+    fn from(net: IpNet) -> Self {
+        net.0
     }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -153,8 +159,48 @@ mod tests {
             "10.0.0.0/8/8",
             "10.0.0.0/999999999999",
             "::ffff:1.2.3.4/95",
+            "[::1/64]",
         ] {
-            assert!(bad.parse::<IpNet>().is_err(), "{bad:?}");
+            let err = bad.parse::<IpNet>().unwrap_err();
+            assert_eq!(err, IpNetError(bad.to_string()));
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{bad:?} is not an IP address or network in CIDR notation (e.g. 10.0.0.0/8, fd00::/8)"
+                )
+            );
         }
+    }
+
+    #[test]
+    fn brackets_spaces_and_mapped_networks() {
+        assert_eq!(net(" [fd00::]/8 "), net("fd00::/8"));
+        assert_eq!(net("[10.0.0.0]/8"), net("10.0.0.0/8"));
+        assert_eq!(net("10.0.0.0/008"), net("10.0.0.0/8"));
+        assert_eq!(net("::/0094").prefix(), 94);
+        assert_eq!(net("::ffff:10.0.0.0/104"), net("10.0.0.0/8"));
+        assert_eq!(net("::ffff:10.0.0.1"), net("10.0.0.1/32"));
+        assert_eq!(
+            net("10.1.2.3/16").addr(),
+            ip("10.1.2.3"),
+            "the address as given"
+        );
+        assert_eq!(net("10.1.2.3/16").prefix(), 16);
+        assert_eq!(net("10.1.2.3/16").to_string(), "10.1.2.3/16");
+        assert_eq!(net("::1").to_string(), "::1/128");
+        assert_eq!(IpNet::new(ip("10.0.0.0"), 33), None);
+        assert_eq!(
+            IpNet::new(ip("::ffff:10.0.0.0"), 8),
+            Some(net("10.0.0.0/8"))
+        );
+    }
+
+    #[test]
+    fn converts_to_and_from_ipnet() {
+        let theirs: ipnet::IpNet = "::ffff:192.168.0.0/112".parse().unwrap();
+        assert_eq!(IpNet::try_from(theirs), Ok(net("192.168.0.0/16")));
+        assert!(IpNet::try_from("::ffff:0.0.0.0/95".parse::<ipnet::IpNet>().unwrap()).is_err());
+        let ours = net("fd00::/8");
+        assert_eq!(ipnet::IpNet::from(ours), "fd00::/8".parse().unwrap());
     }
 }

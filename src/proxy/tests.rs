@@ -72,6 +72,90 @@ fn proxy_urls() {
 }
 
 #[test]
+fn proxy_url_errors_say_what_is_wrong() {
+    for (bad, reason) in [
+        ("http://", "no host"),
+        ("http://u:p@", "no host"),
+        ("http://h:0", "the port is not 1 to 65535"),
+        ("http://h:99999", "the port is not 1 to 65535"),
+        ("http://h:x", "the port is not a number"),
+        ("http://h:", "the port is not a number"),
+        (
+            "http://h/path",
+            "a proxy URL has no path, query or fragment",
+        ),
+        ("http://h?q", "a proxy URL has no path, query or fragment"),
+        ("socks5://h#f", "a proxy URL has no path, query or fragment"),
+        ("http://[::1", "an unclosed [ in the host"),
+        ("http://[zz]:1", "not an IPv6 address inside [ ]"),
+        ("socks5://[zz]:1", "not an IPv6 address inside [ ]"),
+        ("http://[::1]x", "junk after the IPv6 address"),
+        ("http://h h:1", "invalid characters in the host"),
+        ("socks5://h h:1", "invalid characters in the host"),
+        ("socks5h://h%41:1", "invalid characters in the host"),
+        ("socks5h://h!:1", "invalid characters in the host"),
+        (
+            "http://b\u{fc}cher.example",
+            "invalid characters in the host",
+        ),
+        ("http://h\n:1", "control characters in the URL"),
+        ("http://u\tx:p@h:1", "control characters in the URL"),
+        ("http://h\\x", "a \\ in the URL (write it as %5C)"),
+        ("http://u:p\\w@h", "a \\ in the URL (write it as %5C)"),
+        ("http:///h", "a proxy URL has no path, query or fragment"),
+        ("http://h/.", "a proxy URL has no path, query or fragment"),
+        ("http://@", "no host"),
+        ("http://u:%ff@h", "the credentials are not UTF-8"),
+        ("http://1.2.3.999", "not an IPv4 address"),
+        ("http://proxy.1", "not an IPv4 address"),
+    ] {
+        match Proxy::parse(bad) {
+            Err(ProxyUrlError::Invalid(why)) => assert_eq!(why, reason, "{bad:?}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        Proxy::parse("ftp://h").unwrap_err().to_string(),
+        "unsupported proxy scheme \"ftp\": use http://, socks5:// or socks5h://"
+    );
+    assert_eq!(
+        Proxy::parse("http://h:0").unwrap_err().to_string(),
+        "invalid proxy URL: the port is not 1 to 65535"
+    );
+}
+
+#[test]
+fn proxy_url_hosts_ports_and_credentials() {
+    let p = Proxy::parse("HTTP://Proxy.Example").unwrap();
+    assert_eq!((p.host(), p.port()), ("proxy.example", 80));
+    assert_eq!(Proxy::parse("http://h:80").unwrap().port(), 80);
+    assert_eq!(Proxy::parse("socks5://h:80").unwrap().port(), 80);
+    assert_eq!(Proxy::parse("socks5://H_1.x").unwrap().host(), "h_1.x");
+    assert_eq!(Proxy::parse("http://h_1.x").unwrap().host(), "h_1.x");
+    assert_eq!(
+        Proxy::parse("socks5://10.0.0.1:1").unwrap().host(),
+        "10.0.0.1"
+    );
+    assert_eq!(
+        Proxy::parse("http://[::FFFF:1.2.3.4]").unwrap().host(),
+        "::ffff:1.2.3.4"
+    );
+    let p = Proxy::parse("socks5h://a%40b:p@ss@h:1").unwrap();
+    let c = p.credentials().unwrap();
+    assert_eq!((c.username.as_str(), c.password.as_str()), ("a@b", "p@ss"));
+    let c = Proxy::parse("http://u@h")
+        .unwrap()
+        .credentials()
+        .cloned()
+        .unwrap();
+    assert_eq!((c.username.as_str(), c.password.as_str()), ("u", ""));
+    assert!(Proxy::parse("http://h").unwrap().credentials().is_none());
+    let p = Proxy::parse("http://user:secret@h:1").unwrap();
+    assert!(!format!("{p:?}").contains("secret"));
+    assert!(!p.to_string().contains("secret") && !p.to_string().contains("user"));
+}
+
+#[test]
 fn no_proxy_as_curl_reads_it() {
     let np = NoProxy::parse("localhost, .example.com,10.0.0.0/8 ::1,192.168.1.1,");
     assert!(np.matches(&name("localhost")));

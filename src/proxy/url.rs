@@ -107,6 +107,12 @@ impl Proxy {
 
     /// Parses a proxy URL (see the [module docs](super)); without a scheme, `http://` is assumed
     /// (as curl does).
+    ///
+    /// The URL is read by the [`url`] crate (WHATWG URL rules: percent-encoding, IPv6 literals,
+    /// ports, for `http://` lowercase names and IPv4 forms such as `127.1`), within our bounds: no
+    /// path, query or fragment, no control characters or raw `\`, a host of ASCII letters,
+    /// digits, `-`, `.` and `_` (or an IP address), a port from 1 to 65535, credentials that
+    /// decode to UTF-8.
     pub fn parse(url: &str) -> Result<Self, ProxyUrlError> {
         let url = url.trim();
         let (scheme, rest) = match url.split_once("://") {
@@ -119,72 +125,73 @@ impl Proxy {
             "socks5h" => (ProxyKind::Socks5 { remote_dns: true }, 1080),
             _ => return Err(ProxyUrlError::UnsupportedScheme(scheme)),
         };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.contains(['/', '?', '#']) {
+        // The url crate drops tabs and line breaks anywhere and reads `\` as `/` in http URLs:
+        // refuse them rather than parse something other than what was written.
+        if rest.contains(|c: char| c.is_ascii_control()) {
+            return Err(ProxyUrlError::Invalid("control characters in the URL"));
+        }
+        if rest.contains('\\') {
+            return Err(ProxyUrlError::Invalid("a \\ in the URL (write it as %5C)"));
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        // What follows the authority, as written (the url crate would drop `/.` and `/..`).
+        if !matches!(&rest[authority.len()..], "" | "/") {
             return Err(ProxyUrlError::Invalid(
                 "a proxy URL has no path, query or fragment",
             ));
         }
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => (Some(userinfo), hostport),
-            None => (None, authority),
-        };
-        let credentials = match userinfo {
-            None => None,
-            Some(userinfo) => {
-                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let decode = |s: &str| {
-                    percent_decode_str(s)
-                        .decode_utf8()
-                        .map(|s| s.into_owned())
-                        .map_err(|_| ProxyUrlError::Invalid("the credentials are not UTF-8"))
-                };
-                Some(Credentials {
-                    username: decode(user)?,
-                    password: decode(pass)?,
-                })
-            }
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (ip, after) = v6
-                .split_once(']')
-                .ok_or(ProxyUrlError::Invalid("an unclosed [ in the host"))?;
-            ip.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| ProxyUrlError::Invalid("not an IPv6 address inside [ ]"))?;
-            match after {
-                "" => (ip, None),
-                _ => match after.strip_prefix(':') {
-                    Some(port) => (ip, Some(port)),
-                    None => return Err(ProxyUrlError::Invalid("junk after the IPv6 address")),
-                },
-            }
-        } else {
-            match hostport.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // Not "http:///host": the url crate skips the extra slashes of special schemes.
+        if hostport.is_empty() {
             return Err(ProxyUrlError::Invalid("no host"));
         }
-        if !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
-        {
+        if !hostport.is_ascii() {
             return Err(ProxyUrlError::Invalid("invalid characters in the host"));
         }
-        let port = match port {
+        if hostport.ends_with(':') {
+            return Err(ProxyUrlError::Invalid("the port is not a number"));
+        }
+        let parsed = ::url::Url::parse(&format!("{scheme}://{rest}"))
+            .map_err(|e| ProxyUrlError::Invalid(url_error(e, hostport)))?;
+        let credentials = if authority.contains('@') {
+            let decode = |s: &str| {
+                percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|s| s.into_owned())
+                    .map_err(|_| ProxyUrlError::Invalid("the credentials are not UTF-8"))
+            };
+            Some(Credentials {
+                username: decode(parsed.username())?,
+                password: decode(parsed.password().unwrap_or_default())?,
+            })
+        } else {
+            None
+        };
+        let host = match parsed.host() {
+            None => return Err(ProxyUrlError::Invalid("no host")),
+            Some(::url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(::url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(::url::Host::Domain(name)) => {
+                if name.is_empty() {
+                    return Err(ProxyUrlError::Invalid("no host"));
+                }
+                if !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                {
+                    return Err(ProxyUrlError::Invalid("invalid characters in the host"));
+                }
+                name.to_ascii_lowercase()
+            }
+        };
+        let port = match parsed.port() {
             None => default_port,
-            Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or(ProxyUrlError::Invalid("the port is not 1 to 65535"))?,
-            Some(_) => return Err(ProxyUrlError::Invalid("the port is not a number")),
+            Some(0) => return Err(ProxyUrlError::Invalid(PORT_RANGE)),
+            Some(port) => port,
         };
         Ok(Proxy {
             kind,
-            host: host.to_ascii_lowercase(),
+            host,
             port,
             credentials,
         })
@@ -237,5 +244,38 @@ impl fmt::Display for Proxy {
         } else {
             write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
+    }
+}
+
+const PORT_RANGE: &str = "the port is not 1 to 65535";
+
+/// Our message for the url crate's `error` about `hostport` (the URL's host and port as written).
+fn url_error(error: ::url::ParseError, hostport: &str) -> &'static str {
+    use ::url::ParseError as E;
+    let (bracketed, port) = match hostport.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            None => return "an unclosed [ in the host",
+            Some((_, "")) => (true, None),
+            Some((_, after)) => match after.strip_prefix(':') {
+                Some(port) => (true, Some(port)),
+                None => return "junk after the IPv6 address",
+            },
+        },
+        None => (false, hostport.split_once(':').map(|(_, port)| port)),
+    };
+    match error {
+        E::EmptyHost => "no host",
+        E::InvalidIpv6Address if bracketed => "not an IPv6 address inside [ ]",
+        E::InvalidIpv4Address => "not an IPv4 address",
+        E::InvalidPort => match port {
+            Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                PORT_RANGE
+            }
+            _ => "the port is not a number",
+        },
+        E::IdnaError | E::InvalidDomainCharacter | E::InvalidIpv6Address => {
+            "invalid characters in the host"
+        }
+        _ => "not a URL of the form scheme://[user:password@]host[:port]",
     }
 }

@@ -264,7 +264,7 @@ pub(super) async fn dial_dnsaddr<P: Provider>(
     match provider::timeout_at::<P, _>(deadline, dial).await {
         Some(result) => result,
         None => Err(Error::Timeout {
-            stage: TimeoutStage::DialDnsaddr,
+            stage: TimeoutStage::DialByName,
             after: timeout,
         }),
     }
