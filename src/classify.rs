@@ -168,7 +168,7 @@ pub(crate) const MULTISTREAM_NA: &[u8] = b"\x13/multistream/1.0.0\n\x03na\n";
 /// The bytes a port serving `served` writes before closing a connection that spoke `spoke`,
 /// which it does not serve: a sign of a form it does serve that the dialer can recognise, or
 /// nothing.
-pub(crate) fn door_sign(spoke: Class, served: Served) -> &'static [u8] {
+pub(crate) fn refusal_sign(spoke: Class, served: Served) -> &'static [u8] {
     match spoke {
         Class::Tls if served.has(Kind::Ws) => HTTP_NOT_TLS,
         Class::Http if served.has(Kind::TlsWs) => TLS_ALERT,
@@ -332,12 +332,12 @@ mod tests {
         let tcp = Served::default().with(Kind::Tcp);
         let ws = Served::default().with(Kind::Ws);
         let tls = Served::default().with(Kind::TlsWs);
-        assert_eq!(door_sign(Class::Tls, ws), HTTP_NOT_TLS);
-        assert_eq!(door_sign(Class::Tls, tcp), b"");
-        assert_eq!(door_sign(Class::Http, tls), TLS_ALERT);
-        assert_eq!(door_sign(Class::Http, tcp), MULTISTREAM_NA);
-        assert_eq!(door_sign(Class::Tcp, all.with(Kind::Tcp)), b"");
-        assert_eq!(door_sign(Class::Tcp, ws), b"");
+        assert_eq!(refusal_sign(Class::Tls, ws), HTTP_NOT_TLS);
+        assert_eq!(refusal_sign(Class::Tls, tcp), b"");
+        assert_eq!(refusal_sign(Class::Http, tls), TLS_ALERT);
+        assert_eq!(refusal_sign(Class::Http, tcp), MULTISTREAM_NA);
+        assert_eq!(refusal_sign(Class::Tcp, all.with(Kind::Tcp)), b"");
+        assert_eq!(refusal_sign(Class::Tcp, ws), b"");
         assert_eq!(answer_class(TLS_ALERT), Some(Class::Tls));
         assert_eq!(answer_class(MULTISTREAM_NA), Some(Class::Tcp));
         assert_eq!(answer_class(HTTP_NOT_TLS), None);

@@ -1,6 +1,7 @@
-//! Serving an accepted connection: reading a PROXY protocol header, classifying the first bytes
-//! (and refusing a connection for a kind the socket does not serve), then TLS and the HTTP upgrade
-//! (reading or ignoring the forwarding headers of the request), or nothing for `/tcp`.
+//! The IO of serving an accepted connection (what to do is decided in `inbound`): reading a PROXY
+//! protocol header, reading the first bytes (and refusing a connection for a kind the socket does
+//! not serve), then TLS and the HTTP upgrade (reading or ignoring the forwarding headers of the
+//! request), or nothing for `/tcp`.
 
 use std::{io, pin::Pin, sync::Arc, task::Poll};
 
@@ -47,7 +48,7 @@ pub(super) enum Serve {
 /// `prefix` holds what was read before (after a PROXY header, the bytes that told it was none).
 /// Bytes that start like a PROXY v2 signature are read on until it is whole or broken, so that
 /// [`is_proxy_header`] can tell.
-pub(super) async fn sniff<S: AsyncRead + Unpin>(
+pub(super) async fn read_first_bytes<S: AsyncRead + Unpin>(
     io: &mut S,
     mut prefix: Prefix,
 ) -> io::Result<(Verdict, Prefix)> {
@@ -68,7 +69,7 @@ pub(super) async fn sniff<S: AsyncRead + Unpin>(
     }
 }
 
-/// Whether the first bytes of a connection (as [`sniff`] read them) are a PROXY protocol header's
+/// Whether the first bytes of a connection (as [`read_first_bytes`] read them) are a PROXY protocol header's
 /// start: v1's `PROXY ` (which [`classify`] takes for an HTTP method) or v2's signature. Where
 /// no PROXY header is read, such a connection is closed without an answer
 /// ([`ForwardedError::ProxyHeaderUnexpected`]), as [`ProxyProtocol::Off`] documents.
@@ -78,7 +79,7 @@ pub(super) fn is_proxy_header(prefix: &Prefix) -> bool {
 }
 
 /// Closes a connection this port does not serve: sends `sign` (see
-/// [`door_sign`](classify::door_sign)) and a FIN at once, then reads and drops what the client
+/// [`refusal_sign`](classify::refusal_sign)) and a FIN at once, then reads and drops what the client
 /// sent that has already arrived (at most [`MAX_DRAIN`] bytes, without waiting), so that the close
 /// does not reset the connection before the client read the sign.
 pub(super) async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
@@ -109,7 +110,7 @@ pub(super) async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
 
 /// Reads a PROXY protocol header if `mode` asks for one: exactly its bytes, nothing after it
 /// (at most [`MAX_PROXY_HEADER`](forwarded::MAX_PROXY_HEADER)). Returns the header, if there was
-/// one, and the bytes read that turned out not to be one (for [`sniff`]).
+/// one, and the bytes read that turned out not to be one (for [`read_first_bytes`]).
 pub(super) async fn read_proxy_header<S: AsyncRead + Unpin>(
     io: &mut S,
     mode: ProxyProtocol,
@@ -129,7 +130,7 @@ pub(super) async fn read_proxy_header<S: AsyncRead + Unpin>(
                 buf.resize(start + n, 0);
                 io.read_exact(&mut buf[start..])
                     .await
-                    .map_err(sniff_error)?;
+                    .map_err(first_bytes_error)?;
             }
             ProxyParse::Done { header, .. } => return Ok((Some(header), Prefix::default())),
         }
@@ -144,7 +145,7 @@ const FORWARDING_HEADERS: [&str; 4] = [
     "X-Forwarded-Proto",
 ];
 
-fn sniff_error(error: io::Error) -> Error {
+fn first_bytes_error(error: io::Error) -> Error {
     Error::Handshake(HandshakeError::Io(error))
 }
 
@@ -160,9 +161,9 @@ pub(super) async fn accept_single<P: Provider>(
     serve: Serve,
     inspect: Inspect,
 ) -> Result<Output<P::Stream>, Error> {
-    let (verdict, prefix) = sniff(&mut tcp, Prefix::default())
+    let (verdict, prefix) = read_first_bytes(&mut tcp, Prefix::default())
         .await
-        .map_err(sniff_error)?;
+        .map_err(first_bytes_error)?;
     let served = Served::default().with(kind);
     match route(
         verdict,
@@ -180,7 +181,7 @@ pub(super) async fn accept_single<P: Provider>(
     }
 }
 
-/// Serves a classified connection (the bytes read to classify it in `prefix`); with
+/// Serves a routed connection (the bytes read to route it in `prefix`); with
 /// [`Inspect::Believe`], also returns the client the request's believed forwarding header names,
 /// charged to that client's share through `charge` as soon as the header is read (before the
 /// `101`: a client over its share is answered 503 and the upgrade fails with

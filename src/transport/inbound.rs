@@ -142,7 +142,7 @@ pub(super) fn route(
     match (verdict, unrecognised) {
         (Verdict::Known(class), _) if served.has(class.kind()) => Route::Serve(class.kind()),
         (Verdict::Known(class), _) => Route::Refuse {
-            sign: classify::door_sign(class, served),
+            sign: classify::refusal_sign(class, served),
             error: Error::NotServed { spoke: class },
         },
         (_, Unrecognised::ServeAs(kind)) => Route::Serve(kind),

@@ -1,11 +1,12 @@
 //! The [`libp2p_core::Transport`] implementation: listening sockets (each shared by the listeners
 //! of one port), dial futures, events.
 //!
-//! `poll` accepts sockets and reports addresses. A socket that serves one kind reports each
-//! accepted connection at once; its upgrade future classifies the first bytes (closing a wrong
-//! door at once), then runs TLS and the HTTP upgrade (or nothing, for `/tcp`). A socket shared by
-//! several kinds classifies each connection first (inside `poll`, bounded by the handshake
-//! timeout and the pending-handshake limit) and reports it to the listener of its kind.
+//! `poll` accepts sockets and reports addresses. Each accepted connection takes one of two paths,
+//! both decided in `inbound`: on a socket that serves one kind (and no proxies), it is reported
+//! at once and its upgrade future reads the first bytes and routes them (refusing a kind the
+//! socket does not serve at once), then runs TLS and the HTTP upgrade (or nothing, for `/tcp`);
+//! otherwise it is routed first (inside `poll`, bounded by its deadline and the pending-handshake
+//! limit) and reported to the listener of its kind.
 //!
 //! Here: the [`Transport`] itself (`listen_on`, `dial`, `poll`). Its pieces: `output` (what it
 //! yields: [`Output`], [`Socket`], [`TcpConnection`]), `dial` (DNS, TCP or a proxy's tunnel, TLS,
@@ -58,8 +59,8 @@ pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// the ones in between are counted and the count is given with the next report.
 pub const ACCEPT_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The future that upgrades an accepted socket (classification, then TLS and the HTTP upgrade for
-/// WebSocket listeners).
+/// The future that upgrades an accepted socket (routing by its first bytes, then TLS and the HTTP
+/// upgrade for WebSocket listeners).
 pub type ListenerUpgrade<S> = BoxFuture<'static, Result<Output<S>, Error>>;
 
 /// The future that dials (DNS, TCP, then TLS and the HTTP upgrade for WebSocket addresses). It

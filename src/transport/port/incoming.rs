@@ -22,7 +22,9 @@ use crate::{
     forwarded::ForwardedError,
     provider::{self, Provider},
     transport::{
-        accept::{accept, accept_single, is_proxy_header, read_proxy_header, refuse, sniff},
+        accept::{
+            accept, accept_single, is_proxy_header, read_first_bytes, read_proxy_header, refuse,
+        },
         inbound::{self, charge_named, Inspect, Path, Route, Trust, Unrecognised},
         output::Prefix,
         ListenerUpgrade, Output,
@@ -115,7 +117,7 @@ async fn read_first<P: Provider>(
             tracing::debug!(%remote, claimed = %source, "PROXY header from a peer that is not a trusted proxy; ignored");
         }
     }
-    match sniff(&mut tcp, prefix).await {
+    match read_first_bytes(&mut tcp, prefix).await {
         Ok((verdict, prefix)) => Some(Step::Read {
             tcp,
             prefix,
