@@ -15,15 +15,22 @@
 //! Failures are [`Error::Proxy`](crate::Error::Proxy), naming the proxy, with a [`ProxyError`]
 //! saying why.
 //!
-//! The protocols themselves are sans-IO ([`http`], [`socks5`]); [`tunnel`] runs them over any
-//! byte stream.
+//! The protocols themselves are sans-IO (`http`, `socks5`); `tunnel` runs them over any byte
+//! stream. They are public only with the feature `unstable-internals` (no stability promise).
 
 mod env;
-pub mod http;
+internal! {
+    #[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
+    mod http;
+}
 mod net;
-pub mod socks5;
+internal! {
+    #[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
+    mod socks5;
+}
 #[cfg(test)]
 mod tests;
+#[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 mod tunnel;
 mod url;
 
@@ -33,9 +40,11 @@ pub(crate) use self::env::Proxies;
 pub use self::{
     env::{NoProxy, ProxyEnv},
     net::{IpNet, IpNetError},
-    tunnel::{tunnel, TunnelTarget},
     url::{Credentials, Proxy, ProxyKind, ProxyUrlError},
 };
+internal! {
+    use self::tunnel::{tunnel, TunnelTarget};
+}
 
 /// Why a tunnel through a proxy failed; inside [`Error::Proxy`](crate::Error::Proxy), which
 /// names the proxy.
