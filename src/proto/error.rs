@@ -49,7 +49,14 @@ pub enum FrameError {
 /// Two are equal when they are the same error.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("socket error ({kind})", kind = .0.kind())]
-pub struct SharedIoError(#[source] pub std::sync::Arc<io::Error>);
+pub struct SharedIoError(#[source] pub(crate) std::sync::Arc<io::Error>);
+
+impl SharedIoError {
+    /// The socket error (also this error's `source()`).
+    pub fn io_error(&self) -> &io::Error {
+        &self.0
+    }
+}
 
 impl PartialEq for SharedIoError {
     fn eq(&self, other: &Self) -> bool {
