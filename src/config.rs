@@ -121,17 +121,15 @@ impl Config {
         self
     }
 
-    /// Largest WebSocket frame payload accepted; larger frames close the connection with code 1009.
-    /// Clamped to at least 1 byte ([`FrameLimits::with_max_frame_size`]).
-    /// Default: [`DEFAULT_MAX_FRAME_SIZE`].
+    /// Sets the largest WebSocket frame payload accepted for each connection: [`FrameLimits::with_max_frame_size`] says the rule, its range and its
+    /// default (the one description of each framing setting).
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_max_frame_size(bytes);
         self
     }
 
-    /// Largest WebSocket message (a frame and its continuation frames) accepted; larger messages close
-    /// the connection with code 1009. Clamped to at least 1 byte
-    /// ([`FrameLimits::with_max_message_size`]). Default: [`DEFAULT_MAX_MESSAGE_SIZE`].
+    /// Sets the largest WebSocket message accepted for each connection: [`FrameLimits::with_max_message_size`] says the rule, its range and its
+    /// default (the one description of each framing setting).
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_max_message_size(bytes);
         self
@@ -175,36 +173,29 @@ impl Config {
         self
     }
 
-    /// Outgoing bytes buffered per connection before writes wait for the socket; also the largest
-    /// frame this side sends. Clamped to 1 KiB ..= 16 MiB ([`FrameLimits::with_write_buffer_size`]).
-    /// Default: [`DEFAULT_WRITE_BUFFER_SIZE`].
+    /// Sets the outgoing bytes buffered per connection for each connection: [`FrameLimits::with_write_buffer_size`] says the rule, its range and its
+    /// default (the one description of each framing setting).
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_write_buffer_size(bytes);
         self
     }
 
-    /// Largest size of each connection's read buffer. The buffer starts at 1 KiB (frame headers and
-    /// small frames), grows to this size once payload has to be read through it in pieces under
-    /// 4 KiB (larger payload reads go straight from the socket into the caller's buffer), and is
-    /// released whenever the socket has nothing more to read. Clamped to 1 KiB ..= 16 MiB
-    /// ([`FrameLimits::with_read_buffer_size`]). Default: [`DEFAULT_READ_BUFFER_SIZE`].
+    /// Sets the largest size of each connection's read buffer for each connection: [`FrameLimits::with_read_buffer_size`] says the rule, its range and its
+    /// default (the one description of each framing setting).
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_read_buffer_size(bytes);
         self
     }
 
-    /// WebSocket keep-alive pings, or `None` to turn them off. The interval and the timeout are
-    /// each clamped to 10 ms ..= 1 day ([`FrameLimits::with_keep_alive`]).
-    /// Default: [`DEFAULT_KEEP_ALIVE`].
+    /// Sets WebSocket keep-alive pings (or `None`: off) for each connection: [`FrameLimits::with_keep_alive`] says the rule, its range and its
+    /// default (the one description of each framing setting).
     pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
         self.frame = self.frame.with_keep_alive(keep_alive);
         self
     }
 
-    /// How long closing a connection may take in all, counted from the first `poll_close` call:
-    /// sending the close frame, flushing (TLS included) and closing the socket, also after the
-    /// connection failed. Clamped to at most 1 day ([`FrameLimits::with_close_timeout`]).
-    /// Default: [`DEFAULT_CLOSE_TIMEOUT`].
+    /// Sets how long closing a connection may take for each connection: [`FrameLimits::with_close_timeout`] says the rule, its range and its
+    /// default (the one description of each framing setting).
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.frame = self.frame.with_close_timeout(timeout);
         self

@@ -109,10 +109,12 @@ impl FrameLimits {
         self
     }
 
-    /// Largest size of the read buffer, allocated while data flows and released when the
-    /// connection is idle (see [`Config::with_read_buffer_size`](crate::Config::with_read_buffer_size)). Clamped to 1 KiB ..= 16 MiB
-    /// (it must hold a frame header and a whole control frame, 139 bytes; 0 would make a valid
-    /// frame read as end of stream). Default: [`DEFAULT_READ_BUFFER_SIZE`].
+    /// Largest size of the read buffer. The buffer starts at 1 KiB (frame headers and small
+    /// frames), grows to this size once payload has to be read through it in pieces under 4 KiB
+    /// (larger payload reads go straight from the socket into the caller's buffer), and is
+    /// released whenever the socket has nothing more to read. Clamped to 1 KiB ..= 16 MiB (it must
+    /// hold a frame header and a whole control frame, 139 bytes; 0 would make a valid frame read as
+    /// end of stream). Default: [`DEFAULT_READ_BUFFER_SIZE`].
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.clamp(MIN_BUFFER_SIZE, MAX_BUFFER_SIZE);
         self
@@ -129,10 +131,10 @@ impl FrameLimits {
         self
     }
 
-    /// How long closing a connection may take, counted from the first `poll_close` call: sending
-    /// the close frame, flushing, and closing the socket (the TLS close included). Clamped to at
-    /// most 1 day; 0 gives up at once on a peer that is not ready. Default:
-    /// [`DEFAULT_CLOSE_TIMEOUT`].
+    /// How long closing a connection may take in all, counted from the first `poll_close` call:
+    /// sending the close frame, flushing (TLS included) and closing the socket, also after the
+    /// connection failed. Clamped to at most 1 day; 0 gives up at once on a peer that is not ready.
+    /// Default: [`DEFAULT_CLOSE_TIMEOUT`].
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout.min(MAX_DURATION);
         self
