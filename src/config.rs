@@ -121,15 +121,17 @@ impl Config {
         self
     }
 
-    /// Sets the largest WebSocket frame payload accepted for each connection: [`FrameLimits::with_max_frame_size`] says the rule, its range and its
-    /// default (the one description of each framing setting).
+    /// Sets the largest WebSocket frame payload accepted for each connection:
+    /// [`FrameLimits::with_max_frame_size`] says the rule, its range and its default (the one
+    /// description of each framing setting).
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_max_frame_size(bytes);
         self
     }
 
-    /// Sets the largest WebSocket message accepted for each connection: [`FrameLimits::with_max_message_size`] says the rule, its range and its
-    /// default (the one description of each framing setting).
+    /// Sets the largest WebSocket message accepted for each connection:
+    /// [`FrameLimits::with_max_message_size`] says the rule, its range and its default (the one
+    /// description of each framing setting).
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_max_message_size(bytes);
         self
@@ -173,29 +175,33 @@ impl Config {
         self
     }
 
-    /// Sets the outgoing bytes buffered per connection for each connection: [`FrameLimits::with_write_buffer_size`] says the rule, its range and its
-    /// default (the one description of each framing setting).
+    /// Sets the outgoing bytes buffered per connection for each connection:
+    /// [`FrameLimits::with_write_buffer_size`] says the rule, its range and its default (the one
+    /// description of each framing setting).
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_write_buffer_size(bytes);
         self
     }
 
-    /// Sets the largest size of each connection's read buffer for each connection: [`FrameLimits::with_read_buffer_size`] says the rule, its range and its
-    /// default (the one description of each framing setting).
+    /// Sets the largest size of each connection's read buffer for each connection:
+    /// [`FrameLimits::with_read_buffer_size`] says the rule, its range and its default (the one
+    /// description of each framing setting).
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_read_buffer_size(bytes);
         self
     }
 
-    /// Sets WebSocket keep-alive pings (or `None`: off) for each connection: [`FrameLimits::with_keep_alive`] says the rule, its range and its
-    /// default (the one description of each framing setting).
+    /// Sets WebSocket keep-alive pings (or `None`: off) for each connection:
+    /// [`FrameLimits::with_keep_alive`] says the rule, its range and its default (the one
+    /// description of each framing setting).
     pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
         self.frame = self.frame.with_keep_alive(keep_alive);
         self
     }
 
-    /// Sets how long closing a connection may take for each connection: [`FrameLimits::with_close_timeout`] says the rule, its range and its
-    /// default (the one description of each framing setting).
+    /// Sets how long closing a connection may take for each connection:
+    /// [`FrameLimits::with_close_timeout`] says the rule, its range and its default (the one
+    /// description of each framing setting).
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.frame = self.frame.with_close_timeout(timeout);
         self

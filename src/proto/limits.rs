@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-/// Default for [`Config::with_max_frame_size`](crate::Config::with_max_frame_size): 1 MiB. Noise sends at most 65,537 bytes per write,
-/// yamux 16 KiB frames; peers that write larger frames are still well inside this.
+/// Default for [`Config::with_max_frame_size`](crate::Config::with_max_frame_size): 1 MiB. Noise
+/// sends at most 65,537 bytes per write, yamux 16 KiB frames; peers that write larger frames are
+/// still well inside this.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
 /// Default for [`Config::with_max_message_size`](crate::Config::with_max_message_size): 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -111,10 +112,10 @@ impl FrameLimits {
 
     /// Largest size of the read buffer. The buffer starts at 1 KiB (frame headers and small
     /// frames), grows to this size once payload has to be read through it in pieces under 4 KiB
-    /// (larger payload reads go straight from the socket into the caller's buffer), and is
-    /// released whenever the socket has nothing more to read. Clamped to 1 KiB ..= 16 MiB (it must
-    /// hold a frame header and a whole control frame, 139 bytes; 0 would make a valid frame read as
-    /// end of stream). Default: [`DEFAULT_READ_BUFFER_SIZE`].
+    /// (larger payload reads go straight from the socket into the caller's buffer), and is released
+    /// whenever the socket has nothing more to read. Clamped to 1 KiB ..= 16 MiB (it must hold a
+    /// frame header and a whole control frame, 139 bytes; 0 would make a valid frame read as end of
+    /// stream). Default: [`DEFAULT_READ_BUFFER_SIZE`].
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes.clamp(MIN_BUFFER_SIZE, MAX_BUFFER_SIZE);
         self

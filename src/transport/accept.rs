@@ -69,9 +69,9 @@ pub(super) async fn read_first_bytes<S: AsyncRead + Unpin>(
     }
 }
 
-/// Whether the first bytes of a connection (as [`read_first_bytes`] read them) are a PROXY protocol header's
-/// start: v1's `PROXY ` (which [`classify`] takes for an HTTP method) or v2's signature. Where
-/// no PROXY header is read, such a connection is closed without an answer
+/// Whether the first bytes of a connection (as [`read_first_bytes`] read them) are a PROXY protocol
+/// header's start: v1's `PROXY ` (which [`classify`] takes for an HTTP method) or v2's signature.
+/// Where no PROXY header is read, such a connection is closed without an answer
 /// ([`ForwardedError::ProxyHeaderUnexpected`]), as [`ProxyProtocol::Off`] documents.
 pub(super) fn is_proxy_header(prefix: &Prefix) -> bool {
     let bytes = prefix.bytes();
@@ -79,9 +79,9 @@ pub(super) fn is_proxy_header(prefix: &Prefix) -> bool {
 }
 
 /// Closes a connection this port does not serve: sends `sign` (see
-/// [`refusal_sign`](classify::refusal_sign)) and a FIN at once, then reads and drops what the client
-/// sent that has already arrived (at most [`MAX_DRAIN`] bytes, without waiting), so that the close
-/// does not reset the connection before the client read the sign.
+/// [`refusal_sign`](classify::refusal_sign)) and a FIN at once, then reads and drops what the
+/// client sent that has already arrived (at most [`MAX_DRAIN`] bytes, without waiting), so that the
+/// close does not reset the connection before the client read the sign.
 pub(super) async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
     if !sign.is_empty() && io.write_all(sign).await.is_err() {
         return;
