@@ -122,16 +122,7 @@ fn run(settings: &Settings) -> Result<()> {
 
     let mut transfers: Vec<(Layer, Stack, Mode)> = Vec::new();
     if settings.section("full") {
-        for stack in [
-            Stack::Ws,
-            Stack::Wss,
-            Stack::WsTokio,
-            Stack::Websocket,
-            Stack::Tcp,
-            Stack::TcpAsyncStd,
-            Stack::TcpOurs,
-            Stack::TcpOursAsyncStd,
-        ] {
+        for stack in Stack::FULL {
             transfers.extend(directions.map(|mode| (Layer::Full, stack, mode)));
         }
     }

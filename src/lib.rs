@@ -218,7 +218,7 @@ pub use transport::{
     Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport, ACCEPT_ERROR_BACKOFF,
     ACCEPT_ERROR_REPORT_INTERVAL,
 };
-pub use upgrade::BoxError;
+pub use upgrade::{BoxError, Constructed};
 
 /// The transport on async-std (feature `async-std`, on by default): async-std's sockets on
 /// async-io's reactor. Use [`upgraded`](crate::async_std::upgraded) with `Swarm::new`.

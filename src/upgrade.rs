@@ -144,11 +144,13 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
 /// The error type `SwarmBuilder::with_other_transport` accepts from a transport constructor.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a transport constructor for `SwarmBuilder::with_other_transport` returns: the complete
+/// stack, boxed, or why it could not be built.
+pub type Constructed = Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError>;
+
 /// A transport constructor for libp2p's `SwarmBuilder` (`with_other_transport`): a closure that
 /// builds [`upgraded`] from the builder's keypair.
-pub(crate) fn constructor<P: Provider>(
-    config: Config,
-) -> impl FnOnce(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+pub(crate) fn constructor<P: Provider>(config: Config) -> impl FnOnce(&Keypair) -> Constructed {
     move |keypair| upgraded::<P>(keypair, config).map_err(|e| Box::new(e) as BoxError)
 }
 
@@ -158,7 +160,7 @@ pub(crate) fn constructor<P: Provider>(
 pub(crate) fn constructor_with<P, O, F>(
     config: Config,
     other: F,
-) -> impl FnOnce(&Keypair) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError>
+) -> impl FnOnce(&Keypair) -> Constructed
 where
     P: Provider,
     F: FnOnce(&Keypair) -> Result<O, BoxError>,
@@ -239,15 +241,7 @@ macro_rules! runtime_module {
         $(#[$constructor_doc])*
         pub fn constructor(
             config: $crate::Config,
-        ) -> impl FnOnce(
-            &libp2p_identity::Keypair,
-        ) -> Result<
-            libp2p_core::transport::Boxed<(
-                libp2p_identity::PeerId,
-                libp2p_core::muxing::StreamMuxerBox,
-            )>,
-            $crate::BoxError,
-        > {
+        ) -> impl FnOnce(&libp2p_identity::Keypair) -> $crate::Constructed {
             $crate::upgrade::constructor::<Provider>(config)
         }
 
@@ -277,15 +271,7 @@ macro_rules! runtime_module {
         pub fn constructor_with<O, F>(
             config: $crate::Config,
             other: F,
-        ) -> impl FnOnce(
-            &libp2p_identity::Keypair,
-        ) -> Result<
-            libp2p_core::transport::Boxed<(
-                libp2p_identity::PeerId,
-                libp2p_core::muxing::StreamMuxerBox,
-            )>,
-            $crate::BoxError,
-        >
+        ) -> impl FnOnce(&libp2p_identity::Keypair) -> $crate::Constructed
         where
             F: FnOnce(&libp2p_identity::Keypair) -> Result<O, $crate::BoxError>,
             O: libp2p_core::Transport<

@@ -53,16 +53,7 @@ const SMALL_DIVISOR: u64 = 8;
 /// (which shows what TLS adds to the bare WebSocket layer).
 pub(crate) fn transfers(settings: &Settings) -> Vec<(Layer, Stack, Mode)> {
     let mut out = Vec::new();
-    for stack in [
-        Stack::Ws,
-        Stack::Wss,
-        Stack::WsTokio,
-        Stack::Websocket,
-        Stack::Tcp,
-        Stack::TcpAsyncStd,
-        Stack::TcpOurs,
-        Stack::TcpOursAsyncStd,
-    ] {
+    for stack in Stack::FULL {
         for mode in [Mode::DialerUploads, Mode::ListenerUploads] {
             out.push((Layer::Full, stack, mode));
         }

@@ -62,20 +62,24 @@ impl Stack {
         }
     }
 
+    /// The stacks of the full-stack section (and of the instruction counts), in report order:
+    /// the one list a new stack is added to.
+    pub(crate) const FULL: [Stack; 8] = [
+        Stack::Ws,
+        Stack::Wss,
+        Stack::WsTokio,
+        Stack::Websocket,
+        Stack::Tcp,
+        Stack::TcpAsyncStd,
+        Stack::TcpOurs,
+        Stack::TcpOursAsyncStd,
+    ];
+
     pub(crate) fn from_id(id: &str) -> Option<Stack> {
-        [
-            Stack::Ws,
-            Stack::Wss,
-            Stack::WsTokio,
-            Stack::Websocket,
-            Stack::Tcp,
-            Stack::TcpAsyncStd,
-            Stack::TcpOurs,
-            Stack::TcpOursAsyncStd,
-            Stack::WsShared,
-        ]
-        .into_iter()
-        .find(|s| s.id() == id)
+        Stack::FULL
+            .into_iter()
+            .chain([Stack::WsShared])
+            .find(|s| s.id() == id)
     }
 
     pub(crate) fn runtime(self) -> Rt {
