@@ -288,10 +288,17 @@ fn parse_forwarded(value: &str) -> Result<Vec<Hop>, ForwardedError> {
         }
         i += 1;
         let val = forwarded_value(value, &mut i, name)?;
+        expect_separator(value, i, name)?;
         element.empty = false;
         if name.eq_ignore_ascii_case("for") {
+            if element.node.is_some() {
+                return Err(malformed_forwarded("for= twice in one element".into()));
+            }
             element.node = Some(forwarded_for(&val)?);
         } else if name.eq_ignore_ascii_case("proto") {
+            if element.https.is_some() {
+                return Err(malformed_forwarded("proto= twice in one element".into()));
+            }
             element.https =
                 Some(val.eq_ignore_ascii_case("https") || val.eq_ignore_ascii_case("wss"));
         }
@@ -300,6 +307,21 @@ fn parse_forwarded(value: &str) -> Result<Vec<Hop>, ForwardedError> {
         return Err(malformed_forwarded("no element".into()));
     }
     Ok(hops)
+}
+
+/// RFC 7239 section 4: a pair is followed by `;` (the next pair), `,` (the next element) or the
+/// end, with optional whitespace before; `for="1.2.3.4"for=5.6.7.8` is malformed.
+fn expect_separator(value: &str, mut i: usize, name: &str) -> Result<(), ForwardedError> {
+    let bytes = value.as_bytes();
+    while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+        i += 1;
+    }
+    match bytes.get(i) {
+        None | Some(b';') | Some(b',') => Ok(()),
+        Some(_) => Err(malformed_forwarded(format!(
+            "expected ; or , after the {name}= pair, at byte {i}"
+        ))),
+    }
 }
 
 /// One element of a `Forwarded` header, as far as it was read.

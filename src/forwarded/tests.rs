@@ -288,8 +288,23 @@ fn forwarded_rfc7239() {
         "for=\"[::1\"",
         "for=1.2.3.4:99999",
         "",
+        // Pairs not separated by `;` (found by an evaluation against the rfc7239 crate), and a
+        // parameter twice in one element (RFC 7239 section 4: at most once).
+        "for=\"1.2.3.4\"for=5.6.7.8",
+        "f=u for=10.0.1.1",
+        "for=1.2.3.4 proto=https",
+        "for=1.2.3.4;for=5.6.7.8",
+        "for=1.2.3.4;proto=http;proto=https",
     ] {
         assert!(forwarded(&[("Forwarded", bad)], &[]).is_err(), "{bad:?}");
+    }
+    // Whitespace before a separator is tolerated, as are empty pairs and elements.
+    for good in [
+        "for=1.2.3.4 ;proto=https",
+        "for=1.2.3.4;;proto=https ,",
+        "for=\"1.2.3.4\" , for=9.9.9.9",
+    ] {
+        assert!(forwarded(&[("Forwarded", good)], &[]).is_ok(), "{good:?}");
     }
 }
 
