@@ -125,65 +125,16 @@ impl Proxy {
             "socks5h" => (ProxyKind::Socks5 { remote_dns: true }, 1080),
             _ => return Err(ProxyUrlError::UnsupportedScheme(scheme)),
         };
-        // The url crate drops tabs and line breaks anywhere and reads `\` as `/` in http URLs:
-        // refuse them rather than parse something other than what was written.
-        if rest.contains(|c: char| c.is_ascii_control()) {
-            return Err(ProxyUrlError::Invalid("control characters in the URL"));
-        }
-        if rest.contains('\\') {
-            return Err(ProxyUrlError::Invalid("a \\ in the URL (write it as %5C)"));
-        }
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        // What follows the authority, as written (the url crate would drop `/.` and `/..`).
-        if !matches!(&rest[authority.len()..], "" | "/") {
-            return Err(ProxyUrlError::Invalid(
-                "a proxy URL has no path, query or fragment",
-            ));
-        }
+        let authority = authority_as_written(rest)?;
         let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        // Not "http:///host": the url crate skips the extra slashes of special schemes.
-        if hostport.is_empty() {
-            return Err(ProxyUrlError::Invalid("no host"));
-        }
-        if !hostport.is_ascii() {
-            return Err(ProxyUrlError::Invalid("invalid characters in the host"));
-        }
-        if hostport.ends_with(':') {
-            return Err(ProxyUrlError::Invalid("the port is not a number"));
-        }
         let parsed = ::url::Url::parse(&format!("{scheme}://{rest}"))
             .map_err(|e| ProxyUrlError::Invalid(url_error(e, hostport)))?;
         let credentials = if authority.contains('@') {
-            let decode = |s: &str| {
-                percent_decode_str(s)
-                    .decode_utf8()
-                    .map(|s| s.into_owned())
-                    .map_err(|_| ProxyUrlError::Invalid("the credentials are not UTF-8"))
-            };
-            Some(Credentials {
-                username: decode(parsed.username())?,
-                password: decode(parsed.password().unwrap_or_default())?,
-            })
+            Some(credentials(&parsed)?)
         } else {
             None
         };
-        let host = match parsed.host() {
-            None => return Err(ProxyUrlError::Invalid("no host")),
-            Some(::url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(::url::Host::Ipv6(ip)) => ip.to_string(),
-            Some(::url::Host::Domain(name)) => {
-                if name.is_empty() {
-                    return Err(ProxyUrlError::Invalid("no host"));
-                }
-                if !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-                {
-                    return Err(ProxyUrlError::Invalid("invalid characters in the host"));
-                }
-                name.to_ascii_lowercase()
-            }
-        };
+        let host = host(&parsed)?;
         let port = match parsed.port() {
             None => default_port,
             Some(0) => return Err(ProxyUrlError::Invalid(PORT_RANGE)),
@@ -277,5 +228,71 @@ fn url_error(error: ::url::ParseError, hostport: &str) -> &'static str {
             "invalid characters in the host"
         }
         _ => "not a URL of the form scheme://[user:password@]host[:port]",
+    }
+}
+
+/// The authority of `rest` (the URL after `scheme://`), after the checks on the URL as written that
+/// the url crate would not make (it drops tabs and line breaks anywhere, reads `\` as `/` in http
+/// URLs, drops `/.` and `/..` and extra slashes).
+fn authority_as_written(rest: &str) -> Result<&str, ProxyUrlError> {
+    if rest.contains(|c: char| c.is_ascii_control()) {
+        return Err(ProxyUrlError::Invalid("control characters in the URL"));
+    }
+    if rest.contains('\\') {
+        return Err(ProxyUrlError::Invalid("a \\ in the URL (write it as %5C)"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if !matches!(&rest[authority.len()..], "" | "/") {
+        return Err(ProxyUrlError::Invalid(
+            "a proxy URL has no path, query or fragment",
+        ));
+    }
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // Not "http:///host": the url crate skips the extra slashes of special schemes.
+    if hostport.is_empty() {
+        return Err(ProxyUrlError::Invalid("no host"));
+    }
+    if !hostport.is_ascii() {
+        return Err(ProxyUrlError::Invalid("invalid characters in the host"));
+    }
+    if hostport.ends_with(':') {
+        return Err(ProxyUrlError::Invalid("the port is not a number"));
+    }
+    Ok(authority)
+}
+
+/// The user name and password of a parsed URL, percent-decoded.
+fn credentials(parsed: &::url::Url) -> Result<Credentials, ProxyUrlError> {
+    let decode = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| ProxyUrlError::Invalid("the credentials are not UTF-8"))
+    };
+    Ok(Credentials {
+        username: decode(parsed.username())?,
+        password: decode(parsed.password().unwrap_or_default())?,
+    })
+}
+
+/// The host of a parsed URL: an IP address (IPv6 without brackets) or a lowercase name of ASCII
+/// letters, digits, `-`, `.` and `_`.
+fn host(parsed: &::url::Url) -> Result<String, ProxyUrlError> {
+    match parsed.host() {
+        None => Err(ProxyUrlError::Invalid("no host")),
+        Some(::url::Host::Ipv4(ip)) => Ok(ip.to_string()),
+        Some(::url::Host::Ipv6(ip)) => Ok(ip.to_string()),
+        Some(::url::Host::Domain(name)) => {
+            if name.is_empty() {
+                return Err(ProxyUrlError::Invalid("no host"));
+            }
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return Err(ProxyUrlError::Invalid("invalid characters in the host"));
+            }
+            Ok(name.to_ascii_lowercase())
+        }
     }
 }
