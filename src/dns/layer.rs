@@ -164,13 +164,17 @@ where
         addr: Multiaddr,
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<io::Error>> {
-        let route = route(&addr).map_err(TransportError::MultiaddrNotSupported)?;
-        if route == Route::Inner {
-            let dial = lock(&self.inner)
-                .dial(addr, opts)
-                .map_err(|e| e.map(to_io))?;
-            return Ok(dial.map_err(to_io).boxed());
-        }
+        // What to resolve first; anything else is passed on as it is.
+        let lookup = match route(&addr).map_err(TransportError::MultiaddrNotSupported)? {
+            Route::Inner => {
+                let dial = lock(&self.inner)
+                    .dial(addr, opts)
+                    .map_err(|e| e.map(to_io))?;
+                return Ok(dial.map_err(to_io).boxed());
+            }
+            Route::Dnsaddr(_) => None,
+            Route::Name(name, family) => Some((name, family)),
+        };
         let (inner, resolver, dns, timeout) = (
             self.inner.clone(),
             self.resolver.clone(),
@@ -179,12 +183,9 @@ where
         );
         let deadline = Instant::now() + timeout;
         let dial = async move {
-            let candidates = match route {
-                Route::Dnsaddr(_) => expand_dnsaddr::<P>(&resolver, &dns, &addr).await?,
-                Route::Name(name, family) => {
-                    resolve_name::<P>(&resolver, &addr, &name, family).await?
-                }
-                Route::Inner => unreachable!("passed on above"),
+            let candidates = match lookup {
+                None => expand_dnsaddr::<P>(&resolver, &dns, &addr).await?,
+                Some((name, family)) => resolve_name::<P>(&resolver, &addr, &name, family).await?,
             };
             dial_in_turn(&inner, candidates, opts, &addr).await
         };
