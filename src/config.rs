@@ -9,6 +9,7 @@ pub use crate::proto::limits::{
 use crate::{
     dns::DnsConfig,
     forwarded::ReverseProxy,
+    http::Http,
     proxy::{Proxies, Proxy, ProxyEnv},
     tls_config::TlsConfig,
 };
@@ -62,6 +63,7 @@ pub struct Config {
     pub(crate) dns: DnsConfig,
     pub(crate) proxy: Proxies,
     pub(crate) reverse_proxy: Option<ReverseProxy>,
+    pub(crate) http: Http,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             proxy: Proxies::Direct,
             reverse_proxy: None,
+            http: Http::new(),
         }
     }
 }
@@ -323,6 +326,21 @@ impl Config {
     /// ```
     pub fn with_reverse_proxy(mut self, proxies: ReverseProxy) -> Self {
         self.reverse_proxy = Some(proxies);
+        self
+    }
+
+    /// Responders for plain HTTP requests (not WebSocket upgrades) on the WebSocket listeners
+    /// (`/ws`, `/tls/ws`, and a shared port): a health check, the metrics page, a handler; see
+    /// [`http`](crate::http). A plain request is answered and closed, and never reported as a
+    /// connection (it is logged at debug); without responders it is answered as before (426, 404,
+    /// 405). Default: none.
+    ///
+    /// ```
+    /// use libp2p_ws::http::Http;
+    /// let config = libp2p_ws::Config::default().with_http(Http::new().with_health());
+    /// ```
+    pub fn with_http(mut self, http: Http) -> Self {
+        self.http = http;
         self
     }
 

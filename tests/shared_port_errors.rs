@@ -99,7 +99,18 @@ async fn a_slow_first_byte_times_out_and_garbage_closes<R: Runtime>() {
         head.lines().next()
     );
     assert!(head.starts_with("HTTP/1.1 426"), "{head}");
-    assert!(matches!(node.connection().await, (id, Err(_)) if id == ws.0));
+    // It is answered, not reported: the next connection the listener reports is the upgrade
+    // request for a path it does not serve.
+    let upgrade = "GET /elsewhere HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                   Connection: upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let (_, answer) = raw_until_closed::<R>(&ws.1, upgrade.as_bytes()).await;
+    assert!(answer.starts_with(b"HTTP/1.1 404"), "{answer:?}");
+    let reported = node.connection().await;
+    assert!(
+        matches!(&reported, (id, Err(e)) if *id == ws.0 && e.contains("answered 404")),
+        "{reported:?}"
+    );
 }
 
 async fn wrong_doors_answer_at_once_and_say_what_to_dial<R: Runtime>() {

@@ -304,7 +304,9 @@ async fn incoming_errors_are_found_and_read_once<R: Runtime>() {
         let target = ip_and_port(&addr).unwrap();
         std::thread::spawn(move || {
             let mut s = std::net::TcpStream::connect(target).unwrap();
-            let _ = s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            );
             std::thread::sleep(Duration::from_secs(2));
         });
         let error = within::<R, _>(Duration::from_secs(10), async {

@@ -32,17 +32,19 @@ pub async fn accept<T>(io: &mut T, max_head: usize, path: &str) -> Result<Vec<u8
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    accept_inspecting(io, max_head, path, &mut |_| Ok(())).await
+    accept_inspecting(io, Vec::new(), max_head, path, &mut |_| Ok(())).await
 }
 
 /// The request's headers, as (name, value) pairs, for [`accept_inspecting`].
 pub(crate) type Headers<'a> = &'a [httparse::Header<'a>];
 
-/// [`accept`], handing the request's headers to `inspect` once they passed the upgrade's own
-/// checks; an error from it refuses the upgrade (answered 400 for
-/// [`HandshakeError::Forwarded`]).
+/// [`accept`] of a connection whose first bytes (`read_ahead`: what [`read_head`] read, the
+/// request head or its start) were read already, handing the request's headers to `inspect` once
+/// they passed the upgrade's own checks; an error from it refuses the upgrade (answered 400 for
+/// [`HandshakeError::Forwarded`]). The head limit counts the bytes read ahead.
 pub(crate) async fn accept_inspecting<T>(
     io: &mut T,
+    read_ahead: Vec<u8>,
     max_head: usize,
     path: &str,
     inspect: &mut (dyn FnMut(Headers<'_>) -> Result<(), HandshakeError> + Send),
@@ -50,12 +52,93 @@ pub(crate) async fn accept_inspecting<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut bounded = Bounded::new(io, max_head);
+    let mut replay = Replay {
+        io,
+        bytes: read_ahead,
+        at: 0,
+    };
+    let mut bounded = Bounded::new(&mut replay, max_head);
     let mut server = handshake::Server::new(&mut bounded);
     server.set_buffer(buffers::take());
     let result = serve(&mut server, max_head, path, inspect).await;
     buffers::give(server.take_buffer());
-    result
+    // What was read ahead and not yet replayed follows what the upgrade read.
+    result.map(|mut rest| {
+        rest.extend_from_slice(&replay.bytes[replay.at..]);
+        rest
+    })
+}
+
+/// Reads the start of a request from `io` behind `bytes` (what was read already) until they hold a
+/// whole head (up to its empty line), at most `max_head` bytes in all; stops at a read error or
+/// the end of the stream, which the upgrade meets again when it reads on. Returns the bytes read,
+/// for [`accept_inspecting`] (to replay) or [`plain_request`](crate::http::plain_request).
+pub(crate) async fn read_head<T>(io: &mut T, mut bytes: Vec<u8>, max_head: usize) -> Vec<u8>
+where
+    T: AsyncRead + Unpin,
+{
+    use futures::AsyncReadExt;
+    const BLOCK: usize = 2048;
+    let mut searched = 0;
+    while bytes.len() < max_head {
+        if bytes[searched..].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        searched = bytes.len().saturating_sub(3);
+        let start = bytes.len();
+        bytes.resize(max_head.min(start + BLOCK), 0);
+        match io.read(&mut bytes[start..]).await {
+            Ok(n) if n > 0 => bytes.truncate(start + n),
+            _ => {
+                bytes.truncate(start);
+                break;
+            }
+        }
+    }
+    bytes
+}
+
+/// A stream whose first reads return `bytes` (from `at` on), then read `io`.
+struct Replay<'a, T> {
+    io: &'a mut T,
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Replay<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let rest = &this.bytes[this.at..];
+        if rest.is_empty() {
+            return Pin::new(&mut *this.io).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        this.at += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_close(cx)
+    }
 }
 
 async fn serve<T>(
@@ -113,7 +196,7 @@ where
 }
 
 /// Headers parsed at most, as soketto does.
-const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 
 /// The checks soketto's server leaves out, on a request it accepted: one `Host` header (RFC 9112
 /// section 3.2: a server answers 400 to more), one `Sec-WebSocket-Key` (RFC 6455 section 11.3.1)
@@ -326,7 +409,7 @@ mod buffers {
 }
 
 /// The HTTP status a listener answers a failed upgrade request with, if it answers at all.
-fn reject_status(error: &HandshakeError) -> Option<u16> {
+pub(crate) fn reject_status(error: &HandshakeError) -> Option<u16> {
     use UpgradeViolation as V;
     Some(match error {
         HandshakeError::PathNotFound { .. } => 404,

@@ -5,7 +5,7 @@
 
 use std::{io, pin::Pin, sync::Arc, task::Poll};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsAcceptor;
 
 use super::{
@@ -149,31 +149,21 @@ fn first_bytes_error(error: io::Error) -> Error {
     Error::Handshake(HandshakeError::Io(error))
 }
 
-/// The upgrade of a connection on a socket that serves one kind (the [`Path::Direct`]): reads
-/// its first bytes and [`route`]s them (unrecognised bytes go to the listener's own handler), then
-/// serves it or refuses it.
+/// The `/tcp` connection on a socket that serves only `/tcp` (the [`Path::Direct`]): reads its
+/// first bytes and [`route`]s them (unrecognised bytes are served), then serves it or refuses it.
 ///
 /// [`Path::Direct`]: super::inbound::Path::Direct
-pub(super) async fn accept_single<P: Provider>(
+pub(super) async fn accept_tcp<P: Provider>(
     shared: Arc<Shared>,
     mut tcp: P::Stream,
-    kind: Kind,
-    serve: Serve,
-    inspect: Inspect,
 ) -> Result<Output<P::Stream>, Error> {
     let (verdict, prefix) = read_first_bytes(&mut tcp, Prefix::default())
         .await
         .map_err(first_bytes_error)?;
-    let served = Served::default().with(kind);
-    match route(
-        verdict,
-        is_proxy_header(&prefix),
-        served,
-        Unrecognised::ServeAs(kind),
-    ) {
-        Route::Serve(_) => accept::<P>(shared, tcp, prefix, serve, inspect, None)
-            .await
-            .map(|(output, _)| output),
+    let served = Served::default().with(Kind::Tcp);
+    let unrecognised = Unrecognised::ServeAs(Kind::Tcp);
+    match route(verdict, is_proxy_header(&prefix), served, unrecognised) {
+        Route::Serve(_) => Ok(serve_tcp::<P>(&shared, tcp, prefix)),
         Route::Refuse { sign, error } => {
             refuse::<P>(&mut tcp, sign).await;
             Err(error)
@@ -181,16 +171,111 @@ pub(super) async fn accept_single<P: Provider>(
     }
 }
 
-/// Serves a routed connection (the bytes read to route it in `prefix`); with
-/// [`Inspect::Believe`], also returns the client the request's believed forwarding header names,
-/// charged to that client's share through `charge` as soon as the header is read (before the
-/// `101`: a client over its share is answered 503 and the upgrade fails with
-/// [`ForwardedError::ClientShareFull`]).
-pub(super) async fn accept<P: Provider>(
+/// Serves a routed `/tcp` connection (the bytes read to route it in `prefix`).
+pub(super) fn serve_tcp<P: Provider>(
+    shared: &Shared,
+    tcp: P::Stream,
+    prefix: Prefix,
+) -> Output<P::Stream> {
+    if let Err(e) = P::set_nodelay(&tcp, shared.config.nodelay) {
+        tracing::debug!(%e, "could not set TCP_NODELAY");
+    }
+    Output::Tcp(TcpConnection::with_prefix(tcp, prefix))
+}
+
+/// A WebSocket connection whose request head is read (after TLS, for `/tls/ws`), to be upgraded.
+pub(super) struct Opened<S> {
+    stream: Socket<S>,
+    /// The bytes read: the request head, maybe some of what follows it, or, if the head did not
+    /// come whole, as much as came.
+    read: Vec<u8>,
+}
+
+/// What [`open`] found.
+pub(super) enum Open<S> {
+    /// An upgrade request (or a head that is not a plain request: the upgrade answers it).
+    Upgrade(Opened<S>),
+    /// A plain HTTP request, answered with `status` (`None`: the connection ended first) and
+    /// closed.
+    Answered { status: Option<u16> },
+}
+
+/// Opens a routed WebSocket connection (the bytes read to route it in `prefix`): TLS if
+/// `tls`, then the request head. A plain HTTP request (see [`crate::http`]) is answered here: by
+/// the configured responders, or as the upgrade answers it (426, 404, 405).
+pub(super) async fn open<P: Provider>(
     shared: Arc<Shared>,
     tcp: P::Stream,
     prefix: Prefix,
-    serve: Serve,
+    tls: Option<TlsAcceptor>,
+    path: String,
+) -> Result<Open<P::Stream>, Error> {
+    let config = &shared.config;
+    if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
+        tracing::debug!(%e, "could not set TCP_NODELAY");
+    }
+    let (mut stream, ahead) = match tls {
+        Some(acceptor) => (accept_tls::<P>(&acceptor, tcp, prefix).await?, Vec::new()),
+        None => (Socket::Plain(tcp), prefix.bytes().to_vec()),
+    };
+    let read = handshake::read_head(&mut stream, ahead, config.max_head_size).await;
+    match crate::http::plain_request(&read) {
+        Some(request) => {
+            let status = answer(&shared, &mut stream, request, read, &path).await;
+            Ok(Open::Answered { status })
+        }
+        None => Ok(Open::Upgrade(Opened { stream, read })),
+    }
+}
+
+/// Answers a plain HTTP `request` (read in `read`) and closes the connection: with the response
+/// of the responder that takes it, or, if none does, as the upgrade answers it. Returns the
+/// status sent.
+async fn answer<S>(
+    shared: &Shared,
+    stream: &mut Socket<S>,
+    request: crate::http::Request<()>,
+    read: Vec<u8>,
+    path: &str,
+) -> Option<u16>
+where
+    Socket<S>: AsyncRead + AsyncWrite + Unpin,
+{
+    let http = &shared.config.http;
+    let head_only = request.method() == http::Method::HEAD;
+    let response = match http.is_empty() {
+        true => None,
+        false => http.respond(request).await,
+    };
+    let status = match response {
+        Some(response) => {
+            let bytes = crate::http::encode(&response, head_only);
+            stream.write_all(&bytes).await.ok()?;
+            response.status().as_u16()
+        }
+        None => {
+            let max_head = shared.config.max_head_size;
+            let refused =
+                handshake::accept_inspecting(stream, read, max_head, path, &mut |_| Ok(())).await;
+            match refused {
+                Err(error) => handshake::reject_status(&error)?,
+                // A plain request is never upgraded; should soketto accept one, close it.
+                Ok(_) => return None,
+            }
+        }
+    };
+    let _ = stream.close().await;
+    Some(status)
+}
+
+/// Upgrades an opened connection: the HTTP upgrade for `path`, with [`Inspect::Believe`] also
+/// returning the client the request's believed forwarding header names, charged to that client's
+/// share through `charge` as soon as the header is read (before the `101`: a client over its
+/// share is answered 503 and the upgrade fails with [`ForwardedError::ClientShareFull`]).
+pub(super) async fn upgrade<P: Provider>(
+    shared: Arc<Shared>,
+    opened: Opened<P::Stream>,
+    path: String,
     inspect: Inspect,
     charge: Option<Charge>,
 ) -> Result<(Output<P::Stream>, Option<ForwardedClient>), Error> {
@@ -200,31 +285,10 @@ pub(super) async fn accept<P: Provider>(
     let mut check = |headers: handshake::Headers<'_>| {
         inspect_headers(headers, inspect, reverse, charge.as_ref(), &mut client)
     };
-    if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
-        tracing::debug!(%e, "could not set TCP_NODELAY");
-    }
-    let max_head = config.max_head_size;
-    let (stream, rest) = match serve {
-        Serve::Tcp => return Ok((Output::Tcp(TcpConnection::with_prefix(tcp, prefix)), None)),
-        Serve::Ws {
-            tls: Some(acceptor),
-            path,
-        } => {
-            let mut stream = accept_tls::<P>(&acceptor, tcp, prefix).await?;
-            let rest =
-                handshake::accept_inspecting(&mut stream, max_head, &path, &mut check).await?;
-            (stream, rest)
-        }
-        Serve::Ws { tls: None, path } => {
-            let mut stream = Socket::Plain(tcp);
-            let mut ahead = TcpConnection::with_prefix(&mut stream, prefix);
-            let mut rest =
-                handshake::accept_inspecting(&mut ahead, max_head, &path, &mut check).await?;
-            // The handshake reads the read-ahead first; any of it left follows what it read.
-            rest.extend_from_slice(ahead.prefix.bytes());
-            (stream, rest)
-        }
-    };
+    let Opened { mut stream, read } = opened;
+    let rest =
+        handshake::accept_inspecting(&mut stream, read, config.max_head_size, &path, &mut check)
+            .await?;
     let connection =
         Connection::new(stream, Role::Server, config.frame, &rest).with_timers(P::timer);
     Ok((Output::WebSocket(connection), client))

@@ -70,19 +70,22 @@ impl Trust {
 /// The two paths an accepted connection can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Path {
-    /// Reported to the one listener at once; its upgrade future reads the first bytes and routes.
+    /// A socket serving only `/tcp`, without proxies: reported to its listener at once; the
+    /// upgrade future reads the first bytes and routes.
     Direct,
-    /// Routed before it is reported: the socket serves several kinds, or a PROXY header or a
-    /// trusted proxy's forwarding headers must be read to know the client first.
-    RouteFirst,
+    /// Routed before it is reported, and for the WebSocket kinds its request head read too (a
+    /// plain HTTP request is answered and never reported). `lone`: the socket's one listener,
+    /// when no proxy is involved: its failures (a timeout, an eviction, a refusal) are reported
+    /// to it, and bytes that match no form are served by it.
+    RouteFirst { lone: Option<Kind> },
 }
 
-/// Which path a connection takes on a socket serving `listeners` listeners.
-pub(super) fn path(listeners: usize, trust: Trust) -> Path {
-    if listeners == 1 && !trust.trusted && trust.proxy_protocol == ProxyProtocol::Off {
-        Path::Direct
-    } else {
-        Path::RouteFirst
+/// Which path a connection takes on a socket serving `only` that kind (one listener) or several.
+pub(super) fn path(only: Option<Kind>, trust: Trust) -> Path {
+    let proxied = trust.trusted || trust.proxy_protocol != ProxyProtocol::Off;
+    match only.filter(|_| !proxied) {
+        Some(Kind::Tcp) => Path::Direct,
+        lone => Path::RouteFirst { lone },
     }
 }
 
@@ -278,13 +281,29 @@ mod tests {
 
     #[test]
     fn only_one_listener_without_proxies_takes_the_direct_path() {
-        assert_eq!(path(1, trust(false, ProxyProtocol::Off)), Path::Direct);
-        assert_eq!(path(2, trust(false, ProxyProtocol::Off)), Path::RouteFirst);
-        assert_eq!(path(1, trust(true, ProxyProtocol::Off)), Path::RouteFirst);
+        let plain = trust(false, ProxyProtocol::Off);
+        assert_eq!(path(Some(Kind::Tcp), plain), Path::Direct);
+        let first = |lone| Path::RouteFirst { lone };
+        assert_eq!(path(None, plain), first(None));
         assert_eq!(
-            path(1, trust(false, ProxyProtocol::Optional)),
-            Path::RouteFirst
+            path(Some(Kind::Tcp), trust(true, ProxyProtocol::Off)),
+            first(None)
         );
+        assert_eq!(
+            path(Some(Kind::Tcp), trust(false, ProxyProtocol::Optional)),
+            first(None)
+        );
+    }
+
+    #[test]
+    fn a_websocket_listener_reads_the_request_head_before_it_reports() {
+        let plain = trust(false, ProxyProtocol::Off);
+        for kind in [Kind::Ws, Kind::TlsWs] {
+            let lone = Path::RouteFirst { lone: Some(kind) };
+            assert_eq!(path(Some(kind), plain), lone);
+            let proxied = path(Some(kind), trust(true, ProxyProtocol::Off));
+            assert_eq!(proxied, Path::RouteFirst { lone: None });
+        }
     }
 
     #[test]

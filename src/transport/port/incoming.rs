@@ -1,13 +1,21 @@
 //! Inbound connections of a [`Port`]: admission (the pending-handshake limits), then the path
-//! [`inbound::path`] picks. On the direct path (one listener, no proxies) the `Incoming` event goes
-//! out at once and its upgrade future reads the first bytes and routes them; on the route-first
-//! path the connection's phases (a PROXY header and the first bytes; a refusal; from a trusted
-//! proxy whose forwarding headers are believed, the HTTP upgrade) run here first, each under the
-//! connection's ticket and its one deadline, and the event goes to the listener of its kind.
+//! [`inbound::path`] picks. On the direct path (a socket serving only `/tcp`, no proxies) the
+//! `Incoming` event goes out at once and its upgrade future reads the first bytes and routes them;
+//! on the route-first path the connection's phases run here first, each under the connection's
+//! ticket and its one deadline: a PROXY header and the first bytes; a refusal; for the WebSocket
+//! kinds TLS and the request head (a plain HTTP request is answered here and never reported);
+//! from a trusted proxy whose forwarding headers are believed, the HTTP upgrade. Then the event
+//! goes to the listener of its kind.
 
-use std::{future::Future, net::SocketAddr, time::Instant};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{future::BoxFuture, FutureExt};
+use futures_rustls::TlsAcceptor;
 use libp2p_core::{
     multiaddr::{Multiaddr, Protocol},
     transport::TransportEvent,
@@ -19,15 +27,16 @@ use crate::{
     admission::{Charge, Ticket},
     classify::Verdict,
     error::{Chain, Error, HandshakeError, TimeoutStage},
-    forwarded::ForwardedError,
+    forwarded::{ForwardedClient, ForwardedError},
     provider::{self, Provider},
     transport::{
         accept::{
-            accept, accept_single, is_proxy_header, read_first_bytes, read_proxy_header, refuse,
+            accept_tcp, is_proxy_header, open, read_first_bytes, read_proxy_header, refuse,
+            serve_tcp, upgrade, Open, Opened, Serve,
         },
         inbound::{self, charge_named, Inspect, Path, Route, Trust, Unrecognised},
         output::Prefix,
-        ListenerUpgrade, Output,
+        ListenerUpgrade, Output, Shared,
     },
 };
 
@@ -42,7 +51,11 @@ struct Carry {
     remote: SocketAddr,
     ticket: Ticket,
     deadline: Instant,
+    /// The handshake timeout the deadline was counted with (for the error that reports it).
+    timeout: Duration,
     trust: Trust,
+    /// The socket's one listener, when no proxy is involved (see [`Path::RouteFirst`]).
+    lone: Option<Kind>,
 }
 
 /// Where a connection on the route-first path stands.
@@ -55,8 +68,16 @@ enum Step<S> {
         verdict: Verdict,
         peer: SocketAddr,
     },
+    /// A WebSocket connection whose request head is read: an upgrade request, to be upgraded.
+    Opened {
+        kind: Kind,
+        opened: Opened<S>,
+        peer: SocketAddr,
+        path: String,
+    },
     /// Served as `kind` and upgraded already (a trusted proxy's forwarding headers had to be
-    /// read first); `client` is whom they named (`https`: over TLS), or the peer.
+    /// read first), or failed on the way (reported to the listener of `kind`); `client` is whom
+    /// the headers named (`https`: over TLS), or the peer.
     Upgraded {
         kind: Kind,
         result: Box<Result<Output<S>, Error>>,
@@ -65,24 +86,54 @@ enum Step<S> {
     },
 }
 
+impl<S> Step<S> {
+    /// A failure of a connection from `peer`, reported to the listener of `kind`.
+    fn failed(kind: Kind, error: Error, peer: SocketAddr) -> Self {
+        Step::Upgraded {
+            kind,
+            result: Box::new(Err(error)),
+            client: peer,
+            https: false,
+        }
+    }
+}
+
+/// The stage a timeout of a WebSocket connection's handshake is reported at.
+fn stage(carry: &Carry) -> TimeoutStage {
+    match carry.lone {
+        Some(_) => TimeoutStage::Accept,
+        None => TimeoutStage::AcceptShared,
+    }
+}
+
+/// Which phases report their failures (a timeout, an eviction): to the listener of `kind`, the
+/// timeout at `stage`, as a connection from `peer` (the client a trusted proxy named, or the
+/// remote address).
+type Report = Option<(Kind, TimeoutStage, SocketAddr)>;
+
 /// Runs one phase of a route-first connection under its ticket and its deadline: the next step,
-/// or `None` (the connection is closed) if the phase ends it, times out or is evicted.
+/// or `None` (the connection is closed) if the phase ends it, or if it times out or is evicted
+/// where `report` is `None` (otherwise those are reported as failures).
 fn phase<P: Provider>(
     mut carry: Carry,
     future: impl Future<Output = Option<Step<P::Stream>>> + Send + 'static,
+    report: Report,
 ) -> BoxFuture<'static, Option<Inbound<P::Stream>>> {
     async move {
         let bounded = provider::timeout_at::<P, _>(carry.deadline, future);
         let remote = carry.remote;
+        let failed = |error| report.map(|(kind, _, peer)| Step::failed(kind, error, peer));
         let step = match carry.ticket.phase(bounded).await {
             Ok(Some(step)) => step?,
             Ok(None) => {
-                tracing::debug!(%remote, "not routed (or, from a trusted proxy, not upgraded) within the handshake timeout; closing");
-                return None;
+                tracing::debug!(%remote, "not served within the handshake timeout; closing");
+                let after = carry.timeout;
+                let stage = report.map_or(TimeoutStage::AcceptShared, |(_, stage, _)| stage);
+                failed(Error::Timeout { stage, after })?
             }
             Err(_) => {
                 tracing::debug!(%remote, "evicted while being routed");
-                return None;
+                failed(Error::Evicted)?
             }
         };
         Some(Inbound { carry, step })
@@ -91,19 +142,22 @@ fn phase<P: Provider>(
 }
 
 /// The first phase of the route-first path: a PROXY header if one is read (its client charged to
-/// its share at once when a trusted proxy sent it), then the first bytes.
+/// its share at once when a trusted proxy sent it), then the first bytes. A failure is reported
+/// to `lone`'s listener, if the socket has one (see [`Path::RouteFirst`]).
 async fn read_first<P: Provider>(
     mut tcp: P::Stream,
     remote: SocketAddr,
     trust: Trust,
     charge: Charge,
+    lone: Option<Kind>,
 ) -> Option<Step<P::Stream>> {
+    let failed = |error: Error| {
+        tracing::debug!(%remote, error = %Chain(&error), "closing");
+        lone.map(|kind| Step::failed(kind, error, remote))
+    };
     let (header, prefix) = match read_proxy_header(&mut tcp, trust.proxy_protocol).await {
         Ok(read) => read,
-        Err(error) => {
-            tracing::debug!(%remote, error = %Chain(&error), "closing");
-            return None;
-        }
+        Err(error) => return failed(error),
     };
     let mut peer = remote;
     if let Some(source) = header.and_then(|h| h.source) {
@@ -124,19 +178,40 @@ async fn read_first<P: Provider>(
             verdict,
             peer,
         }),
-        Err(error) => {
-            tracing::debug!(%remote, %error, "connection closed before it could be routed");
+        Err(error) => failed(Error::Handshake(HandshakeError::Io(error))),
+    }
+}
+
+/// The phase of a routed WebSocket connection: TLS (for `/tls/ws`) and its request head. A plain
+/// HTTP request is answered and closed here (logged, not reported); an upgrade request goes on.
+async fn open_phase<P: Provider>(
+    shared: Arc<Shared>,
+    tcp: P::Stream,
+    prefix: Prefix,
+    kind: Kind,
+    tls: Option<TlsAcceptor>,
+    path: String,
+    peer: SocketAddr,
+) -> Option<Step<P::Stream>> {
+    match open::<P>(shared, tcp, prefix, tls, path.clone()).await {
+        Ok(Open::Upgrade(opened)) => Some(Step::Opened {
+            kind,
+            opened,
+            peer,
+            path,
+        }),
+        Ok(Open::Answered { status }) => {
+            tracing::debug!(%peer, ?kind, ?status, "answered a plain HTTP request; closed");
             None
         }
+        Err(error) => Some(Step::failed(kind, error, peer)),
     }
 }
 
 /// The phase of a connection from a trusted proxy whose forwarding headers are believed: the
 /// HTTP upgrade, which names the client (charged to its share as soon as the header is read).
 async fn upgrade_believed<P: Provider>(
-    accept: impl Future<
-        Output = Result<(Output<P::Stream>, Option<crate::forwarded::ForwardedClient>), Error>,
-    >,
+    accept: impl Future<Output = Result<(Output<P::Stream>, Option<ForwardedClient>), Error>>,
     kind: Kind,
     peer: SocketAddr,
     remote: SocketAddr,
@@ -201,15 +276,16 @@ impl<P: Provider> Port<P> {
         let trust = Trust::of(config, remote.ip(), self.local.port());
         let ticket = self.admit(remote, trust, accepted)?;
         let deadline = inbound::deadline(config, accepted, ticket.deadline());
-        match inbound::path(self.members.len(), trust) {
+        let timeout = config.handshake_timeout;
+        let only = match self.members.as_slice() {
+            [member] => Some(member.addr.kind()),
+            _ => None,
+        };
+        match inbound::path(only, trust) {
             Path::Direct => {
-                let member = &self.members[0];
-                let (kind, serve) = (member.addr.kind(), member.serve.clone());
                 let shared = self.shared.clone();
-                let timeout = config.handshake_timeout;
-                let inspect = trust.untrusted_headers;
                 let upgrade = async move {
-                    let accept = accept_single::<P>(shared, tcp, kind, serve, inspect);
+                    let accept = accept_tcp::<P>(shared, tcp);
                     let result = provider::timeout_at::<P, _>(deadline, accept).await;
                     result.unwrap_or(Err(Error::Timeout {
                         stage: TimeoutStage::Accept,
@@ -218,23 +294,27 @@ impl<P: Provider> Port<P> {
                 };
                 Some(self.incoming_event(0, upgrade.boxed(), remote, false, ticket))
             }
-            Path::RouteFirst => {
+            Path::RouteFirst { lone } => {
                 let charge = ticket.charge();
                 let carry = Carry {
                     remote,
                     ticket,
                     deadline,
+                    timeout,
                     trust,
+                    lone,
                 };
-                let read = read_first::<P>(tcp, remote, trust, charge);
-                self.routing.push(phase::<P>(carry, read));
+                let read = read_first::<P>(tcp, remote, trust, charge, lone);
+                let report = lone.map(|kind| (kind, TimeoutStage::Accept, remote));
+                self.routing.push(phase::<P>(carry, read, report));
                 None
             }
         }
     }
 
     /// The next step of a route-first connection: routes it by its first bytes (refusing it, or
-    /// upgrading it first, or reporting it), or reports it once upgraded.
+    /// opening it, or reporting it), upgrades it once its request head is read, or reports it
+    /// once upgraded.
     pub(super) fn on_inbound(&mut self, inbound: Inbound<P::Stream>) -> Option<Event<P::Stream>> {
         let Inbound { carry, step } = inbound;
         let remote = carry.remote;
@@ -246,20 +326,31 @@ impl<P: Provider> Port<P> {
                 peer,
             } => {
                 let proxy_header = is_proxy_header(&prefix);
-                match inbound::route(verdict, proxy_header, self.served(), Unrecognised::Close) {
+                let unrecognised = carry
+                    .lone
+                    .map_or(Unrecognised::Close, Unrecognised::ServeAs);
+                match inbound::route(verdict, proxy_header, self.served(), unrecognised) {
                     Route::Refuse { sign, error } => {
                         tracing::debug!(%remote, error = %Chain(&error), "closing");
+                        let report = carry.lone.map(|kind| (kind, TimeoutStage::Accept, peer));
+                        let reported = report.map(|(kind, _, _)| Step::failed(kind, error, peer));
                         let mut tcp = tcp;
                         let refusal = async move {
                             refuse::<P>(&mut tcp, sign).await;
-                            None
+                            reported
                         };
-                        self.next_phase(phase::<P>(carry, refusal));
+                        self.next_phase(phase::<P>(carry, refusal, report));
                         None
                     }
                     Route::Serve(kind) => self.serve(carry, kind, tcp, prefix, peer),
                 }
             }
+            Step::Opened {
+                kind,
+                opened,
+                peer,
+                path,
+            } => self.upgrade_opened(carry, kind, opened, peer, path),
             Step::Upgraded {
                 kind,
                 result,
@@ -294,9 +385,8 @@ impl<P: Provider> Port<P> {
         at
     }
 
-    /// Serves a routed connection as `kind`: from a trusted proxy whose forwarding headers are
-    /// believed, upgrades it first (to know the client); otherwise reports it now, its upgrade
-    /// in the event's future.
+    /// Serves a routed connection as `kind`: a `/tcp` one is reported now; a WebSocket one is
+    /// opened first (TLS, the request head).
     fn serve(
         &mut self,
         carry: Carry,
@@ -308,28 +398,53 @@ impl<P: Provider> Port<P> {
         let remote = carry.remote;
         let at = self.member_of(kind, remote)?;
         let serve = self.members[at].serve.clone();
+        let Serve::Ws { tls, path } = serve else {
+            if peer.ip() != remote.ip() {
+                // Charged to the client's share already, when the header naming it was read.
+                tracing::debug!(%remote, client = %peer, "a trusted reverse proxy named the client");
+            }
+            let output = serve_tcp::<P>(&self.shared, tcp, prefix);
+            let upgrade = async move { Ok(output) }.boxed();
+            return Some(self.incoming_event(at, upgrade, peer, false, carry.ticket));
+        };
+        let open = open_phase::<P>(self.shared.clone(), tcp, prefix, kind, tls, path, peer);
+        let report = Some((kind, stage(&carry), peer));
+        self.next_phase(phase::<P>(carry, open, report));
+        None
+    }
+
+    /// Upgrades an opened WebSocket connection: from a trusted proxy whose forwarding headers are
+    /// believed, here first (to know the client); otherwise in the event's future.
+    fn upgrade_opened(
+        &mut self,
+        carry: Carry,
+        kind: Kind,
+        opened: Opened<P::Stream>,
+        peer: SocketAddr,
+        path: String,
+    ) -> Option<Event<P::Stream>> {
+        let remote = carry.remote;
+        let at = self.member_of(kind, remote)?;
         let shared = self.shared.clone();
-        if kind != Kind::Tcp && carry.trust.believes_headers(&shared.config, peer.ip()) {
+        if carry.trust.believes_headers(&shared.config, peer.ip()) {
             let charge = carry.ticket.charge();
-            let accept = accept::<P>(shared, tcp, prefix, serve, Inspect::Believe, Some(charge));
-            let upgrade = upgrade_believed::<P>(accept, kind, peer, remote);
-            self.next_phase(phase::<P>(carry, upgrade));
+            let accept = upgrade::<P>(shared, opened, path, Inspect::Believe, Some(charge));
+            let believed = upgrade_believed::<P>(accept, kind, peer, remote);
+            self.next_phase(phase::<P>(carry, believed, None));
             return None;
         }
         if peer.ip() != remote.ip() {
             // Charged to the client's share already, when the header naming it was read.
             tracing::debug!(%remote, client = %peer, "a trusted reverse proxy named the client");
         }
-        let (deadline, inspect) = (carry.deadline, carry.trust.untrusted_headers);
-        let timeout = shared.config.handshake_timeout;
+        let (deadline, inspect, after) =
+            (carry.deadline, carry.trust.untrusted_headers, carry.timeout);
+        let stage = stage(&carry);
         let upgrade = async move {
-            let accept = accept::<P>(shared, tcp, prefix, serve, inspect, None);
+            let accept = upgrade::<P>(shared, opened, path, inspect, None);
             match provider::timeout_at::<P, _>(deadline, accept).await {
                 Some(result) => result.map(|(output, _)| output),
-                None => Err(Error::Timeout {
-                    stage: TimeoutStage::AcceptShared,
-                    after: timeout,
-                }),
+                None => Err(Error::Timeout { stage, after }),
             }
         };
         Some(self.incoming_event(at, upgrade.boxed(), peer, false, carry.ticket))
