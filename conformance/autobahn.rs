@@ -182,7 +182,7 @@ async fn connect<P: Provider>(
         libp2p_ws::unstable::connect(&mut tcp, libp2p_ws::DEFAULT_MAX_HEAD_SIZE, host, target)
             .await
             .map_err(std::io::Error::other)?;
-    Ok(Connection::new(tcp, Role::Client, config.frame_limits(), &leftover).with_timers(P::timer))
+    Ok(Connection::new(tcp, Role::Client, config.frame_limits(), &leftover).with_provider::<P>())
 }
 
 async fn client<P: Provider>(runtime: Runtime, host: &str, config: Config) -> std::io::Result<()> {

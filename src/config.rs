@@ -124,17 +124,15 @@ impl Config {
         self
     }
 
-    /// Sets the largest WebSocket frame payload accepted for each connection:
-    /// [`FrameLimits::with_max_frame_size`] says the rule, its range and its default (the one
-    /// description of each framing setting).
+    /// The largest WebSocket frame payload each connection accepts. See
+    /// [`FrameLimits::with_max_frame_size`], the one description of its rule, range and default.
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_max_frame_size(bytes);
         self
     }
 
-    /// Sets the largest WebSocket message accepted for each connection:
-    /// [`FrameLimits::with_max_message_size`] says the rule, its range and its default (the one
-    /// description of each framing setting).
+    /// The largest WebSocket message each connection accepts. See
+    /// [`FrameLimits::with_max_message_size`], the one description of its rule, range and default.
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_max_message_size(bytes);
         self
@@ -178,33 +176,29 @@ impl Config {
         self
     }
 
-    /// Sets the outgoing bytes buffered per connection for each connection:
-    /// [`FrameLimits::with_write_buffer_size`] says the rule, its range and its default (the one
-    /// description of each framing setting).
+    /// The outgoing bytes each connection buffers (and the largest frame it sends). See
+    /// [`FrameLimits::with_write_buffer_size`], the one description of its rule, range and default.
     pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_write_buffer_size(bytes);
         self
     }
 
-    /// Sets the largest size of each connection's read buffer for each connection:
-    /// [`FrameLimits::with_read_buffer_size`] says the rule, its range and its default (the one
-    /// description of each framing setting).
+    /// The largest size of each connection's read buffer. See
+    /// [`FrameLimits::with_read_buffer_size`], the one description of its rule, range and default.
     pub fn with_read_buffer_size(mut self, bytes: usize) -> Self {
         self.frame = self.frame.with_read_buffer_size(bytes);
         self
     }
 
-    /// Sets WebSocket keep-alive pings (or `None`: off) for each connection:
-    /// [`FrameLimits::with_keep_alive`] says the rule, its range and its default (the one
-    /// description of each framing setting).
+    /// WebSocket keep-alive pings for each connection (or `None`: off). See
+    /// [`FrameLimits::with_keep_alive`], the one description of its rule, range and default.
     pub fn with_keep_alive(mut self, keep_alive: Option<KeepAlive>) -> Self {
         self.frame = self.frame.with_keep_alive(keep_alive);
         self
     }
 
-    /// Sets how long closing a connection may take for each connection:
-    /// [`FrameLimits::with_close_timeout`] says the rule, its range and its default (the one
-    /// description of each framing setting).
+    /// How long closing each connection may take. See [`FrameLimits::with_close_timeout`], the one
+    /// description of its rule, range and default.
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.frame = self.frame.with_close_timeout(timeout);
         self

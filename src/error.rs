@@ -137,8 +137,9 @@ pub enum Error {
     /// The HTTP upgrade failed: see [`HandshakeError`].
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
-    /// Accepting a TCP connection failed (reported to every listener on the port; the listener
-    /// pauses for [`ACCEPT_ERROR_BACKOFF`](crate::ACCEPT_ERROR_BACKOFF)).
+    /// Accepting a TCP connection failed (reported to every listener on the port, at most once a
+    /// second with the count of the ones in between; the listener pauses accepting for 100 ms, as
+    /// libp2p-tcp does, so that a full fd table does not make the accept loop spin).
     #[error("failed to accept a connection")]
     Accept(#[source] SharedIoError),
     /// Watching the network interfaces (for a listener on an unspecified address) failed; the

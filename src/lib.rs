@@ -215,10 +215,7 @@ pub use proto::Role;
 pub use tls_config::{
     Certificate, CertificateSource, ClientHelloInfo, ServerCertificate, TlsConfig,
 };
-pub use transport::{
-    Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport, ACCEPT_ERROR_BACKOFF,
-    ACCEPT_ERROR_REPORT_INTERVAL,
-};
+pub use transport::{Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport};
 pub use upgrade::{BoxError, Constructed};
 
 /// The transport on async-std (feature `async-std`, on by default): async-std's sockets on

@@ -143,36 +143,39 @@ impl TlsConfig {
         self.server.clone()
     }
 
-    /// Builds the rustls client configuration from these settings.
-    pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        if let Some(config) = &self.client {
-            return Ok(config.clone());
-        }
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?;
-        let config = if self.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-                .with_no_client_auth()
-        } else {
-            let mut roots = RootCertStore::empty();
-            if self.webpki_roots {
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    internal! {
+        /// Builds the rustls client configuration from these settings (public only with the feature
+        /// `unstable-internals`, for tests and tools; the transport builds it when it first dials).
+        fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+            if let Some(config) = &self.client {
+                return Ok(config.clone());
             }
-            if self.native_roots {
-                let native = rustls_native_certs::load_native_certs();
-                for error in &native.errors {
-                    tracing::warn!(%error, "could not load a certificate from the OS store");
+            let builder = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?;
+            let config = if self.insecure {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+                    .with_no_client_auth()
+            } else {
+                let mut roots = RootCertStore::empty();
+                if self.webpki_roots {
+                    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
                 }
-                roots.add_parsable_certificates(native.certs);
-            }
-            for root in &self.extra_roots {
-                roots.add(root.clone()).map_err(TlsError::InvalidRoot)?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        };
-        Ok(Arc::new(config))
+                if self.native_roots {
+                    let native = rustls_native_certs::load_native_certs();
+                    for error in &native.errors {
+                        tracing::warn!(%error, "could not load a certificate from the OS store");
+                    }
+                    roots.add_parsable_certificates(native.certs);
+                }
+                for root in &self.extra_roots {
+                    roots.add(root.clone()).map_err(TlsError::InvalidRoot)?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            };
+            Ok(Arc::new(config))
+        }
     }
 }
 

@@ -1,11 +1,18 @@
 //! Every address form of the spec over real sockets: DNS names resolved inside the transport,
-//! /http-path listeners, /p2p checks and the omitted-port forms on ports 80 and 443.
+//! /http-path listeners, /p2p checks, the omitted-port forms on ports 80 and 443, and a wildcard
+//! listener's addresses coming and going with the interfaces.
 
 mod common;
 
+use std::{pin::Pin, process::Command, time::Duration};
+
 use common::*;
-use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{core::transport::TransportEvent, core::Transport as _, swarm::DialError};
+use futures::{future::poll_fn, AsyncReadExt, AsyncWriteExt};
+use libp2p::{
+    core::transport::{ListenerId, TransportEvent},
+    core::Transport as _,
+    swarm::DialError,
+};
 use libp2p_ws::{tls::dev::TestCa, Config, Error, HandshakeError, ServerCertificate, TlsConfig};
 
 /// Listens on `listen`, dials `dial` (with `{port}` replaced by the listener's port), and checks
@@ -324,6 +331,68 @@ async fn omitted_ports_default_to_80_and_443<R: Runtime>() {
     }
 }
 
+/// The listener on 0.0.0.0 reports each interface address as it comes and goes: adding a loopback
+/// address gives `NewAddress`, removing it `AddressExpired` (needs root, which CI has).
+async fn a_wildcard_listener_reports_addresses_coming_and_going<R: Runtime>() {
+    let extra = match R::NAME {
+        "tokio" => "127.0.0.78",
+        _ => "127.0.0.77",
+    };
+    let ip = |args: &[&str]| {
+        let status = Command::new("ip")
+            .args(args)
+            .status()
+            .expect("the ip command runs");
+        assert!(status.success(), "ip {args:?} (this test needs root)");
+    };
+    let _ = Command::new("ip")
+        .args(["addr", "del", &format!("{extra}/32"), "dev", "lo"])
+        .output();
+    let mut transport = Transport::<R>::new(Config::default().danger_insecure_listen(true));
+    let id = ListenerId::next();
+    transport
+        .listen_on(id, "/ip4/0.0.0.0/tcp/0/ws".parse().unwrap())
+        .unwrap();
+    let wanted =
+        |event: &TransportEvent<ListenerUpgrade<R>, libp2p_ws::Error>, expired: bool| match event {
+            TransportEvent::NewAddress { listen_addr, .. } if !expired => listen_addr
+                .to_string()
+                .starts_with(&format!("/ip4/{extra}/tcp/")),
+            TransportEvent::AddressExpired { listen_addr, .. } if expired => listen_addr
+                .to_string()
+                .starts_with(&format!("/ip4/{extra}/tcp/")),
+            _ => false,
+        };
+    // The current addresses come first; 127.0.0.1 must be among them.
+    let mut saw_loopback = false;
+    let added = async {
+        loop {
+            let event = poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await;
+            if let TransportEvent::NewAddress { listen_addr, .. } = &event {
+                if listen_addr.to_string().starts_with("/ip4/127.0.0.1/tcp/") && !saw_loopback {
+                    saw_loopback = true;
+                    ip(&["addr", "add", &format!("{extra}/32"), "dev", "lo"]);
+                }
+            }
+            if wanted(&event, false) {
+                break;
+            }
+        }
+    };
+    within::<R, _>(Duration::from_secs(10), added).await;
+    ip(&["addr", "del", &format!("{extra}/32"), "dev", "lo"]);
+    let expired = async {
+        loop {
+            let event = poll_fn(|cx| Pin::new(&mut transport).poll(cx)).await;
+            if wanted(&event, true) {
+                break;
+            }
+        }
+    };
+    within::<R, _>(Duration::from_secs(10), expired).await;
+    assert!(transport.remove_listener(id));
+}
+
 runtime_tests!(
     dns_localhost_is_resolved_inside_the_transport,
     ipv6_loopback_round_trip,
@@ -341,3 +410,5 @@ fn omitted_ports_default_to_80_and_443_on_both_runtimes() {
     run::<AsyncStd, _>(omitted_ports_default_to_80_and_443::<AsyncStd>());
     run::<Tokio, _>(omitted_ports_default_to_80_and_443::<Tokio>());
 }
+
+runtime_tests!(a_wildcard_listener_reports_addresses_coming_and_going,);

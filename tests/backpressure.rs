@@ -1,4 +1,4 @@
-//! Back-pressure (issue 6, hardening): a peer that never reads blocks our writer after a bounded
+//! Back-pressure: a peer that never reads blocks our writer after a bounded
 //! amount, with bounded memory, and every byte arrives once it reads; `close` towards it gives up
 //! at the close timeout; a ping flood from a peer that never reads (so never takes our pongs) keeps
 //! our buffers bounded. Every test runs on both runtimes over real sockets on 127.0.0.1 and bounds

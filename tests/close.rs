@@ -1,4 +1,4 @@
-//! `close` is bounded by `close_timeout` on every path (issue 11, item 4): over TLS, where rustls
+//! `close` is bounded by `close_timeout` on every path: over TLS, where rustls
 //! takes the close frame into its own buffer and the wait moves to the flush and `close_notify`;
 //! over plain TCP; and after the connection already failed. The peer stops reading, so nothing can
 //! leave. Each case prints the time `close` took (`--nocapture`). Each test runs on both runtimes.

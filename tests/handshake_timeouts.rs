@@ -1,12 +1,15 @@
-//! Strangers who hold a handshake open (issue 6, hardening): slowloris sockets against the
-//! listener's handshake timeout, the cap on pending handshakes, TLS clients that send no or a
-//! garbage ClientHello, and a server dribbling its upgrade response to our dialer. Every test runs
+//! Deadlines against strangers who hold a handshake open: slowloris sockets against the listener's
+//! handshake timeout, the cap on pending handshakes, TLS clients that send no or a garbage
+//! ClientHello, a server dribbling its upgrade response to our dialer, and the upgrade timeout
+//! against a peer stalling inside noise. The upgrade's rules and head limits are in
+//! `handshake.rs`, admission under floods in `admission.rs`. Every test runs
 //! on both runtimes over real sockets on 127.0.0.1 and bounds every wait. Each test prints the
 //! figures it measures, each line naming the runtime (`figure (tokio): ...`; run with `--nocapture`
 //! to see them).
 //!
 //! The tests that time handshakes against deadlines run through [`exclusive`], beside nothing else
-//! of this binary; the others through [`shared`].
+//! of this binary; the others through [`shared`] ([`shared_bounded`] where the body does not bound
+//! itself).
 
 mod common;
 
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_std::net::TcpStream;
 use common::{process::*, raw::*, *};
 use futures::{channel::mpsc, AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::core::Multiaddr;
+use libp2p::core::{Multiaddr, Transport as _};
 use libp2p_ws::{tls::dev::TestCa, Config, Error, ServerCertificate, TlsConfig};
 
 // =================================================================================================
@@ -319,6 +322,45 @@ async fn dial_to_a_server_dribbling_its_response_fails_at_the_handshake_timeout<
     .await;
 }
 
+/// The upgraded stack's `with_upgrade_timeout` bounds noise and yamux: a listener that completes the
+/// WebSocket handshake and then says nothing fails the dial at the upgrade timeout, not never.
+async fn upgrade_timeout_bounds_a_peer_stalling_inside_noise<R: Runtime>() {
+    // The peer: a bare WebSocket listener that upgrades and then holds the connection silently.
+    let mut bare = Transport::<R>::new(Config::default());
+    let (_, addr) = listen::<R>(&mut bare, "/ip4/127.0.0.1/tcp/0/ws").await;
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let stop = drive_listener::<R, _>(bare, move |upgrade| {
+        let held_tx = held_tx.clone();
+        R::spawn_detached(async move {
+            if let Ok(conn) = upgrade.await {
+                let _ = held_tx.send(conn);
+            }
+        })
+    });
+
+    let limit = Duration::from_millis(800);
+    let mut dialer = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        Config::default().with_upgrade_timeout(limit),
+    );
+    let start = Instant::now();
+    let result = within::<R, _>(
+        Duration::from_secs(10),
+        dialer.dial(addr, dial_opts()).expect("dial accepted"),
+    )
+    .await;
+    let took = start.elapsed();
+    drop(stop);
+    drop(held);
+    println!("figure ({}): stalled inside noise, the dial failed after {took:?} (upgrade timeout {limit:?})", R::NAME);
+    let error = result.expect_err("a stalled peer fails the dial");
+    assert!(
+        format!("{error:?}").contains("Timeout"),
+        "a timeout, not another failure: {error:?}"
+    );
+    assert!(took >= limit && took < limit * 3, "{took:?}");
+}
+
 runtime_tests!(
     with exclusive:
     slowloris_sockets_are_dropped_at_the_handshake_timeout_and_real_dials_still_succeed,
@@ -329,4 +371,9 @@ runtime_tests!(
 runtime_tests!(
     with shared:
     dial_to_a_server_dribbling_its_response_fails_at_the_handshake_timeout,
+);
+
+runtime_tests!(
+    with shared_bounded:
+    upgrade_timeout_bounds_a_peer_stalling_inside_noise,
 );

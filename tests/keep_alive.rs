@@ -1,11 +1,10 @@
-//! Half-open connections (issue 6, hardening): keep-alive detects a peer that vanished, on our
-//! listener and on our dialer, within its deadline, and keeps a peer that answers pings. Runs on
-//! both runtimes over real sockets on 127.0.0.1 and bounds every wait. Each test prints the figures
-//! it measures, each line naming the runtime (`figure (tokio): ...`; run with `--nocapture` to see
-//! them). (`framing_rules.rs` holds the deadline to within 25%; `ping_example.rs` stops a whole
-//! node.)
+//! Keep-alive over real sockets on 127.0.0.1: it detects a peer that vanished (a half-open
+//! connection), on our listener and on our dialer, within its deadline, fails a silent raw peer
+//! within 25% of the deadline, and keeps a peer that answers pings. Runs on both runtimes and bounds
+//! every wait. Each test prints the figures it measures, each line naming the runtime (`figure
+//! (tokio): ...`; run with `--nocapture` to see them). (`ping_example.rs` stops a whole node.)
 //!
-//! The test times against deadlines, so it runs through [`exclusive`].
+//! The tests time against deadlines, so they run through [`exclusive`].
 
 mod common;
 
@@ -17,6 +16,9 @@ use std::{
 use common::{process::*, raw::*, *};
 use futures::{future::Either, AsyncReadExt};
 use libp2p_ws::{Config, FrameError, KeepAlive};
+
+/// Every case of a table-driven test must finish within this.
+const CASE: Duration = Duration::from_secs(10);
 
 // =================================================================================================
 // Half-open connections: keep-alive
@@ -108,7 +110,50 @@ async fn keep_alive_detects_a_vanished_peer_within_the_deadline<R: Runtime>() {
     .await;
 }
 
+// =================================================================================================
+// A silent peer fails within 25% of the deadline
+// =================================================================================================
+
+async fn keep_alive_fails_a_silent_peer_within_25_percent_of_its_deadline<R: Runtime>() {
+    let keep_alive = KeepAlive {
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_millis(500),
+    };
+    let deadline = keep_alive.interval + keep_alive.timeout;
+    let (low, high) = (deadline.mul_f64(0.75), deadline.mul_f64(1.25));
+    for ours in BOTH {
+        let name = format!("our {ours:?}, silent peer");
+        case::<R, _>(&name, CASE, async {
+            let config = Config::default().with_keep_alive(Some(keep_alive));
+            let (mut conn, mut raw) = ours.connect::<R>(config).await;
+            let start = Instant::now();
+            let error = read_until_error(&mut conn).await;
+            let elapsed = start.elapsed();
+            let ping = raw.read_frame().await.expect("a ping");
+            println!(
+                "figure ({}): {name}: keep-alive {keep_alive:?} failed the connection after \
+                 {elapsed:?} (deadline {deadline:?}, allowed {low:?}..{high:?}): {error}",
+                R::NAME
+            );
+            assert_eq!(ping.opcode, 9, "{name}: a ping first");
+            assert!(
+                matches!(
+                    FrameError::from_io(&error),
+                    Some(FrameError::KeepAliveTimeout(_))
+                ),
+                "{name}: {error}"
+            );
+            assert!(
+                elapsed >= low && elapsed <= high,
+                "{name}: failed after {elapsed:?}, outside {low:?}..{high:?}"
+            );
+        })
+        .await;
+    }
+}
+
 runtime_tests!(
     with exclusive:
     keep_alive_detects_a_vanished_peer_within_the_deadline,
+    keep_alive_fails_a_silent_peer_within_25_percent_of_its_deadline,
 );

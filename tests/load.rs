@@ -1,4 +1,4 @@
-//! Load over the full stack (noise + yamux over libp2p-ws; issue 6, hardening): 10,000 sequential
+//! Load over the full stack (noise + yamux over libp2p-ws): 10,000 sequential
 //! connect/upgrade/stream/close cycles leak neither file descriptors nor memory, and
 //! go-libp2p-style stress (many connections x many streams x many messages, all at once) echoes
 //! every byte intact. Every test runs on both runtimes over real sockets on 127.0.0.1 and bounds
@@ -9,7 +9,7 @@
 //! nothing else of this binary; the stress tests through [`shared`].
 //!
 //! Environment knob: `HARDENING_CYCLES`, the cycles in `sequential_cycles_leak_nothing` (default
-//! 10,000, the issue's figure; about 15 s per runtime in a debug build).
+//! 10,000; about 15 s per runtime in a debug build).
 
 mod common;
 

@@ -174,7 +174,7 @@ fn bad_listen_address_is_an_error<R: Runtime>() {
     );
 }
 
-/// Hardening item 8 with a real half-open peer: the listener process is paused with SIGSTOP, so its
+/// A real half-open peer: the listener process is paused with SIGSTOP, so its
 /// kernel still ACKs our frames but nothing answers; keep-alive must notice within its deadline.
 fn keep_alive_detects_a_paused_listener_process<R: Runtime>() {
     use futures::AsyncReadExt as _;
@@ -369,7 +369,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// Issue 11, item 1: a listener out of file descriptors (RLIMIT_NOFILE 48) whose `accept` fails
+/// A listener out of file descriptors (RLIMIT_NOFILE 48) whose `accept` fails
 /// with EMFILE pauses instead of spinning, logs the error rate-limited, and serves again once the
 /// flood is gone.
 fn accept_errors_back_off_and_the_listener_recovers<R: Runtime>() {

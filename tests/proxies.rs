@@ -1,4 +1,4 @@
-//! Dialing through real forward proxies (issue 14), each started by its test on loopback:
+//! Dialing through real forward proxies, each started by its test on loopback:
 //! tinyproxy (HTTP CONNECT, with and without basic auth) and microsocks (SOCKS5, with and without
 //! username/password, `socks5h` names resolved by the proxy), over `/ws`, `/tls/ws`, `/tcp` and
 //! `/dns/.../tls/ws`; `NO_PROXY`; a proxy that refuses, a 407, SOCKS failure codes, and a proxy

@@ -1,4 +1,4 @@
-//! Abrupt resets (issue 6, hardening): a TCP reset in the middle of the upgrade or of a frame, on
+//! Abrupt resets: a TCP reset in the middle of the upgrade or of a frame, on
 //! either side, while we read or write, gives a typed error, every later call fails without a panic
 //! or a hang, and no file descriptor leaks. Runs on both runtimes over real sockets on 127.0.0.1
 //! and bounds every wait. Each test prints the figures it measures, each line naming the runtime

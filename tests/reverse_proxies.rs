@@ -1,4 +1,4 @@
-//! Listeners behind real reverse proxies (issue 14), each started by its test on loopback:
+//! Listeners behind real reverse proxies, each started by its test on loopback:
 //! haproxy with `send-proxy` and `send-proxy-v2`, nginx terminating TLS (a test CA) with
 //! `X-Forwarded-For`/`X-Forwarded-Proto` (http) and with `proxy_protocol` (stream), in front of a
 //! loopback `/ws` listener that trusts only the proxy's own source address. Clients come from

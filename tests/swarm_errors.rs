@@ -1,15 +1,19 @@
 //! Errors as a swarm reports them: each case is matched back to the transport's typed `Error` with
 //! `Error::find`, through `Swarm::new` and through `SwarmBuilder` (alone, and beside libp2p-tcp
-//! under libp2p-dns, as apps build it), and each of our messages appears once in the text.
+//! under libp2p-dns, as apps build it), and each of our messages appears once in the text; an error
+//! chain rendered with anyhow, and an upgrade failure naming its step.
 
 mod common;
 
 use std::{io::Write as _, net::TcpListener, time::Duration};
 
-use common::{daemon::free_port, helpers::ip_and_port, *};
+use common::{daemon::free_port, helpers::ip_and_port, raw::*, *};
 use futures::{FutureExt as _, StreamExt};
 use libp2p::{
-    core::{transport::TransportError, Multiaddr},
+    core::{
+        transport::{ListenerId, TransportError},
+        Multiaddr, Transport as _,
+    },
     ping,
     swarm::{DialError, Swarm, SwarmEvent},
 };
@@ -456,9 +460,83 @@ async fn our_timeouts_win_the_race_against_the_builders<R: Runtime>() {
     futures::future::join_all(cases).await;
 }
 
+/// The complete stack keeps the upgrades' failures apart from the transport's and names the
+/// step: a listener that completes the WebSocket upgrade and then answers multistream-select with
+/// garbage fails the dial with `Error::Upgrade { step: Noise }`, shown once in a `{:#}` chain.
+async fn an_upgrade_failure_names_its_step<R: Runtime>() {
+    let (listener, addr) = raw_listener().await;
+    let peer = spawn::<R, _>(async move {
+        let mut raw = raw_accept(&listener).await;
+        raw.send(&frame(true, 0, 2, None, b"\x13/not-multistream/9\n"))
+            .await
+            .unwrap();
+        raw.read_to_close().await
+    });
+    let mut dialer = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        Config::default(),
+    );
+    let error = within::<R, _>(
+        Duration::from_secs(10),
+        dialer.dial(addr, dial_opts()).expect("dial accepted"),
+    )
+    .await
+    .expect_err("garbage instead of multistream-select fails the dial");
+    let ours = libp2p_ws::Error::from_io(&error);
+    assert!(
+        matches!(
+            ours,
+            Some(libp2p_ws::Error::Upgrade {
+                step: libp2p_ws::UpgradeStep::Noise,
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let rendered = format!("{:#}", anyhow::Error::new(error));
+    println!("figure ({}): {rendered}", R::NAME);
+    assert_eq!(rendered.matches("upgrade failed").count(), 1, "{rendered}");
+    within::<R, _>(Duration::from_secs(10), peer).await;
+}
+
+/// A real failure rendered as anyhow renders a chain (`{:#}`): each message once. `listen_on` a port
+/// in use on the upgraded stack (what `Swarm::new` and `SwarmBuilder` get): rust-libp2p's
+/// `TransportError::Other` (empty), our `Error::Bind` (what failed), then the OS error (why).
+/// (`SwarmBuilder::build` wraps every transport in its own `TransportTimeout`, whose error both
+/// prints and sources its inner one: through a tokio swarm the message shows twice; that layer is
+/// rust-libp2p's.)
+async fn an_error_chain_shows_each_message_once<R: Runtime>() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut transport = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        Config::default(),
+    );
+    let error = transport
+        .listen_on(
+            ListenerId::next(),
+            format!("/ip4/127.0.0.1/tcp/{port}/ws").parse().unwrap(),
+        )
+        .expect_err("the port is taken");
+    let rendered = format!("{:#}", anyhow::Error::new(error));
+    println!("figure ({}): {rendered}", R::NAME);
+    let ours = format!("failed to listen on 127.0.0.1:{port}");
+    assert_eq!(rendered.matches(&ours).count(), 1, "{rendered}");
+    assert_eq!(
+        rendered.matches("Address already in use").count(),
+        1,
+        "{rendered}"
+    );
+}
+
 runtime_tests!(
     dial_errors_are_found_and_read_once,
     listen_errors_are_found_and_read_once,
     incoming_errors_are_found_and_read_once,
     our_timeouts_win_the_race_against_the_builders,
+);
+
+runtime_tests!(
+    an_upgrade_failure_names_its_step,
+    an_error_chain_shows_each_message_once,
 );

@@ -1,9 +1,10 @@
 //! Secure WebSockets with an rcgen-made CA: round trips, SNI, typed verification errors, certificate
-//! reload, and the spec's loopback rule for plain /ws listeners.
+//! reload, trusting the OS certificate store (native roots), and the spec's loopback rule for plain
+//! /ws listeners.
 
 mod common;
 
-use std::time::Instant;
+use std::{process::Command, time::Instant};
 
 use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -415,6 +416,91 @@ async fn a_certificate_source_picks_the_certificate_per_server_name<R: Runtime>(
     let asked = source.asked.lock().unwrap().clone();
     let names: Vec<_> = asked.iter().map(|(n, _)| n.as_deref()).collect();
     assert_eq!(names, [Some("a.test"), Some("b.test"), Some("c.test")]);
+}
+
+/// `TlsConfig::with_native_roots(true)` trusts the OS store: a server whose CA is only in the store
+/// (`SSL_CERT_FILE`, which rustls-native-certs reads) is verified with native roots on, refused
+/// without. The environment is per process, so the dialing half runs in a child copy of this test
+/// binary.
+#[test]
+fn native_roots_trust_the_os_store() {
+    const CHILD: &str = "LIBP2P_WS_NATIVE_ROOTS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return native_roots_child();
+    }
+    let ca = TestCa::new("native roots CA").unwrap();
+    let (chain, key) = ca.issue(&["localhost"]).unwrap();
+    let dir = std::env::temp_dir().join(format!("libp2p-ws-native-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.certificate_pem()).unwrap();
+    std::fs::write(
+        dir.join("chain.pem"),
+        libp2p_ws::tls::dev::chain_pem(&chain),
+    )
+    .unwrap();
+    std::fs::write(dir.join("key.pem"), libp2p_ws::tls::dev::key_pem(&key)).unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "native_roots_trust_the_os_store", "--nocapture"])
+        .env(CHILD, &dir)
+        .env("SSL_CERT_FILE", dir.join("ca.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .expect("the test binary runs");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the child failed");
+    assert!(
+        stdout.contains("native roots: verified, without: refused"),
+        "{stdout}"
+    );
+}
+
+fn native_roots_child() {
+    let dir = std::path::PathBuf::from(std::env::var_os("LIBP2P_WS_NATIVE_ROOTS_CHILD").unwrap());
+    let certificate =
+        ServerCertificate::from_pem_files(dir.join("chain.pem"), dir.join("key.pem")).unwrap();
+    run::<AsyncStd, _>(native_roots_case::<AsyncStd>(certificate.clone()));
+    run::<Tokio, _>(native_roots_case::<Tokio>(certificate));
+    println!("native roots: verified, without: refused");
+}
+
+async fn native_roots_case<R: Runtime>(certificate: ServerCertificate) {
+    let server = Config::default().with_tls(TlsConfig::new().with_server_certificate(&certificate));
+    let mut listener = Transport::<R>::new(server);
+    let (_, addr) = listen::<R>(&mut listener, "/ip4/127.0.0.1/tcp/0/tls/sni/localhost/ws").await;
+    let stop = drive_listener::<R, _>(listener, |upgrade| {
+        R::spawn_detached(async move {
+            if let Ok(mut conn) = upgrade.await {
+                let mut buf = [0u8; 2];
+                if conn.read_exact(&mut buf).await.is_ok() {
+                    let _ = conn.write_all(&buf).await;
+                    let _ = conn.flush().await;
+                }
+            }
+        })
+    });
+    for native in [true, false] {
+        let tls = TlsConfig::new()
+            .with_webpki_roots(false)
+            .with_native_roots(native);
+        let result = Transport::<R>::new(Config::default().with_tls(tls))
+            .dial(addr.clone(), dial_opts())
+            .unwrap()
+            .await;
+        match (native, result) {
+            (true, Ok(mut conn)) => {
+                conn.write_all(b"ok").await.unwrap();
+                conn.flush().await.unwrap();
+                let mut buf = [0u8; 2];
+                conn.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"ok");
+            }
+            (false, Err(libp2p_ws::Error::Tls(libp2p_ws::TlsError::UnknownIssuer { .. }))) => {}
+            (native, other) => panic!("{}: native roots {native}: {other:?}", R::NAME),
+        }
+    }
+    drop(stop);
 }
 
 runtime_tests!(

@@ -1,5 +1,5 @@
 //! The core transport over real sockets: swarms on async-std and tokio, bulk data, many streams,
-//! failures and listener removal.
+//! failures, listener removal, and `TCP_NODELAY` on both sides.
 
 mod common;
 
@@ -15,7 +15,7 @@ use libp2p::{
     ping,
     swarm::SwarmEvent,
 };
-use libp2p_ws::{Config, Error};
+use libp2p_ws::{provider::Provider, Config, Error};
 
 async fn two_swarms_ping_over_ws<R: Runtime>() {
     let mut listener = ping_swarm::<R>(Config::default());
@@ -268,6 +268,19 @@ async fn listening_twice_on_distinct_ids_reports_both_and_swarm_sees_new_listen_
     let _ = ListenerId::next();
 }
 
+/// `TCP_NODELAY` is set on both sides of a connection by default, and on neither when turned off.
+async fn nodelay_is_set_on_both_sides<R: Runtime>() {
+    for nodelay in [true, false] {
+        let config = Config::default().with_nodelay(nodelay);
+        let (server, client) =
+            connected_pair::<R>(config.clone(), config, "/ip4/127.0.0.1/tcp/0/ws").await;
+        for (side, conn) in [("listener", &server), ("dialer", &client)] {
+            let set = <R::Provider as Provider>::nodelay(conn.tcp()).expect("getsockopt");
+            assert_eq!(set, nodelay, "{side} with with_nodelay({nodelay})");
+        }
+    }
+}
+
 runtime_tests!(
     two_swarms_ping_over_ws,
     one_yamux_stream_carries_64_mib_intact,
@@ -278,3 +291,5 @@ runtime_tests!(
     bytes_flow_both_ways_and_close_is_a_clean_eof,
     listening_twice_on_distinct_ids_reports_both_and_swarm_sees_new_listen_addr,
 );
+
+runtime_tests!(nodelay_is_set_on_both_sides,);

@@ -105,16 +105,11 @@ pub enum Security {
 /// A parsed WebSocket address: where to connect (or listen), how, and which HTTP path to use.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WsAddr {
-    /// IP address or DNS name.
-    pub host: Host,
-    /// TCP port, with the default for the scheme filled in when the address omits it.
-    pub port: u16,
-    /// Plain or TLS.
-    pub security: Security,
-    /// The decoded HTTP path; always starts with `/`.
-    pub path: String,
-    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
-    pub peer_id: Option<PeerId>,
+    pub(crate) host: Host,
+    pub(crate) port: u16,
+    pub(crate) security: Security,
+    pub(crate) path: String,
+    pub(crate) peer_id: Option<PeerId>,
 }
 
 /// Why an address is not a WebSocket address this transport can use.
@@ -239,6 +234,31 @@ impl WsAddr {
         Ok(parsed)
     }
 
+    /// IP address or DNS name.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// TCP port, with the default for the scheme filled in when the address omits it.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Plain or TLS.
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// The decoded HTTP path; always starts with `/`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        self.peer_id
+    }
+
     /// Whether the connection runs over TLS.
     pub fn is_secure(&self) -> bool {
         matches!(self.security, Security::Tls { .. })
@@ -346,15 +366,27 @@ impl fmt::Display for Kind {
 /// A plain TCP address: `<host>/tcp/<port>[/p2p/<peer-id>]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TcpAddr {
-    /// IP address or DNS name.
-    pub host: Host,
-    /// TCP port (always named in the address).
-    pub port: u16,
-    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
-    pub peer_id: Option<PeerId>,
+    pub(crate) host: Host,
+    pub(crate) port: u16,
+    pub(crate) peer_id: Option<PeerId>,
 }
 
 impl TcpAddr {
+    /// IP address or DNS name.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// TCP port (always named in the address).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The peer id from a trailing `/p2p/<peer-id>`, if any.
+    pub fn peer_id(&self) -> Option<PeerId> {
+        self.peer_id
+    }
+
     /// The canonical multiaddress: `<host>/tcp/<port>[/p2p/<peer-id>]`.
     pub fn to_multiaddr(&self) -> Multiaddr {
         let mut addr = Multiaddr::empty();

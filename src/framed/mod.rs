@@ -120,7 +120,7 @@ impl<T> std::fmt::Debug for Connection<T> {
         f.debug_struct("Connection")
             .field("role", &self.core.role())
             .field("peer_closed", &self.core.peer_closed())
-            .field("close_sent", &self.core.send.close_sent())
+            .field("close_queued", &self.core.send.close_queued())
             .field("failed", &self.core.has_failed())
             .finish_non_exhaustive()
     }
@@ -159,9 +159,15 @@ where
         conn
     }
 
-    /// Uses `timers` for the keep-alive and close timers (the transport passes its provider's;
-    /// the default is the default provider's).
-    pub fn with_timers(mut self, timers: TimerFn) -> Self {
+    /// Uses the runtime provider `P`'s timers for the keep-alive and close timers (the default is
+    /// the default runtime's: async-std's when its feature is on, else tokio's). The transport
+    /// passes its own provider.
+    pub fn with_provider<P: provider::Provider>(self) -> Self {
+        self.with_timers(P::timer)
+    }
+
+    /// Uses `timers` for the keep-alive and close timers.
+    pub(crate) fn with_timers(mut self, timers: TimerFn) -> Self {
         self.timers = timers;
         self
     }
@@ -242,7 +248,7 @@ where
     /// Data may be written: not failed, and our close frame not queued.
     fn check_writable(&self) -> io::Result<()> {
         self.check_failed()?;
-        if self.core.send.close_sent() {
+        if self.core.send.close_queued() {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the WebSocket connection is closing",

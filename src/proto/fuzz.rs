@@ -113,7 +113,7 @@ impl FrameCore {
     /// Gathers application bytes into frames (as `poll_write` does); returns how many it took
     /// (0 when a frame's worth waits: [`FrameCore::take_sent`] first).
     pub fn write(&mut self, data: &[u8]) -> usize {
-        if self.core.send.close_sent() || self.core.has_failed() {
+        if self.core.send.close_queued() || self.core.has_failed() {
             return 0;
         }
         self.core.send.write(data)

@@ -7,19 +7,20 @@
 
 use std::time::Duration;
 
-/// Default for [`Config::with_max_frame_size`](crate::Config::with_max_frame_size): 1 MiB. Noise
-/// sends at most 65,537 bytes per write, yamux 16 KiB frames; peers that write larger frames are
-/// still well inside this.
+/// Default for [`FrameLimits::with_max_frame_size`] (and `Config::with_max_frame_size`): 1 MiB.
+/// Noise sends at most 65,537 bytes per write, yamux 16 KiB frames; peers that write larger frames
+/// are still well inside this.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 1024 * 1024;
-/// Default for [`Config::with_max_message_size`](crate::Config::with_max_message_size): 4 MiB.
+/// Default for [`FrameLimits::with_max_message_size`] (and `Config::with_max_message_size`): 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
-/// Default for [`Config::with_write_buffer_size`](crate::Config::with_write_buffer_size): 64 KiB.
+/// Default for [`FrameLimits::with_write_buffer_size`] (and `Config`'s setter): 64 KiB.
 pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 64 * 1024;
-/// Default for [`Config::with_read_buffer_size`](crate::Config::with_read_buffer_size): 16 KiB.
+/// Default for [`FrameLimits::with_read_buffer_size`] (and `Config`'s setter): 16 KiB.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 16 * 1024;
-/// Default for [`Config::with_close_timeout`](crate::Config::with_close_timeout): 5 seconds.
+/// Default for [`FrameLimits::with_close_timeout`] (and `Config::with_close_timeout`): 5 seconds.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default keep-alive: a ping after 30 seconds without incoming data, answered within 20 seconds.
+/// Default for [`FrameLimits::with_keep_alive`] (and `Config::with_keep_alive`): a ping after 30
+/// seconds without incoming data, answered within 20 seconds.
 pub const DEFAULT_KEEP_ALIVE: KeepAlive = KeepAlive {
     interval: Duration::from_secs(30),
     timeout: Duration::from_secs(20),

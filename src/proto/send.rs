@@ -29,7 +29,7 @@ pub(crate) struct Sender {
     /// A pong is queued and not yet sent.
     pong_queued: bool,
     /// Our close frame is queued: nothing may follow it.
-    close_sent: bool,
+    close_queued: bool,
     /// Where the client's masking keys come from.
     masks: Masks,
 }
@@ -73,7 +73,7 @@ impl Sender {
             pos: 0,
             open: None,
             pong_queued: false,
-            close_sent: false,
+            close_queued: false,
             masks: Masks::Random,
         }
     }
@@ -85,8 +85,8 @@ impl Sender {
     }
 
     /// Our close frame is queued (or sent): no more data or control frames.
-    pub(crate) fn close_sent(&self) -> bool {
-        self.close_sent
+    pub(crate) fn close_queued(&self) -> bool {
+        self.close_queued
     }
 
     /// Bytes of buffer memory held.
@@ -140,7 +140,7 @@ impl Sender {
     /// it took: 0 when the buffer holds a full frame's worth already (finalize and send first).
     /// Must not be called after our close frame.
     pub(crate) fn write(&mut self, data: &[u8]) -> usize {
-        debug_assert!(!self.close_sent);
+        debug_assert!(!self.close_queued);
         let limit = self.frame_size + HEADER_SLOT;
         let pending = self.buf.len() - self.pos + if self.open.is_none() { HEADER_SLOT } else { 0 };
         let room = limit.saturating_sub(pending);
@@ -196,7 +196,7 @@ impl Sender {
     /// so far. Not bounded by the frame size: the caller bounds `payload`.
     #[cfg(any(test, feature = "unstable-internals"))]
     pub(crate) fn message(&mut self, text: bool, payload: &[u8]) {
-        debug_assert!(!self.close_sent);
+        debug_assert!(!self.close_queued);
         self.finalize();
         let mut header = Header::new(if text { OpCode::Text } else { OpCode::Binary });
         header.set_fin(true).set_payload_len(payload.len());
@@ -234,7 +234,7 @@ impl Sender {
     /// Answers a ping: queues a pong with its payload, unless one is already waiting (then the
     /// waiting one answers this ping too) or our close frame is queued. Returns whether it queued.
     pub(crate) fn pong(&mut self, payload: &[u8]) -> bool {
-        if self.close_sent || self.pong_queued {
+        if self.close_queued || self.pong_queued {
             return false;
         }
         self.control(OpCode::Pong, payload);
@@ -244,7 +244,7 @@ impl Sender {
 
     /// Queues a keep-alive ping (empty payload), unless our close frame is queued.
     pub(crate) fn ping(&mut self) -> bool {
-        if self.close_sent {
+        if self.close_queued {
             return false;
         }
         self.control(OpCode::Ping, b"");
@@ -254,11 +254,11 @@ impl Sender {
     /// Queues our close frame with `code`, after everything written so far, once; later calls do
     /// nothing. Returns whether it queued.
     pub(crate) fn close(&mut self, code: u16) -> bool {
-        if self.close_sent {
+        if self.close_queued {
             return false;
         }
         self.control(OpCode::Close, &code.to_be_bytes());
-        self.close_sent = true;
+        self.close_queued = true;
         true
     }
 
@@ -266,7 +266,8 @@ impl Sender {
     /// encoded header of a binary frame of `len` bytes, in front of which nothing else must go.
     /// `None` on the client side (the payload must be masked in a buffer) or when frames wait.
     pub(crate) fn direct_header(&mut self, len: usize) -> Option<([u8; HEADER_SLOT], usize)> {
-        if self.role != Role::Server || self.open.is_some() || !self.is_empty() || self.close_sent {
+        if self.role != Role::Server || self.open.is_some() || !self.is_empty() || self.close_queued
+        {
             return None;
         }
         let mut header = Header::new(OpCode::Binary);

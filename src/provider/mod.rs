@@ -121,12 +121,12 @@ pub trait ResetTimer: Future<Output = ()> + Send {
 pub type Timer = Pin<Box<dyn ResetTimer>>;
 
 /// A constructor of timers: how a [`Connection`](crate::Connection) gets its keep-alive and close
-/// timers without naming a runtime.
-pub type TimerFn = fn(Instant) -> Timer;
+/// timers without naming a runtime (a provider's [`Provider::timer`]).
+pub(crate) type TimerFn = fn(Instant) -> Timer;
 
 /// The default runtime's timers (async-std's when its feature is on, else tokio's), for a
 /// [`Connection`](crate::Connection) built without
-/// [`with_timers`](crate::Connection::with_timers). The one place outside a runtime's own file
+/// [`with_provider`](crate::Connection::with_provider). The one place outside a runtime's own file
 /// that picks a runtime.
 #[cfg(feature = "async-std")]
 pub(crate) fn default_timer(at: Instant) -> Timer {
@@ -135,7 +135,7 @@ pub(crate) fn default_timer(at: Instant) -> Timer {
 
 /// The default runtime's timers (async-std's when its feature is on, else tokio's), for a
 /// [`Connection`](crate::Connection) built without
-/// [`with_timers`](crate::Connection::with_timers). The one place outside a runtime's own file
+/// [`with_provider`](crate::Connection::with_provider). The one place outside a runtime's own file
 /// that picks a runtime.
 #[cfg(all(feature = "tokio", not(feature = "async-std")))]
 pub(crate) fn default_timer(at: Instant) -> Timer {

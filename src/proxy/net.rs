@@ -26,8 +26,18 @@ pub struct IpNet(ipnet::IpNet);
 
 /// Why a string is not an IP network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not an IP address or network in CIDR notation (e.g. 10.0.0.0/8, fd00::/8)")]
-pub struct IpNetError(pub String);
+#[error("{input:?} is not an IP address or network in CIDR notation (e.g. 10.0.0.0/8, fd00::/8)")]
+pub struct IpNetError {
+    input: String,
+}
+
+impl IpNetError {
+    fn new(input: &str) -> Self {
+        IpNetError {
+            input: input.to_string(),
+        }
+    }
+}
 
 impl IpNet {
     /// The network of `addr` with the first `prefix` bits significant; `None` when `prefix` is
@@ -65,7 +75,7 @@ impl FromStr for IpNet {
     /// The address by std's parser, the prefix as decimal digits (`/08` and `/008` are 8), the
     /// network by [`ipnet::IpNet::new`], which checks the prefix against the address's length.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let error = || IpNetError(s.to_string());
+        let error = || IpNetError::new(s);
         let trimmed = s.trim();
         let (addr, prefix) = match trimmed.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -99,7 +109,7 @@ impl TryFrom<ipnet::IpNet> for IpNet {
                 .prefix_len()
                 .checked_sub(96)
                 .and_then(|bits| IpNet::new(v6.addr().into(), bits))
-                .ok_or_else(|| IpNetError(net.to_string())),
+                .ok_or_else(|| IpNetError::new(&net.to_string())),
             net => Ok(IpNet(net)),
         }
     }
@@ -162,7 +172,7 @@ mod tests {
             "[::1/64]",
         ] {
             let err = bad.parse::<IpNet>().unwrap_err();
-            assert_eq!(err, IpNetError(bad.to_string()));
+            assert_eq!(err, IpNetError::new(bad));
             assert_eq!(
                 err.to_string(),
                 format!(

@@ -54,10 +54,10 @@ use crate::{
 
 /// How long a listener pauses accepting after `accept` failed (EMFILE, ENFILE, ENOBUFS...), so that
 /// a full fd table does not turn the accept loop into a busy loop. libp2p-tcp pauses as long.
-pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Accept errors are reported (a `ListenerError` event and a warning) at most once per this long;
 /// the ones in between are counted and the count is given with the next report.
-pub const ACCEPT_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const ACCEPT_ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The future that upgrades an accepted socket (routing by its first bytes, then TLS and the HTTP
 /// upgrade for WebSocket listeners).

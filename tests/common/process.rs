@@ -25,6 +25,12 @@ pub fn shared<R: Runtime, F: Future>(test: F) -> F::Output {
     R::block_on(test)
 }
 
+/// [`shared`] under the harness's overall bound ([`WAIT`](super::WAIT), as [`run`](super::run)),
+/// for a test whose body does not bound its own time.
+pub fn shared_bounded<R: Runtime, F: Future>(test: F) -> F::Output {
+    shared::<R, _>(super::within::<R, _>(super::WAIT, test))
+}
+
 /// Runs a test that measures RSS, file descriptors or deadlines on runtime `R`, alone.
 pub fn exclusive<R: Runtime, F: Future>(test: F) -> F::Output {
     let _alone = LOCK.write().unwrap_or_else(|e| e.into_inner());

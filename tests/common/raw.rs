@@ -1,18 +1,23 @@
 //! Raw peers for the integration tests: a listener driven in the background ([`Server`]), a
 //! hand-driven TCP peer that speaks bytes and frames ([`Raw`]), frame builders, and bounded
-//! table-driven cases ([`case`]).
+//! table-driven cases ([`case`]), and a stream that counts what is read through it ([`Counting`]).
 //!
 //! What is under test (the listener, the dialer, their connections, the tasks that drive them)
 //! runs on the test's runtime `R`. The raw peers are test tooling: their sockets are async-std's
 //! (async-io's reactor, which serves them whatever runtime polls them), and the tasks that drive
 //! them are spawned on `R` like everything else (a peer that must run in parallel with our side,
-//! such as `framing_rules`' flood, gets a thread of its own and says so).
+//! such as `frame_limits`' flood, gets a thread of its own and says so). [`Ours`] names which
+//! side of a connection is ours, for the tests that run each case against both.
 
 use std::{
     future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -20,7 +25,7 @@ use std::{
 use async_std::net::{TcpListener, TcpStream};
 use futures::{
     channel::{mpsc, oneshot},
-    AsyncRead, AsyncReadExt, AsyncWriteExt, StreamExt,
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt,
 };
 use libp2p::core::{Multiaddr, Transport as _};
 use libp2p_ws::{Config, Error};
@@ -453,5 +458,76 @@ pub fn still_open(stream: &std::net::TcpStream) -> bool {
         Ok(0) => false,
         Ok(_) => true,
         Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Which side of the connection is ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ours {
+    /// Our listener, a raw client (which masks what it sends).
+    Listener,
+    /// Our dialer, a raw server.
+    Dialer,
+}
+
+impl Ours {
+    /// The mask the raw peer must use.
+    pub fn mask(self) -> Option<[u8; 4]> {
+        match self {
+            Ours::Listener => Some(MASK),
+            Ours::Dialer => None,
+        }
+    }
+
+    /// Our connection (with `config`, on runtime `R`) and the raw peer.
+    pub async fn connect<R: Runtime>(self, config: Config) -> (Output<R>, Raw) {
+        match self {
+            Ours::Listener => {
+                // The listener stops when `server` is dropped; the connection lives on.
+                let mut server = Server::<R>::plain(config).await;
+                server_and_raw_client(&mut server).await
+            }
+            Ours::Dialer => client_and_raw_server::<R>(config).await,
+        }
+    }
+}
+
+/// Both sides, in the order the tests run them.
+pub const BOTH: [Ours; 2] = [Ours::Listener, Ours::Dialer];
+
+/// Counts the bytes read through it.
+pub struct Counting<T> {
+    /// The stream read through.
+    pub inner: T,
+    /// Bytes read so far.
+    pub read: Arc<AtomicUsize>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = futures::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.read.fetch_add(n, Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }

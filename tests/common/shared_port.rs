@@ -1,4 +1,4 @@
-//! The shared-port harness (`tests/shared_port.rs`, `tests/shared_port_errors.rs`): TLS configs from
+//! The shared-port harness (`tests/shared_port.rs`): TLS configs from
 //! a test CA, and a bare transport polled by a background task that listens and stops listening on
 //! command and reports what it sees.
 

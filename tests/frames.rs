@@ -1,120 +1,25 @@
-//! Frames against RFC 6455 over real sockets, with raw peers (issue 6, hardening): frame headers
-//! declaring up to 2^63-1 bytes and messages over the limit close with 1009 without allocating,
-//! every MUST case closes with the right code and a typed error on either side, pings are answered
-//! and close frames echoed, and the message-level API the Autobahn peer uses reports kinds and
-//! boundaries. Every test runs on both runtimes on 127.0.0.1 and bounds every wait. Each test
-//! prints the figures it measures, each line naming the runtime (`figure (tokio): ...`; run with
-//! `--nocapture` to see them).
-//!
-//! The test that measures RSS runs through [`exclusive`], beside nothing else of this binary; the
-//! others through [`shared`].
+//! RFC 6455 frames over real sockets on 127.0.0.1, against raw peers: every MUST case closes with
+//! the right code and a typed error on either side, control frames must use the 7-bit length form,
+//! pings are answered and close frames echoed, a TCP end of stream inside a frame is an error, and
+//! the message-level API the Autobahn peer uses reports kinds and boundaries. Size limits and the
+//! work one read call does are in `frame_limits.rs`, keep-alive in `keep_alive.rs`. Every test runs
+//! on both runtimes and bounds every wait; each case of a table runs under a time bound that names
+//! it. Each test prints the figures it measures, each line naming the runtime (`figure (tokio):
+//! ...`; run with `--nocapture` to see them).
 
 mod common;
 
-use std::time::Duration;
+use std::{io, net::Shutdown, time::Duration};
 
 use common::{process::*, raw::*, *};
 use futures::{
     future::{poll_fn, Either},
-    AsyncReadExt, AsyncWriteExt,
+    AsyncRead, AsyncReadExt, AsyncWriteExt,
 };
 use libp2p_ws::{Config, FrameError};
 
-// =================================================================================================
-// Oversized frames and messages
-// =================================================================================================
-
-async fn oversized_frames_and_messages_close_with_1009_without_allocating<R: Runtime>() {
-    within::<R, _>(Duration::from_secs(30), async {
-        let limits = libp2p_ws::FrameLimits::default();
-        let mut server = Server::<R>::plain(Config::default()).await;
-
-        // (what, bytes the raw client sends)
-        let mut over_message = Vec::new();
-        let chunk = vec![0x5a; limits.max_frame_size()];
-        let frames = limits.max_message_size() / limits.max_frame_size();
-        for i in 0..frames {
-            over_message.extend(frame(
-                false,
-                0,
-                if i == 0 { 2 } else { 0 },
-                Some(MASK),
-                &chunk,
-            ));
-        }
-        over_message.extend(frame(true, 0, 0, Some(MASK), b"!"));
-        let attacks: Vec<(&str, Vec<u8>)> = vec![
-            (
-                "a frame header declaring 2^63-1 bytes",
-                header(true, 0, 2, Some(MASK), (1 << 63) - 1),
-            ),
-            (
-                "a frame one byte over max_frame_size",
-                header(true, 0, 2, Some(MASK), limits.max_frame_size() as u64 + 1),
-            ),
-            (
-                "a message one byte over max_message_size, in max-size frames",
-                over_message,
-            ),
-        ];
-        drop(chunk);
-        for (what, bytes) in attacks {
-            let (mut conn, mut raw) = server_and_raw_client(&mut server).await;
-            let before = rss();
-            let sent = bytes.len();
-            let writer = spawn::<R, _>(async move {
-                let _ = raw.send(&bytes).await;
-                raw
-            });
-            let error = read_until_error(&mut conn).await;
-            let mut raw = writer.await;
-            let code = raw.close_code().await.expect("close frame");
-            let grown = rss() - before;
-            let frame_error = FrameError::from_io(&error).cloned();
-            println!(
-                "figure ({}): server, {what} ({sent} bytes sent): closed with {code:?}, error \
-                 {frame_error:?}, RSS grew {:.3} MiB",
-                R::NAME,
-                mib(grown)
-            );
-            assert_eq!(code, Some(1009), "{what}");
-            assert!(
-                matches!(
-                    frame_error,
-                    Some(FrameError::FrameTooLarge { .. } | FrameError::MessageTooLarge { .. })
-                ),
-                "{what}: {error}"
-            );
-            assert!(grown < 1024 * 1024, "{what}: RSS grew {grown} bytes");
-            drop(conn);
-        }
-
-        // The same on the dialing side: a server declaring a 2^63-1 byte frame.
-        let (mut conn, mut raw) = client_and_raw_server::<R>(Config::default()).await;
-        let before = rss();
-        raw.send(&header(true, 0, 2, None, (1 << 63) - 1))
-            .await
-            .unwrap();
-        let error = read_until_error(&mut conn).await;
-        let close = raw.read_frame().await.unwrap();
-        let grown = rss() - before;
-        assert!(close.masked, "a client's close frame is masked");
-        let code = u16::from_be_bytes([close.payload[0], close.payload[1]]);
-        println!(
-            "figure ({}): client, a frame header declaring 2^63-1 bytes: closed with {code}, RSS \
-             grew {:.3} MiB",
-            R::NAME,
-            mib(grown)
-        );
-        assert_eq!(code, 1009);
-        assert!(matches!(
-            FrameError::from_io(&error),
-            Some(FrameError::FrameTooLarge { .. })
-        ));
-        assert!(grown < 1024 * 1024);
-    })
-    .await;
-}
+/// Every case of a table-driven test must finish within this.
+const CASE: Duration = Duration::from_secs(10);
 
 // =================================================================================================
 // RFC 6455 MUST cases
@@ -455,14 +360,164 @@ async fn message_api_reports_kinds_boundaries_and_empty_messages<R: Runtime>() {
     .await;
 }
 
-runtime_tests!(
-    with exclusive:
-    oversized_frames_and_messages_close_with_1009_without_allocating,
-);
+// =================================================================================================
+// Control frames use the 7-bit length form
+// =================================================================================================
+
+/// A control frame whose (short) length is written in the 16- or 64-bit form.
+fn control_with_long_length(
+    opcode: u8,
+    form: u8,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut v = vec![0x80 | opcode, if mask.is_some() { 0x80 } else { 0 } | form];
+    match form {
+        126 => v.extend_from_slice(&(payload.len() as u16).to_be_bytes()),
+        _ => v.extend_from_slice(&(payload.len() as u64).to_be_bytes()),
+    }
+    if let Some(k) = mask {
+        v.extend_from_slice(&k);
+    }
+    let body = v.len();
+    v.extend_from_slice(payload);
+    if let Some(k) = mask {
+        for (i, b) in v[body..].iter_mut().enumerate() {
+            *b ^= k[i % 4];
+        }
+    }
+    v
+}
+
+async fn control_frames_with_a_16_or_64_bit_length_close_with_1002<R: Runtime>() {
+    for ours in BOTH {
+        for (what, opcode, payload) in [
+            ("ping", 9u8, b"ping".to_vec()),
+            ("pong", 10, b"pong".to_vec()),
+            ("close", 8, close_payload(1000, b"bye")),
+        ] {
+            for form in [126u8, 127] {
+                let name = format!("our {ours:?} <- {what} with a {form}-form length");
+                case::<R, _>(&name, CASE, async {
+                    let (mut conn, mut raw) = ours.connect::<R>(Config::default()).await;
+                    raw.send(&control_with_long_length(
+                        opcode,
+                        form,
+                        ours.mask(),
+                        &payload,
+                    ))
+                    .await
+                    .unwrap();
+                    let error = read_until_error(&mut conn).await;
+                    let code = raw.close_code().await.expect("a close frame");
+                    let typed = FrameError::from_io(&error);
+                    println!(
+                        "figure ({}): {name}: closed with {code:?}, {typed:?}",
+                        R::NAME
+                    );
+                    assert_eq!(code, Some(1002), "{name}");
+                    assert!(
+                        matches!(typed, Some(FrameError::Protocol(_))),
+                        "{name}: {error}"
+                    );
+                })
+                .await;
+            }
+        }
+    }
+}
+
+// =================================================================================================
+// A TCP end of stream inside a frame is an error
+// =================================================================================================
+
+/// Reads until the first error or end of stream; returns the bytes read and how it ended.
+async fn read_to_end_or_error<S: AsyncRead + Unpin>(
+    conn: &mut S,
+    piece: usize,
+) -> (usize, io::Result<()>) {
+    let mut buf = vec![0u8; piece];
+    let mut total = 0;
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) => return (total, Ok(())),
+            Ok(n) => total += n,
+            Err(e) => return (total, Err(e)),
+        }
+    }
+}
+
+async fn a_tcp_end_of_stream_inside_a_frame_is_an_error_never_a_clean_end<R: Runtime>() {
+    for ours in BOTH {
+        let m = ours.mask();
+        let whole = frame(true, 0, 2, m, &pattern(1, 10_000));
+        let header_len = whole.len() - 10_000;
+        // (what, bytes before the TCP FIN, a clean end expected)
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            (
+                "FIN inside a 10,000-byte payload",
+                whole[..header_len + 4000].to_vec(),
+                false,
+            ),
+            (
+                "FIN after the first header byte",
+                whole[..1].to_vec(),
+                false,
+            ),
+            ("FIN inside the extended length", whole[..3].to_vec(), false),
+            (
+                "FIN inside a ping's payload",
+                frame(true, 0, 9, m, b"0123456789")[..8].to_vec(),
+                false,
+            ),
+            (
+                "FIN between the frames of a fragmented message",
+                frame(false, 0, 2, m, b"first part"),
+                false,
+            ),
+            ("FIN after a whole frame (control)", whole.clone(), true),
+        ];
+        for (what, bytes, clean) in cases {
+            // Small reads go through the read buffer, large ones straight into the caller's
+            // buffer: both paths must see the truncation.
+            for piece in [100, 64 * 1024] {
+                let name = format!("our {ours:?}, reads of {piece}: {what}");
+                case::<R, _>(&name, CASE, async {
+                    let (mut conn, mut raw) = ours.connect::<R>(Config::default()).await;
+                    raw.send(&bytes).await.unwrap();
+                    raw.s.shutdown(Shutdown::Write).unwrap();
+                    let (read, outcome) = read_to_end_or_error(&mut conn, piece).await;
+                    println!(
+                        "figure ({}): {name}: {read} bytes, then {outcome:?}",
+                        R::NAME
+                    );
+                    if clean {
+                        outcome.expect("a clean end of stream");
+                        assert_eq!(read, 10_000, "{name}");
+                    } else {
+                        let error = outcome.expect_err("an error, not a clean end of stream");
+                        assert_eq!(
+                            FrameError::from_io(&error),
+                            Some(&FrameError::UnexpectedEof),
+                            "{name}: {error}"
+                        );
+                        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{name}");
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
 
 runtime_tests!(
     with shared:
     rfc6455_violations_close_with_the_right_code_and_a_typed_error,
     pings_are_answered_and_valid_close_frames_echoed,
     message_api_reports_kinds_boundaries_and_empty_messages,
+);
+
+runtime_tests!(
+    control_frames_with_a_16_or_64_bit_length_close_with_1002,
+    a_tcp_end_of_stream_inside_a_frame_is_an_error_never_a_clean_end,
 );
