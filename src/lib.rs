@@ -182,6 +182,7 @@ mod error;
 pub mod forwarded;
 mod framed;
 mod handshake;
+mod metrics;
 mod proto;
 pub mod provider;
 pub mod proxy;
