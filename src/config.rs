@@ -352,7 +352,7 @@ impl Config {
     /// # let _ = config;
     /// let mut text = String::new();
     /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    /// assert!(text.contains("libp2p_websocket_connections_opened_total"));
+    /// assert!(text.contains("libp2p_websocket_pending_handshakes 0"));
     /// ```
     #[cfg(feature = "metrics")]
     pub fn with_metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
