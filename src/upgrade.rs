@@ -95,7 +95,9 @@ struct Admitted<O> {
     recorder: Recorder,
 }
 
-/// Records how long `upgrade` (begun now) takes when it succeeds, with metrics on and a `kind`.
+/// Records how long `upgrade` (begun now) takes when it succeeds, or how it failed above the
+/// transport (noise, yamux, the upgrade timeout, an eviction while the layer held the ticket),
+/// with metrics on.
 fn timed<O: Send + 'static>(
     recorder: &Recorder,
     direction: Direction,
@@ -108,10 +110,23 @@ fn timed<O: Send + 'static>(
     };
     let (recorder, start) = (recorder.clone(), Instant::now());
     upgrade
-        .inspect(move |result| {
-            if result.is_ok() {
-                recorder.upgraded(direction, kind, start.elapsed());
-            }
+        .inspect(move |result| match result {
+            Ok(_) => recorder.upgraded(direction, kind, start.elapsed()),
+            // Only what fails above the transport: its own failures were counted below.
+            Err(error) => match Error::from_io(error) {
+                Some(
+                    error @ (Error::Upgrade { .. }
+                    | Error::Evicted
+                    | Error::Timeout {
+                        stage: TimeoutStage::Upgrade,
+                        ..
+                    }),
+                ) => match direction {
+                    Direction::Inbound => recorder.inbound_failed(kind, error),
+                    Direction::Outbound => recorder.dial_failed(kind, error),
+                },
+                _ => {}
+            },
         })
         .boxed()
 }

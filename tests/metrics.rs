@@ -99,6 +99,27 @@ fn prometheus_format(text: &str) -> String {
     out
 }
 
+/// Upgrades to WebSocket at `addr` (path `/`), then hangs up before multistream-select: the
+/// complete stack's upgrade fails above the transport.
+fn upgrade_then_hang_up(addr: std::net::SocketAddr) -> String {
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).expect("read") == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Runs `promtool check metrics` (its parser and linter) on `text`, in the Prometheus text
 /// format; panics with its output if it objects.
 fn promtool_accepts(text: &str) {
@@ -282,7 +303,70 @@ async fn admission_refusals_are_counted_by_reason<R: Runtime>() {
     expect(&text, "libp2p_websocket_pending_handshakes", 0.0);
 }
 
+async fn the_complete_stack_counts_its_upgrades_and_their_failures<R: Runtime>() {
+    let mut registry = Registry::default();
+    let config = Config::default().with_metrics(&mut registry);
+    let mut listener = R::upgraded(
+        &libp2p::identity::Keypair::generate_ed25519(),
+        config.clone(),
+    );
+    let mut dialer = R::upgraded(&libp2p::identity::Keypair::generate_ed25519(), config);
+    let (_, addr) = listen_any(&mut listener, "/ip4/127.0.0.1/tcp/0/ws").await;
+    let socket = helpers::ip_and_port(&addr).expect("a TCP address");
+    let dial = spawn::<R, _>(dialer.dial(addr, dial_opts()).expect("dial accepted"));
+    let upgrade = next_incoming(&mut listener).await;
+    // Both muxers driven (a V1Lazy listener finishes when the dialer's yamux speaks).
+    let listener_muxer =
+        Muxer::spawn_when_ready::<R>(async move { upgrade.await.expect("listener upgrades").1 });
+    let dialer_muxer = Muxer::spawn::<R>(dial.await.expect("dialer upgrades").1);
+    let _stream = listener_muxer.open().await;
+
+    // A WebSocket connection that hangs up before noise: counted as established, then failed.
+    let (tx, status) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || tx.send(upgrade_then_hang_up(socket)));
+    let upgrade = next_incoming(&mut listener).await;
+    assert!(upgrade.await.is_err(), "the upgrade fails");
+    let status = status.await.expect("client thread");
+    assert!(status.contains("101"), "{status}");
+
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("encodes");
+    let m = "libp2p_websocket_";
+    let (inbound, outbound) = (
+        r#"{direction="inbound",kind="ws"}"#,
+        r#"{direction="outbound",kind="ws"}"#,
+    );
+    expect(
+        &text,
+        &format!("{m}upgrade_duration_seconds_count{inbound}"),
+        1.0,
+    );
+    expect(
+        &text,
+        &format!("{m}upgrade_duration_seconds_count{outbound}"),
+        1.0,
+    );
+    expect(&text, &format!("{m}connections_opened_total{inbound}"), 2.0);
+    expect(
+        &text,
+        &format!("{m}connections_opened_total{outbound}"),
+        1.0,
+    );
+    expect(&text, &format!("{m}connections_closed_total{inbound}"), 1.0);
+    expect(
+        &text,
+        &format!(
+            r#"{m}inbound_handshake_failures_total{{kind="ws",stage="upgrade",reason="noise"}}"#
+        ),
+        1.0,
+    );
+    expect(&text, &format!("{m}pending_handshakes"), 0.0);
+    promtool_accepts(&text);
+    drop((listener_muxer, dialer_muxer));
+}
+
 runtime_tests!(
     connections_bytes_closes_and_failures_are_counted,
+    the_complete_stack_counts_its_upgrades_and_their_failures,
     admission_refusals_are_counted_by_reason,
 );
