@@ -284,6 +284,9 @@ impl Charge {
             return Ok(());
         }
         if state.per_key.get(&key).copied().unwrap_or(0) >= state.limits.max_per_key {
+            state
+                .recorder
+                .admission_refused(Refusal::AddressFull.label());
             return Err(Refusal::AddressFull);
         }
         state.uncount(old);
@@ -433,6 +436,47 @@ mod tests {
             futures::executor::block_on(ticket.guard(futures::future::ready(()))),
             Err(Error::Evicted)
         )
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn pending_handshakes_refusals_and_evictions_are_counted() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let admission =
+            admission_of(2, 2).with_recorder(crate::metrics::Recorder::register(&mut registry));
+        let text = |registry: &prometheus_client::registry::Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        let a = admission.admit(ip(1)).unwrap();
+        let _b = admission.admit(ip(1)).unwrap();
+        assert_eq!(admission.admit(ip(1)).unwrap_err(), Refusal::AddressFull);
+        // Full: a newcomer from another address evicts the oldest of ip 1.
+        let c = admission.admit(ip(2)).unwrap();
+        assert!(evicted(a));
+        assert_eq!(admission.admit(ip(1)).unwrap_err(), Refusal::ListenerFull);
+        let counted = text(&registry);
+        for line in [
+            "libp2p_websocket_pending_handshakes 2",
+            "libp2p_websocket_evictions_total 1",
+            r#"libp2p_websocket_admission_refusals_total{reason="address_full"} 1"#,
+            r#"libp2p_websocket_admission_refusals_total{reason="listener_full"} 1"#,
+        ] {
+            assert!(counted.contains(line), "{line} not in\n{counted}");
+        }
+        drop((_b, c));
+        assert!(text(&registry).contains("libp2p_websocket_pending_handshakes 0"));
+
+        // A client a proxy names, over its share, is refused too.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let admission =
+            admission_of(10, 1).with_recorder(crate::metrics::Recorder::register(&mut registry));
+        let _d = admission.admit(ip(5)).unwrap();
+        let mut e = admission.admit_trusted(ip(6)).unwrap();
+        assert_eq!(e.reassign(ip(5)), Err(Refusal::AddressFull));
+        assert!(text(&registry)
+            .contains(r#"libp2p_websocket_admission_refusals_total{reason="address_full"} 1"#));
     }
 
     #[test]

@@ -621,13 +621,34 @@ impl Recorder {
 
     /// An inbound connection on a listener of `kind` failed before it was established, with
     /// `error` (labels from [`inbound_labels`]).
+    ///
+    /// Already counted, so not to be counted again: the failures of an `Incoming` event's upgrade
+    /// future (`Transport::poll` wraps it), the complete stack's failures above the transport
+    /// (`upgrade.rs`), admission refusals and evictions (`admission.rs`). To be counted where
+    /// they happen: failures on the route-first path that never become an event (with the
+    /// listener's kind once it is known, else with [`Recorder::inbound_failed_unrouted`]).
     #[inline]
     pub(crate) fn inbound_failed(&self, kind: Kind, error: &Error) {
+        self.count_inbound_failure(kind_label(kind), error);
+    }
+
+    /// An inbound connection failed before its kind was known (a PROXY header, the first bytes,
+    /// a wrong door, a timeout or an eviction while it was being routed): the `kind` label is
+    /// `unknown`.
+    // Called by the route-first path (port/incoming.rs, in the works).
+    #[allow(dead_code)]
+    #[inline]
+    pub(crate) fn inbound_failed_unrouted(&self, error: &Error) {
+        self.count_inbound_failure("unknown", error);
+    }
+
+    #[inline]
+    fn count_inbound_failure(&self, kind: &'static str, error: &Error) {
         with!(self, f => {
             let (stage, reason) = inbound_labels(error);
             f.inbound_failures
                 .get_or_create(&on::FailureLabels {
-                    kind: kind_label(kind),
+                    kind,
                     stage: stage.as_str(),
                     reason: reason.0,
                 })
@@ -954,6 +975,7 @@ mod tests {
         meter.close_codes(Some(1000), Some(1001));
         drop(meter);
         recorder.inbound_failed(Kind::Ws, &Error::Evicted);
+        recorder.inbound_failed_unrouted(&Error::Unrecognized);
         recorder.admission_refused("address_full");
         recorder.evicted();
         recorder.pending(1);
@@ -968,6 +990,7 @@ mod tests {
             r#"libp2p_websocket_close_codes_sent_total{code="1000"} 1"#,
             r#"libp2p_websocket_close_codes_received_total{code="1001"} 1"#,
             r#"libp2p_websocket_inbound_handshake_failures_total{kind="ws",stage="admission",reason="evicted"} 1"#,
+            r#"libp2p_websocket_inbound_handshake_failures_total{kind="unknown",stage="routing",reason="unrecognized"} 1"#,
             r#"libp2p_websocket_admission_refusals_total{reason="address_full"} 1"#,
             r#"libp2p_websocket_evictions_total 1"#,
             r#"libp2p_websocket_pending_handshakes 1"#,
