@@ -110,23 +110,26 @@ fn timed<O: Send + 'static>(
     };
     let (recorder, start) = (recorder.clone(), Instant::now());
     upgrade
-        .inspect(move |result| match result {
-            Ok(_) => recorder.upgraded(direction, kind, start.elapsed()),
+        .inspect(move |result| {
+            let error = match result {
+                Ok(_) => return recorder.upgraded(direction, kind, start.elapsed()),
+                Err(error) => Error::from_io(error),
+            };
             // Only what fails above the transport: its own failures were counted below.
-            Err(error) => match Error::from_io(error) {
-                Some(
-                    error @ (Error::Upgrade { .. }
-                    | Error::Evicted
-                    | Error::Timeout {
-                        stage: TimeoutStage::Upgrade,
-                        ..
-                    }),
-                ) => match direction {
+            if let Some(
+                error @ (Error::Upgrade { .. }
+                | Error::Evicted
+                | Error::Timeout {
+                    stage: TimeoutStage::Upgrade,
+                    ..
+                }),
+            ) = error
+            {
+                match direction {
                     Direction::Inbound => recorder.inbound_failed(kind, error),
                     Direction::Outbound => recorder.dial_failed(kind, error),
-                },
-                _ => {}
-            },
+                }
+            }
         })
         .boxed()
 }
