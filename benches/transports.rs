@@ -23,7 +23,8 @@
 //!   tokio /tcp" and "libp2p-ws /tcp on async-std" are the crate's own plain `/tcp` (the same
 //!   `upgraded()` transports dialing a `/tcp` address), beside libp2p-tcp and tcp on async-std;
 //!   "libp2p-ws tokio with metrics" (`metrics`) is "libp2p-ws tokio" with `Config::with_metrics`
-//!   (the ratio `throughput_metrics_vs_plain`: the cost of counting);
+//!   (the ratios `throughput_metrics_vs_plain` and `instructions_metrics_vs_plain`: the cost of
+//!   counting);
 //! - aggregate throughput of 16 concurrent yamux streams (dialer uploads);
 //! - connection setup: `dial` until the dialer holds the upgraded connection (mean over sequential
 //!   connections), the same until a first 1-byte stream round trip has completed (so the listener
