@@ -22,6 +22,9 @@
 //!   current-thread runtime as libp2p-tcp: the like-for-like comparison for tokio users. "libp2p-ws
 //!   tokio /tcp" and "libp2p-ws /tcp on async-std" are the crate's own plain `/tcp` (the same
 //!   `upgraded()` transports dialing a `/tcp` address), beside libp2p-tcp and tcp on async-std;
+//!   "libp2p-ws tokio with metrics" (`metrics`) is "libp2p-ws tokio" with `Config::with_metrics`
+//!   (the ratios `throughput_metrics_vs_plain` and `instructions_metrics_vs_plain`: the cost of
+//!   counting);
 //! - aggregate throughput of 16 concurrent yamux streams (dialer uploads);
 //! - connection setup: `dial` until the dialer holds the upgraded connection (mean over sequential
 //!   connections), the same until a first 1-byte stream round trip has completed (so the listener
@@ -56,7 +59,7 @@
 //! `BENCH_CALLGRIND_DIR` (`target/callgrind`), `BENCH_INSTRUCTIONS_MAX` (the gate's threshold),
 //! `BENCH_INSTR_REP=1` (see `instructions.rs`), and filters (comma-separated): `BENCH_ONLY`
 //! (sections `full,noise,raw,streams,setup,rss,multi` by default, and `instructions`), `BENCH_STACKS`
-//! (`ws,wss,ws-tokio,websocket,tcp,tcp-async-std,tcp-ours,tcp-ours-async-std,ws-shared`),
+//! (`ws,wss,ws-tokio,websocket,tcp,tcp-async-std,tcp-ours,tcp-ours-async-std,ws-shared,metrics`),
 //! `BENCH_DIRECTIONS` (`dialer,listener`).
 //!
 //! The modules under `transports/`: `stacks` (the stacks, layers and modes, and the transports that

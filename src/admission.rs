@@ -27,6 +27,7 @@ use futures::future::{AbortHandle, AbortRegistration, Abortable, Aborted, Either
 
 use crate::{
     error::{Error, TimeoutStage},
+    metrics::Recorder,
     provider::TimerFn,
 };
 
@@ -37,6 +38,16 @@ pub(crate) enum Refusal {
     AddressFull,
     /// The listener is full and no key holds more pending handshakes than this one's.
     ListenerFull,
+}
+
+impl Refusal {
+    /// The metrics' label value: `address_full` or `listener_full`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::AddressFull => "address_full",
+            Refusal::ListenerFull => "listener_full",
+        }
+    }
 }
 
 /// The limits of one listener's pending handshakes.
@@ -89,6 +100,8 @@ struct State {
     entries: BTreeMap<u64, Entry>,
     /// Pending handshakes per share key.
     per_key: HashMap<IpAddr, usize>,
+    /// Counts pending handshakes, refusals and evictions (a no-op without metrics).
+    recorder: Recorder,
 }
 
 #[derive(Debug)]
@@ -110,8 +123,15 @@ impl Admission {
                 next_id: 0,
                 entries: BTreeMap::new(),
                 per_key: HashMap::new(),
+                recorder: Recorder::default(),
             })),
         }
+    }
+
+    /// Counts this listener's pending handshakes, refusals and evictions with `recorder`.
+    pub(crate) fn with_recorder(self, recorder: Recorder) -> Self {
+        self.lock().recorder = recorder;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -134,6 +154,31 @@ impl Admission {
 
     fn admit_with(&self, ip: IpAddr, per_key_limit: bool) -> Result<Ticket, Refusal> {
         let mut guard = self.lock();
+        let result = Self::admit_locked(&mut guard, ip, per_key_limit);
+        match result {
+            Ok(id) => {
+                let (abort, registration) = AbortHandle::new_pair();
+                guard.entries.get_mut(&id).expect("just admitted").abort = abort;
+                Ok(Ticket {
+                    admission: self.clone(),
+                    id,
+                    registration: Some(registration),
+                    deadline: None,
+                })
+            }
+            Err(refusal) => {
+                guard.recorder.admission_refused(refusal.label());
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The bookkeeping of [`Admission::admit_with`]: the new entry's id, or why not.
+    fn admit_locked(
+        guard: &mut MutexGuard<'_, State>,
+        ip: IpAddr,
+        per_key_limit: bool,
+    ) -> Result<u64, Refusal> {
         let state = &mut *guard;
         let key = state.limits.key(ip);
         let own = state.per_key.get(&key).copied().unwrap_or(0);
@@ -160,18 +205,15 @@ impl Admission {
                 .map(|(id, _)| *id)
                 .ok_or(Refusal::ListenerFull)?;
             state.remove(oldest);
+            state.recorder.evicted();
         }
         let id = state.next_id;
         state.next_id += 1;
-        let (abort, registration) = AbortHandle::new_pair();
+        let abort = AbortHandle::new_pair().0;
         state.entries.insert(id, Entry { key, abort });
         *state.per_key.entry(key).or_insert(0) += 1;
-        Ok(Ticket {
-            admission: self.clone(),
-            id,
-            registration: Some(registration),
-            deadline: None,
-        })
+        state.recorder.pending(1);
+        Ok(id)
     }
 
     /// Pending handshakes right now (all keys).
@@ -187,6 +229,7 @@ impl State {
         if let Some(entry) = self.entries.remove(&id) {
             entry.abort.abort();
             self.uncount(entry.key);
+            self.recorder.pending(-1);
         }
     }
 
@@ -241,6 +284,9 @@ impl Charge {
             return Ok(());
         }
         if state.per_key.get(&key).copied().unwrap_or(0) >= state.limits.max_per_key {
+            state
+                .recorder
+                .admission_refused(Refusal::AddressFull.label());
             return Err(Refusal::AddressFull);
         }
         state.uncount(old);
@@ -390,6 +436,47 @@ mod tests {
             futures::executor::block_on(ticket.guard(futures::future::ready(()))),
             Err(Error::Evicted)
         )
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn pending_handshakes_refusals_and_evictions_are_counted() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let admission =
+            admission_of(2, 2).with_recorder(crate::metrics::Recorder::register(&mut registry));
+        let text = |registry: &prometheus_client::registry::Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        let a = admission.admit(ip(1)).unwrap();
+        let _b = admission.admit(ip(1)).unwrap();
+        assert_eq!(admission.admit(ip(1)).unwrap_err(), Refusal::AddressFull);
+        // Full: a newcomer from another address evicts the oldest of ip 1.
+        let c = admission.admit(ip(2)).unwrap();
+        assert!(evicted(a));
+        assert_eq!(admission.admit(ip(1)).unwrap_err(), Refusal::ListenerFull);
+        let counted = text(&registry);
+        for line in [
+            "libp2p_websocket_pending_handshakes 2",
+            "libp2p_websocket_evictions_total 1",
+            r#"libp2p_websocket_admission_refusals_total{reason="address_full"} 1"#,
+            r#"libp2p_websocket_admission_refusals_total{reason="listener_full"} 1"#,
+        ] {
+            assert!(counted.contains(line), "{line} not in\n{counted}");
+        }
+        drop((_b, c));
+        assert!(text(&registry).contains("libp2p_websocket_pending_handshakes 0"));
+
+        // A client a proxy names, over its share, is refused too.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let admission =
+            admission_of(10, 1).with_recorder(crate::metrics::Recorder::register(&mut registry));
+        let _d = admission.admit(ip(5)).unwrap();
+        let mut e = admission.admit_trusted(ip(6)).unwrap();
+        assert_eq!(e.reassign(ip(5)), Err(Refusal::AddressFull));
+        assert!(text(&registry)
+            .contains(r#"libp2p_websocket_admission_refusals_total{reason="address_full"} 1"#));
     }
 
     #[test]

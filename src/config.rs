@@ -10,6 +10,7 @@ use crate::{
     dns::DnsConfig,
     forwarded::ReverseProxy,
     http::Http,
+    metrics::Recorder,
     proxy::{Proxies, Proxy, ProxyEnv},
     tls_config::TlsConfig,
 };
@@ -64,6 +65,7 @@ pub struct Config {
     pub(crate) proxy: Proxies,
     pub(crate) reverse_proxy: Option<ReverseProxy>,
     pub(crate) http: Http,
+    pub(crate) metrics: Recorder,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             proxy: Proxies::Direct,
             reverse_proxy: None,
             http: Http::new(),
+            metrics: Recorder::default(),
         }
     }
 }
@@ -335,6 +338,37 @@ impl Config {
     /// ```
     pub fn with_http(mut self, http: Http) -> Self {
         self.http = http;
+        self
+    }
+
+    /// Records Prometheus metrics in `registry` (feature `metrics`), all under one sub-registry
+    /// with the prefix `libp2p_websocket`: connections opened and closed, inbound handshake
+    /// failures, dial failures, admission refusals and evictions, pending handshakes, handshake
+    /// and upgrade durations, close codes, WebSocket payload bytes, HTTP answers that were not
+    /// upgrades, and the served TLS certificates' seconds until expiry (the crate's README lists
+    /// each metric and its labels). Labels are bounded: none carries an address, a peer id or a
+    /// path. Call it once per registry: each call registers the families again (two
+    /// transports that should count together share one `Config`, cloned after this call).
+    /// Default: no metrics.
+    ///
+    /// The registry is `prometheus_client` 0.25's, the version `libp2p-metrics` 0.18 uses under
+    /// libp2p 0.57, so one `Registry` holds the app's metrics, libp2p-metrics' and ours, and one
+    /// text encoding serves them all. If the versions part (libp2p-metrics moves to another
+    /// prometheus-client, or the app uses another), the `Registry` types differ and do not mix:
+    /// keep one registry per prometheus-client version and concatenate their text encodings
+    /// (each prefix appears in one of them only).
+    ///
+    /// ```
+    /// let mut registry = prometheus_client::registry::Registry::default();
+    /// let config = libp2p_ws::Config::default().with_metrics(&mut registry);
+    /// # let _ = config;
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("libp2p_websocket_pending_handshakes 0"));
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
+        self.metrics = Recorder::register(registry);
         self
     }
 

@@ -28,6 +28,8 @@
 //! Test and tooling hooks (message-level API, the handshake over any IO, the sans-IO frame core)
 //! are behind the feature `unstable-internals`, in `libp2p_ws::unstable`, with no stability
 //! promise.
+//! Prometheus metrics (prometheus-client 0.25, as libp2p-metrics 0.18) are behind the feature
+//! `metrics`: `Config::with_metrics` (the README's "Metrics" section lists them).
 //!
 //! Listeners only accept sockets and report addresses; every per-connection step runs inside the
 //! connection's own future, bounded by the handshake timeout (and, for the complete stack, the
@@ -183,6 +185,7 @@ pub mod forwarded;
 mod framed;
 mod handshake;
 pub mod http;
+mod metrics;
 mod proto;
 pub mod provider;
 pub mod proxy;

@@ -35,6 +35,8 @@ fn provider() -> Arc<CryptoProvider> {
 #[derive(Clone)]
 pub struct TlsConfig {
     server: Option<Arc<ServerConfig>>,
+    /// The reloadable certificate behind `server`, if it is one (for the metrics' expiry gauge).
+    served: Option<Arc<ReloadableResolver>>,
     webpki_roots: bool,
     native_roots: bool,
     extra_roots: Vec<CertificateDer<'static>>,
@@ -47,6 +49,7 @@ impl Default for TlsConfig {
     fn default() -> Self {
         TlsConfig {
             server: None,
+            served: None,
             webpki_roots: true,
             native_roots: false,
             extra_roots: Vec::new(),
@@ -78,6 +81,7 @@ impl TlsConfig {
     /// Listen on TLS addresses with this (reloadable) certificate.
     pub fn with_server_certificate(mut self, certificate: &ServerCertificate) -> Self {
         self.server = Some(certificate.config.clone());
+        self.served = Some(certificate.resolver.clone());
         self
     }
 
@@ -87,12 +91,14 @@ impl TlsConfig {
     /// [`TlsConfig::with_server_certificate`] uses).
     pub fn with_certificate_source(mut self, source: Arc<dyn CertificateSource>) -> Self {
         self.server = Some(Arc::new(server_config(Arc::new(SourceResolver(source)))));
+        self.served = None;
         self
     }
 
     /// Listen on TLS addresses with your own rustls server configuration.
     pub fn with_server_config(mut self, config: Arc<ServerConfig>) -> Self {
         self.server = Some(config);
+        self.served = None;
         self
     }
 
@@ -137,6 +143,20 @@ impl TlsConfig {
     pub fn danger_accept_invalid_certificates(mut self) -> Self {
         self.insecure = true;
         self
+    }
+
+    /// The certificate chain a [`ServerCertificate`] presents now, as a function (with its
+    /// identity, to register it once), when the server certificate is one; `None` for a
+    /// certificate source or a rustls configuration of the user's.
+    pub(crate) fn served_chain(
+        &self,
+    ) -> Option<(
+        usize,
+        impl Fn() -> Vec<CertificateDer<'static>> + Send + Sync + 'static,
+    )> {
+        let served = self.served.clone()?;
+        let id = Arc::as_ptr(&served) as usize;
+        Some((id, move || served.get().cert.clone()))
     }
 
     pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {

@@ -7,10 +7,11 @@ use std::{
     io,
     pin::Pin,
     task::{ready, Context, Poll},
+    time::Instant,
 };
 
 use either::Either;
-use futures::FutureExt;
+use futures::{future::BoxFuture, FutureExt};
 use libp2p_core::{
     muxing::StreamMuxerBox,
     transport::{
@@ -26,6 +27,7 @@ use crate::{
     admission::Handoff,
     config::Config,
     error::{Error, TimeoutStage, UpgradeStep},
+    metrics::{Direction, Recorder},
     provider::Provider,
     transport::Transport,
 };
@@ -39,6 +41,7 @@ pub(crate) fn upgraded<P: Provider>(
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Error> {
     let noise = libp2p_noise::Config::new(keypair)?;
     let timeout = config.upgrade_timeout;
+    let recorder = config.metrics.clone();
     let transport = Transport::<P>::new(config);
     let handoff = transport.hand_off_tickets();
     let inner = transport
@@ -72,7 +75,12 @@ pub(crate) fn upgraded<P: Provider>(
         })
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed();
-    Ok(Admitted { inner, handoff }.boxed())
+    Ok(Admitted {
+        inner,
+        handoff,
+        recorder,
+    }
+    .boxed())
 }
 
 /// The upgraded stack with each inbound connection's admission ticket held until noise and yamux
@@ -83,6 +91,47 @@ pub(crate) fn upgraded<P: Provider>(
 struct Admitted<O> {
     inner: Boxed<O>,
     handoff: Handoff,
+    /// Times each complete upgrade (a no-op without metrics).
+    recorder: Recorder,
+}
+
+/// Records how long `upgrade` (begun now) takes when it succeeds, or how it failed above the
+/// transport (noise, yamux, the upgrade timeout, an eviction while the layer held the ticket),
+/// with metrics on.
+fn timed<O: Send + 'static>(
+    recorder: &Recorder,
+    direction: Direction,
+    addr: &Multiaddr,
+    upgrade: BoxFuture<'static, io::Result<O>>,
+) -> BoxFuture<'static, io::Result<O>> {
+    let kind = match crate::addr::Addr::parse(addr) {
+        Ok(addr) if recorder.is_on() => addr.kind(),
+        _ => return upgrade,
+    };
+    let (recorder, start) = (recorder.clone(), Instant::now());
+    upgrade
+        .inspect(move |result| {
+            let error = match result {
+                Ok(_) => return recorder.upgraded(direction, kind, start.elapsed()),
+                Err(error) => Error::from_io(error),
+            };
+            // Only what fails above the transport: its own failures were counted below.
+            if let Some(
+                error @ (Error::Upgrade { .. }
+                | Error::Evicted
+                | Error::Timeout {
+                    stage: TimeoutStage::Upgrade,
+                    ..
+                }),
+            ) = error
+            {
+                match direction {
+                    Direction::Inbound => recorder.inbound_failed(kind, error),
+                    Direction::Outbound => recorder.dial_failed(kind, error),
+                }
+            }
+        })
+        .boxed()
 }
 
 impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
@@ -108,7 +157,8 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
         addr: Multiaddr,
         opts: DialOpts,
     ) -> Result<Self::Dial, TransportError<io::Error>> {
-        self.inner.dial(addr, opts)
+        let dial = self.inner.dial(addr.clone(), opts)?;
+        Ok(timed(&self.recorder, Direction::Outbound, &addr, dial))
     }
 
     fn poll(
@@ -132,6 +182,7 @@ impl<O: Send + 'static> libp2p_core::Transport for Admitted<O> {
                 .boxed(),
             None => upgrade,
         };
+        let upgrade = timed(&self.recorder, Direction::Inbound, &local_addr, upgrade);
         Poll::Ready(TransportEvent::Incoming {
             listener_id,
             upgrade,

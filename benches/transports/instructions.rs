@@ -383,6 +383,14 @@ pub(crate) fn ratios(counted: &AllCounted) -> Vec<Ratio> {
             Stack::Ws,
             "(reported)",
         ),
+        // The cost of counting (Config::with_metrics), libp2p-ws tokio /ws with and without.
+        pair(
+            "instructions_metrics_vs_plain",
+            Layer::Full,
+            Stack::Metrics,
+            Stack::WsTokio,
+            "<= 1.01",
+        ),
     ]
 }
 

@@ -60,7 +60,7 @@ pub(crate) fn report(settings: &Settings, f: &Figures) {
     println!();
     println!("| stack | dialer uploads (MB/s) | listener uploads (MB/s) | {} streams (MB/s) | setup (ms) | setup + first stream (ms) | conn/s | RSS per idle endpoint (KiB) |", settings.streams);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let rows: [(Layer, Stack); 16] = [
+    let rows: [(Layer, Stack); 17] = [
         (Layer::Full, Stack::Ws),
         (Layer::Full, Stack::Wss),
         (Layer::Full, Stack::WsTokio),
@@ -70,6 +70,7 @@ pub(crate) fn report(settings: &Settings, f: &Figures) {
         (Layer::Full, Stack::TcpOurs),
         (Layer::Full, Stack::TcpOursAsyncStd),
         (Layer::Full, Stack::WsShared),
+        (Layer::Full, Stack::Metrics),
         (Layer::Noise, Stack::Ws),
         (Layer::Noise, Stack::Websocket),
         (Layer::Noise, Stack::Tcp),
@@ -349,6 +350,15 @@ pub(crate) fn report(settings: &Settings, f: &Figures) {
         "mean dial -> upgraded over /ws, shared port (/tcp + /ws) vs /ws alone, lower is better",
         1.05,
         "<= 1.05",
+    ));
+    // The full stack with metrics on against the same stack without (libp2p-ws tokio /ws).
+    ratios.push(tput_ratio(
+        "throughput_metrics_vs_plain",
+        Layer::Full,
+        Stack::Metrics,
+        Stack::WsTokio,
+        0.99,
+        ">= 0.99",
     ));
 
     println!();

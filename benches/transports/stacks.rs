@@ -45,6 +45,9 @@ pub(crate) enum Stack {
     /// `/tcp/<that port>/ws` (one socket, each connection classified by its first bytes); the
     /// dialer dials the `/ws` address. Against `WsTokio` (a `/ws` listener alone on its port).
     WsShared,
+    /// libp2p-ws tokio, plain `/ws` like `WsTokio`, with metrics on (`Config::with_metrics`):
+    /// against `WsTokio`, the cost of counting.
+    Metrics,
 }
 
 impl Stack {
@@ -59,12 +62,13 @@ impl Stack {
             Stack::TcpOurs => "tcp-ours",
             Stack::TcpOursAsyncStd => "tcp-ours-async-std",
             Stack::WsShared => "ws-shared",
+            Stack::Metrics => "metrics",
         }
     }
 
     /// The stacks of the full-stack section (and of the instruction counts), in report order:
     /// the one list a new stack is added to.
-    pub(crate) const FULL: [Stack; 8] = [
+    pub(crate) const FULL: [Stack; 9] = [
         Stack::Ws,
         Stack::Wss,
         Stack::WsTokio,
@@ -73,6 +77,7 @@ impl Stack {
         Stack::TcpAsyncStd,
         Stack::TcpOurs,
         Stack::TcpOursAsyncStd,
+        Stack::Metrics,
     ];
 
     pub(crate) fn from_id(id: &str) -> Option<Stack> {
@@ -85,15 +90,20 @@ impl Stack {
     pub(crate) fn runtime(self) -> Rt {
         match self {
             Stack::Ws | Stack::Wss | Stack::TcpAsyncStd | Stack::TcpOursAsyncStd => Rt::AsyncIo,
-            Stack::WsTokio | Stack::Websocket | Stack::Tcp | Stack::TcpOurs | Stack::WsShared => {
-                Rt::Tokio
-            }
+            Stack::WsTokio
+            | Stack::Websocket
+            | Stack::Tcp
+            | Stack::TcpOurs
+            | Stack::WsShared
+            | Stack::Metrics => Rt::Tokio,
         }
     }
 
     pub(crate) fn listen_addr(self) -> &'static str {
         match self {
-            Stack::Ws | Stack::WsTokio | Stack::Websocket => "/ip4/127.0.0.1/tcp/0/ws",
+            Stack::Ws | Stack::WsTokio | Stack::Websocket | Stack::Metrics => {
+                "/ip4/127.0.0.1/tcp/0/ws"
+            }
             Stack::Wss => "/ip4/127.0.0.1/tcp/0/tls/ws",
             Stack::Tcp | Stack::TcpAsyncStd | Stack::TcpOurs | Stack::TcpOursAsyncStd => {
                 "/ip4/127.0.0.1/tcp/0"
@@ -124,6 +134,7 @@ impl Stack {
                 "libp2p-ws /tcp on async-std (tcp+noise+yamux)"
             }
             (Stack::WsShared, Layer::Full) => "libp2p-ws tokio /ws, port shared with /tcp",
+            (Stack::Metrics, Layer::Full) => "libp2p-ws tokio with metrics (ws+noise+yamux)",
             _ => "?",
         }
     }
@@ -271,6 +282,13 @@ pub(crate) fn full_transport(stack: Stack, side: Side, env: Option<&Env>) -> Box
         Stack::TcpOursAsyncStd => {
             libp2p_ws::async_std::upgraded(&keypair, libp2p_ws::Config::default())
                 .expect("libp2p-ws transport")
+        }
+        Stack::Metrics => {
+            // The registry is dropped; the families it held count on (what is measured is the
+            // counting, not a scrape).
+            let mut registry = prometheus_client::registry::Registry::default();
+            let config = libp2p_ws::Config::default().with_metrics(&mut registry);
+            libp2p_ws::tokio::upgraded(&keypair, config).expect("libp2p-ws transport")
         }
         Stack::Websocket => {
             rust_libp2p_upgraded(libp2p::websocket::Config::new(tokio_tcp()), &keypair)

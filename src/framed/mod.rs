@@ -48,6 +48,7 @@ use futures::{AsyncRead, AsyncWrite};
 use crate::{
     config::FrameLimits,
     error::{FrameError, SharedIoError},
+    metrics::Meter,
     proto::{Core, Role},
     provider::{self, Timer, TimerFn},
 };
@@ -100,6 +101,8 @@ pub struct Connection<T> {
     timers: TimerFn,
     /// The close timer fired: every later `poll_close` fails at once.
     close_timed_out: bool,
+    /// Counts payload bytes, close codes and the close (a no-op without metrics).
+    meter: Meter,
 }
 
 /// A piece of an incoming WebSocket data message, from [`Connection::poll_read_message`].
@@ -146,6 +149,7 @@ where
             close_timer: None,
             timers: provider::default_timer,
             close_timed_out: false,
+            meter: Meter::default(),
         };
         if !leftover.is_empty() {
             let size = SMALL_READ_BUFFER
@@ -170,6 +174,11 @@ where
     pub(crate) fn with_timers(mut self, timers: TimerFn) -> Self {
         self.timers = timers;
         self
+    }
+
+    /// Counts this connection's payload bytes, close codes and close with `meter`.
+    pub(crate) fn set_meter(&mut self, meter: Meter) {
+        self.meter = meter;
     }
 
     /// Which end of the WebSocket this is.
@@ -296,7 +305,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Connection<T> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_read_inner(cx, buf)
+        let this = self.get_mut();
+        let result = this.poll_read_inner(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.meter.received(n);
+        }
+        result
     }
 }
 
@@ -306,7 +320,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Connection<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_inner(cx, buf)
+        let this = self.get_mut();
+        let result = this.poll_write_inner(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.meter.sent(n);
+        }
+        result
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -315,5 +334,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Connection<T> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().poll_close_inner(cx)
+    }
+}
+
+impl<T> Drop for Connection<T> {
+    fn drop(&mut self) {
+        self.meter
+            .close_codes(self.core.send.close_code(), self.core.peer_close_code());
     }
 }

@@ -76,6 +76,8 @@ pub(crate) struct Core {
     keep_alive: KeepAliveState,
     /// The peer sent a close frame (or ended the stream between messages): reads return EOF.
     peer_closed: bool,
+    /// The code of the peer's close frame (1005 for one without a code), once received.
+    peer_close_code: Option<u16>,
     /// The first error; every later call reports it.
     failed: Option<FrameError>,
 }
@@ -89,6 +91,7 @@ impl Core {
             send: Sender::new(role, limits.write_buffer_size()),
             keep_alive: KeepAliveState::new(limits.keep_alive(), now),
             peer_closed: false,
+            peer_close_code: None,
             failed: None,
         }
     }
@@ -100,6 +103,11 @@ impl Core {
     /// The peer closed: reads return EOF.
     pub(crate) fn peer_closed(&self) -> bool {
         self.peer_closed
+    }
+
+    /// The code of the peer's close frame (1005 for one without a code), once received.
+    pub(crate) fn peer_close_code(&self) -> Option<u16> {
+        self.peer_close_code
     }
 
     /// The stream ended (TCP EOF) with no bytes pending: clean between messages, an error inside
@@ -156,6 +164,7 @@ impl Core {
                     Control::Pong => false,
                     Control::Close(code) => {
                         self.peer_closed = true;
+                        self.peer_close_code = Some(code.unwrap_or(1005));
                         // Echo the peer's code (RFC 6455 section 5.5.1); 1000 when it sent none.
                         self.send.close(code.unwrap_or(1000))
                     }

@@ -30,6 +30,8 @@ pub(crate) struct Sender {
     pong_queued: bool,
     /// Our close frame is queued: nothing may follow it.
     close_queued: bool,
+    /// The code of the close frame queued (for the metrics).
+    close_code: Option<u16>,
     /// Where the client's masking keys come from.
     masks: Masks,
 }
@@ -74,6 +76,7 @@ impl Sender {
             open: None,
             pong_queued: false,
             close_queued: false,
+            close_code: None,
             masks: Masks::Random,
         }
     }
@@ -87,6 +90,11 @@ impl Sender {
     /// Our close frame is queued (or sent): no more data or control frames.
     pub(crate) fn close_queued(&self) -> bool {
         self.close_queued
+    }
+
+    /// The code of our close frame, once queued.
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        self.close_code
     }
 
     /// Bytes of buffer memory held.
@@ -259,6 +267,8 @@ impl Sender {
         }
         self.control(OpCode::Close, &code.to_be_bytes());
         self.close_queued = true;
+        self.close_queued = true;
+        self.close_code = Some(code);
         true
     }
 

@@ -246,7 +246,9 @@ pub(super) async fn dial_dnsaddr<P: Provider>(
                 }
             };
             tracing::debug!(%addr, %candidate, "dialing");
-            match dial_addr::<P>(shared.clone(), target, deadline).await {
+            let (kind, start) = (target.kind(), Instant::now());
+            let result = dial_addr::<P>(shared.clone(), target, deadline).await;
+            match shared.config.metrics.dialed(result, kind, start) {
                 Ok(output) => return Ok(output),
                 Err(error) => {
                     tracing::debug!(%candidate, error = %crate::error::Chain(&error), "dial failed");

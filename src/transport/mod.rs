@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{future::BoxFuture, stream::SelectAll, FutureExt, StreamExt};
+use futures::{future::BoxFuture, stream::SelectAll, AsyncRead, AsyncWrite, FutureExt, StreamExt};
 use futures_rustls::{rustls::ClientConfig, TlsAcceptor};
 use libp2p_core::{
     multiaddr::Multiaddr,
@@ -49,6 +49,7 @@ use crate::{
     admission::Handoff,
     config::Config,
     error::{Error, TimeoutStage, TlsError},
+    metrics::{Direction, Recorder},
     provider::{self, Provider},
 };
 
@@ -124,6 +125,9 @@ impl<P: Provider> std::fmt::Debug for Transport<P> {
 impl<P: Provider> Transport<P> {
     /// A transport with the given configuration.
     pub fn new(config: Config) -> Self {
+        if let Some((id, chain)) = config.tls.served_chain() {
+            config.metrics.watch_certificate(id, chain);
+        }
         Transport {
             shared: Arc::new(Shared {
                 config,
@@ -279,19 +283,22 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         let shared = self.shared.clone();
         Ok(async move {
             let timeout = shared.config.handshake_timeout;
-            let deadline = Instant::now() + timeout;
+            let start = Instant::now();
+            let deadline = start + timeout;
             let stage = match target {
                 Addr::Ws(_) => TimeoutStage::DialWebSocket,
                 Addr::Tcp(_) => TimeoutStage::DialTcp,
             };
+            let (kind, recorder) = (target.kind(), shared.config.metrics.clone());
             let dial = dial::dial_addr::<P>(shared, target, deadline);
-            match provider::timeout_at::<P, _>(deadline, dial).await {
+            let result = match provider::timeout_at::<P, _>(deadline, dial).await {
                 Some(result) => result,
                 None => Err(Error::Timeout {
                     stage,
                     after: timeout,
                 }),
-            }
+            };
+            recorder.dialed(result, kind, start)
         }
         .boxed())
     }
@@ -301,8 +308,79 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Error>> {
         match self.listeners.poll_next_unpin(cx) {
-            Poll::Ready(Some(event)) => Poll::Ready(event),
+            Poll::Ready(Some(event)) => {
+                Poll::Ready(self.shared.config.metrics.count_incoming(event))
+            }
             _ => Poll::Pending,
+        }
+    }
+}
+
+impl Recorder {
+    /// Counts a dial of `kind` begun at `start` that ended with `result`: an established
+    /// connection (which gets its meter) or a failure.
+    pub(super) fn dialed<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        result: Result<Output<S>, Error>,
+        kind: Kind,
+        start: Instant,
+    ) -> Result<Output<S>, Error> {
+        match result {
+            Ok(mut output) => {
+                output.set_meter(self.opened(Direction::Outbound, output.kind(), start.elapsed()));
+                Ok(output)
+            }
+            Err(error) => {
+                self.dial_failed(kind, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Wraps an `Incoming` event's upgrade so that its outcome is counted (an established
+    /// connection with its meter, or a failed inbound handshake of the listener's kind); other
+    /// events and, without metrics, everything pass unchanged. The handshake time counts from
+    /// the event (on a one-form port, the accept; on a routed one, once routed).
+    fn count_incoming<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        &self,
+        event: TransportEvent<ListenerUpgrade<S>, Error>,
+    ) -> TransportEvent<ListenerUpgrade<S>, Error> {
+        let TransportEvent::Incoming {
+            listener_id,
+            upgrade,
+            local_addr,
+            send_back_addr,
+        } = event
+        else {
+            return event;
+        };
+        let upgrade = match (self.is_on(), Addr::parse(&local_addr)) {
+            (true, Ok(addr)) => {
+                let (recorder, kind, start) = (self.clone(), addr.kind(), Instant::now());
+                upgrade
+                    .map(move |result| match result {
+                        Ok(mut output) => {
+                            output.set_meter(recorder.opened(
+                                Direction::Inbound,
+                                output.kind(),
+                                start.elapsed(),
+                            ));
+                            Ok(output)
+                        }
+                        Err(error) => {
+                            recorder.inbound_failed(kind, &error);
+                            Err(error)
+                        }
+                    })
+                    .boxed()
+            }
+            _ => upgrade,
+        };
+        TransportEvent::Incoming {
+            listener_id,
+            upgrade,
+            local_addr,
+            send_back_addr,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use futures::{AsyncRead, AsyncWrite};
 
-use crate::{addr::Kind, classify::MAX_PREFIX, framed::Connection};
+use crate::{addr::Kind, classify::MAX_PREFIX, framed::Connection, metrics::Meter};
 
 /// The socket under an upgraded connection: plain TCP or TLS over TCP. `S` is the runtime's TCP
 /// stream ([`Provider::Stream`](crate::provider::Provider::Stream)).
@@ -131,6 +131,8 @@ impl Prefix {
 pub struct TcpConnection<S> {
     io: S,
     pub(super) prefix: Prefix,
+    /// Counts bytes and the close (a no-op without metrics).
+    meter: Meter,
 }
 
 impl<S> TcpConnection<S> {
@@ -139,11 +141,16 @@ impl<S> TcpConnection<S> {
         TcpConnection {
             io,
             prefix: Prefix::default(),
+            meter: Meter::default(),
         }
     }
 
     pub(super) fn with_prefix(io: S, prefix: Prefix) -> Self {
-        TcpConnection { io, prefix }
+        TcpConnection {
+            io,
+            prefix,
+            meter: Meter::default(),
+        }
     }
 
     /// The TCP stream.
@@ -173,9 +180,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for TcpConnection<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.prefix.start < this.prefix.end && !buf.is_empty() {
-            return Poll::Ready(Ok(this.prefix.read(buf)));
+            let n = this.prefix.read(buf);
+            this.meter.received(n);
+            return Poll::Ready(Ok(n));
         }
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.meter.received(n);
+        }
+        result
     }
 
     fn poll_read_vectored(
@@ -186,10 +199,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for TcpConnection<S> {
         let this = self.get_mut();
         if this.prefix.start < this.prefix.end {
             if let Some(buf) = bufs.iter_mut().find(|b| !b.is_empty()) {
-                return Poll::Ready(Ok(this.prefix.read(buf)));
+                let n = this.prefix.read(buf);
+                this.meter.received(n);
+                return Poll::Ready(Ok(n));
             }
         }
-        Pin::new(&mut this.io).poll_read_vectored(cx, bufs)
+        let result = Pin::new(&mut this.io).poll_read_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = result {
+            this.meter.received(n);
+        }
+        result
     }
 }
 
@@ -199,7 +218,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TcpConnection<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = result {
+            this.meter.sent(n);
+        }
+        result
     }
 
     fn poll_write_vectored(
@@ -207,7 +231,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TcpConnection<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = result {
+            this.meter.sent(n);
+        }
+        result
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -242,6 +271,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Output<S> {
                 Socket::Tls(_) => Kind::TlsWs,
             },
             Output::Tcp(_) => Kind::Tcp,
+        }
+    }
+
+    /// Counts the connection's bytes, close codes and close with `meter`.
+    pub(crate) fn set_meter(&mut self, meter: Meter) {
+        match self {
+            Output::WebSocket(c) => c.set_meter(meter),
+            Output::Tcp(c) => c.meter = meter,
         }
     }
 

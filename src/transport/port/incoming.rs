@@ -28,6 +28,7 @@ use crate::{
     classify::Verdict,
     error::{Chain, Error, HandshakeError, TimeoutStage},
     forwarded::{ForwardedClient, ForwardedError},
+    metrics::Recorder,
     provider::{self, Provider},
     transport::{
         accept::{
@@ -56,6 +57,8 @@ struct Carry {
     trust: Trust,
     /// The socket's one listener, when no proxy is involved (see [`Path::RouteFirst`]).
     lone: Option<Kind>,
+    /// Counts the failures that are not reported (reported ones are counted with their event).
+    metrics: Recorder,
 }
 
 /// Where a connection on the route-first path stands.
@@ -122,7 +125,13 @@ fn phase<P: Provider>(
     async move {
         let bounded = provider::timeout_at::<P, _>(carry.deadline, future);
         let remote = carry.remote;
-        let failed = |error| report.map(|(kind, _, peer)| Step::failed(kind, error, peer));
+        let metrics = carry.metrics.clone();
+        let failed = |error: Error| {
+            if report.is_none() {
+                metrics.inbound_failed_unrouted(&error);
+            }
+            report.map(|(kind, _, peer)| Step::failed(kind, error, peer))
+        };
         let step = match carry.ticket.phase(bounded).await {
             Ok(Some(step)) => step?,
             Ok(None) => {
@@ -150,9 +159,13 @@ async fn read_first<P: Provider>(
     trust: Trust,
     charge: Charge,
     lone: Option<Kind>,
+    metrics: Recorder,
 ) -> Option<Step<P::Stream>> {
     let failed = |error: Error| {
         tracing::debug!(%remote, error = %Chain(&error), "closing");
+        if lone.is_none() {
+            metrics.inbound_failed_unrouted(&error);
+        }
         lone.map(|kind| Step::failed(kind, error, remote))
     };
     let (header, prefix) = match read_proxy_header(&mut tcp, trust.proxy_protocol).await {
@@ -193,6 +206,7 @@ async fn open_phase<P: Provider>(
     path: String,
     peer: SocketAddr,
 ) -> Option<Step<P::Stream>> {
+    let metrics = shared.config.metrics.clone();
     match open::<P>(shared, tcp, prefix, tls, path.clone()).await {
         Ok(Open::Upgrade(opened)) => Some(Step::Opened {
             kind,
@@ -202,6 +216,9 @@ async fn open_phase<P: Provider>(
         }),
         Ok(Open::Answered { status }) => {
             tracing::debug!(%peer, ?kind, ?status, "answered a plain HTTP request; closed");
+            if let Some(status) = status {
+                metrics.http_answered(kind, status);
+            }
             None
         }
         Err(error) => Some(Step::failed(kind, error, peer)),
@@ -303,8 +320,10 @@ impl<P: Provider> Port<P> {
                     timeout,
                     trust,
                     lone,
+                    metrics: config.metrics.clone(),
                 };
-                let read = read_first::<P>(tcp, remote, trust, charge, lone);
+                let metrics = config.metrics.clone();
+                let read = read_first::<P>(tcp, remote, trust, charge, lone, metrics);
                 let report = lone.map(|kind| (kind, TimeoutStage::Accept, remote));
                 self.routing.push(phase::<P>(carry, read, report));
                 None
@@ -332,6 +351,9 @@ impl<P: Provider> Port<P> {
                 match inbound::route(verdict, proxy_header, self.served(), unrecognised) {
                     Route::Refuse { sign, error } => {
                         tracing::debug!(%remote, error = %Chain(&error), "closing");
+                        if carry.lone.is_none() {
+                            carry.metrics.inbound_failed_unrouted(&error);
+                        }
                         let report = carry.lone.map(|kind| (kind, TimeoutStage::Accept, peer));
                         let reported = report.map(|(kind, _, _)| Step::failed(kind, error, peer));
                         let mut tcp = tcp;

@@ -121,7 +121,8 @@ impl<P: Provider> Port<P> {
             max_per_key: config.max_pending_handshakes_per_ip,
             ipv4_prefix: config.ipv4_share_prefix,
             ipv6_prefix: config.ipv6_share_prefix,
-        });
+        })
+        .with_recorder(config.metrics.clone());
         Port {
             local,
             incoming: Some(incoming),
