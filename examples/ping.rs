@@ -35,6 +35,13 @@
 //! cargo run --example ping -- --dns-server 127.0.0.1:5353 --dial /dnsaddr/boot.example/p2p/12D3...
 //! ```
 //!
+//! Metrics and a health check on each WebSocket listener's port (`GET /metrics`, `GET /healthz`):
+//!
+//! ```text
+//! cargo run --example ping -- --listen /ip4/127.0.0.1/tcp/4001/ws --metrics
+//! curl http://127.0.0.1:4001/metrics
+//! ```
+//!
 //! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
 //!
 //! ```text
@@ -58,6 +65,7 @@ use libp2p::{
 use libp2p_ws::{
     dns::DnsConfig,
     forwarded::{ProxyProtocol, ReverseProxy},
+    http::Http,
     proxy::{Proxy, ProxyEnv},
     tls::dev::TestCa,
     Config, Report, ServerCertificate, TlsConfig,
@@ -106,6 +114,10 @@ struct Args {
     /// (repeatable).
     #[arg(long = "dns-server")]
     dns_server: Vec<std::net::SocketAddr>,
+    /// Serve `/metrics` (Prometheus text of this node's libp2p-ws metrics) and `/healthz` on each
+    /// WebSocket listener (/ws, /tls/ws), beside the upgrades.
+    #[arg(long)]
+    metrics: bool,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
@@ -323,6 +335,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     } else if args.proxy_protocol != ProxyProtocolArg::Off {
         bail!("--proxy-protocol needs --trusted-proxy");
+    }
+    if args.metrics {
+        let mut registry = prometheus_client::registry::Registry::default();
+        config = config.with_metrics(&mut registry);
+        let registry = std::sync::Arc::new(std::sync::Mutex::new(registry));
+        config = config.with_http(Http::new().with_health().with_metrics(registry));
     }
     match args.proxy.as_deref() {
         None => {}

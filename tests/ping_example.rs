@@ -461,4 +461,93 @@ fn accept_errors_back_off_and_the_listener_recovers<R: Runtime>() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// `GET path` on `127.0.0.1:port` (blocking, bounded): the whole answer.
+fn http_get(port: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer
+}
+
+/// `--metrics`: the listener's port answers `/healthz` and `/metrics` beside the upgrades, a
+/// real Prometheus (Debian's) scrapes the page, and a probe is not a failed connection.
+fn metrics_are_served_on_the_listeners_port_and_prometheus_scrapes_them<R: Runtime>() {
+    let listener = Node::start::<R>(&["--listen", "/ip4/127.0.0.1/tcp/0/ws", "--metrics"]);
+    let addr = listening_addr(&listener);
+    let port = port_of(&addr).to_string();
+    let health = http_get(&port, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let (ok, lines, stderr) = Node::start::<R>(&["--dial", &addr, "--count", "1"]).finish();
+    assert!(ok, "dialer failed: {stderr}");
+    assert_pings(&lines, 1);
+    let page = http_get(&port, "/metrics");
+    assert!(
+        page.contains(
+            r#"libp2p_websocket_connections_opened_total{direction="inbound",kind="ws"} 1"#
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"libp2p_websocket_http_responses_total{kind="ws",status="200"} 1"#),
+        "{page}"
+    );
+
+    let dir = std::env::temp_dir().join(format!(
+        "ping-prometheus-{}-{}",
+        R::NAME,
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ping\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .unwrap();
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_port = web.local_addr().unwrap().port().to_string();
+    drop(web);
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{web_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian's prometheus package; bash tests/run installs it)");
+    let query = "/api/v1/query?query=libp2p_websocket_connections_opened_total";
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let scraped = loop {
+        let answer = std::net::TcpStream::connect(format!("127.0.0.1:{web_port}"))
+            .map(|_| http_get(&web_port, query))
+            .unwrap_or_default();
+        if answer.contains(r#""direction":"inbound""#) || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        scraped.contains(r#""job":"ping""#) && scraped.contains(r#""kind":"ws""#),
+        "{scraped}"
+    );
+    drop(listener);
+}
+
 ping_tests!(accept_errors_back_off_and_the_listener_recovers);
+ping_tests!(metrics_are_served_on_the_listeners_port_and_prometheus_scrapes_them);
