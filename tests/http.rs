@@ -109,6 +109,18 @@ async fn health_and_handler_answer_on_ws_and_are_not_reported<R: Runtime>() {
             "{handled}"
         );
         assert!(handled.ends_with("\r\n\r\n/status for probe"), "{handled}");
+        // A request with a body is answered from its head (the body is not read).
+        let body = "x".repeat(32 * 1024);
+        let upload = format!(
+            "POST /upload HTTP/1.1\r\nHost: localhost\r\nUser-Agent: probe\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let uploaded = exchange(server.socket, upload, None).await;
+        assert!(
+            uploaded.ends_with("\r\n\r\n/upload for probe"),
+            "{uploaded}"
+        );
         next_report_is_a_real_dial(&mut server, Config::default()).await;
     })
     .await;

@@ -89,8 +89,14 @@ pub(super) async fn refuse<P: Provider>(io: &mut P::Stream, sign: &[u8]) {
     if io.close().await.is_err() || P::shutdown_write(io).is_err() {
         return;
     }
-    // Only what has arrived already: waiting for the client to close would hold the connection
-    // (and its admission ticket) until the timeout.
+    drain_arrived(io).await;
+}
+
+/// Reads and drops what the client sent that has already arrived (at most [`MAX_DRAIN`] bytes,
+/// without waiting), so that closing the connection does not reset it before the client read
+/// what it was sent. Only what has arrived: waiting for the client to close would hold the
+/// connection (and its admission ticket) until the timeout.
+async fn drain_arrived<S: AsyncRead + Unpin>(io: &mut S) {
     let mut drained = 0;
     let mut scratch = [0u8; 2048];
     while drained < MAX_DRAIN {
@@ -264,7 +270,9 @@ where
             }
         }
     };
+    // A body or a pipelined request may follow the head: drop what has arrived.
     let _ = stream.close().await;
+    drain_arrived(stream).await;
     Some(status)
 }
 
