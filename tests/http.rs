@@ -185,8 +185,23 @@ async fn the_metrics_page_serves_the_shared_registry<R: Runtime>() {
         let config = Config::default().with_metrics(&mut registry);
         let registry = Arc::new(Mutex::new(registry));
         let config = config.with_http(Http::new().with_health().with_metrics(registry));
-        let server = Server::<R>::plain(config).await;
+        let mut server = Server::<R>::plain(config).await;
         exchange(server.socket, get("GET", "/healthz"), None).await;
+        // An upgrade whose request comes 400 ms after the connect: the handshake time counts
+        // from the accept, not from when the listener reported it (after the request head).
+        let to = server.socket;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut tcp = TcpStream::connect(to).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            tcp.write_all(UPGRADE_REQUEST).unwrap();
+            let mut head = [0u8; 12];
+            tcp.read_exact(&mut head).unwrap();
+            let _ = tx.send(head);
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        assert_eq!(&rx.await.unwrap(), b"HTTP/1.1 101");
+        let _upgraded = server.next_ok().await;
         let page = exchange(server.socket, get("GET", "/metrics"), None).await;
         assert!(
             page.starts_with(
@@ -201,6 +216,16 @@ async fn the_metrics_page_serves_the_shared_registry<R: Runtime>() {
             "{page}"
         );
         assert!(page.ends_with("# EOF\n"), "{page}");
+        let sum = page
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "libp2p_websocket_handshake_duration_seconds_sum{direction=\"inbound\",kind=\"ws\"} ",
+                )
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no inbound handshake time: {page}"));
+        assert!(sum >= 0.4, "the handshake time counts from the accept: {sum}");
     })
     .await;
 }

@@ -308,9 +308,7 @@ impl<P: Provider> libp2p_core::Transport for Transport<P> {
         cx: &mut Context<'_>,
     ) -> Poll<TransportEvent<Self::ListenerUpgrade, Error>> {
         match self.listeners.poll_next_unpin(cx) {
-            Poll::Ready(Some(event)) => {
-                Poll::Ready(self.shared.config.metrics.count_incoming(event))
-            }
+            Poll::Ready(Some(event)) => Poll::Ready(event),
             _ => Poll::Pending,
         }
     }
@@ -337,50 +335,32 @@ impl Recorder {
         }
     }
 
-    /// Wraps an `Incoming` event's upgrade so that its outcome is counted (an established
-    /// connection with its meter, or a failed inbound handshake of the listener's kind); other
-    /// events and, without metrics, everything pass unchanged. The handshake time counts from
-    /// the event (on a one-form port, the accept; on a routed one, once routed).
-    fn count_incoming<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    /// Wraps the upgrade of an inbound connection of `kind` accepted at `accepted` so that its
+    /// outcome is counted: an established connection with its meter (its handshake time counted
+    /// from the accept), or a failed inbound handshake of `kind`. Without metrics it is returned
+    /// unchanged.
+    pub(super) fn meter_incoming<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         &self,
-        event: TransportEvent<ListenerUpgrade<S>, Error>,
-    ) -> TransportEvent<ListenerUpgrade<S>, Error> {
-        let TransportEvent::Incoming {
-            listener_id,
-            upgrade,
-            local_addr,
-            send_back_addr,
-        } = event
-        else {
-            return event;
-        };
-        let upgrade = match (self.is_on(), Addr::parse(&local_addr)) {
-            (true, Ok(addr)) => {
-                let (recorder, kind, start) = (self.clone(), addr.kind(), Instant::now());
-                upgrade
-                    .map(move |result| match result {
-                        Ok(mut output) => {
-                            output.set_meter(recorder.opened(
-                                Direction::Inbound,
-                                output.kind(),
-                                start.elapsed(),
-                            ));
-                            Ok(output)
-                        }
-                        Err(error) => {
-                            recorder.inbound_failed(kind, &error);
-                            Err(error)
-                        }
-                    })
-                    .boxed()
-            }
-            _ => upgrade,
-        };
-        TransportEvent::Incoming {
-            listener_id,
-            upgrade,
-            local_addr,
-            send_back_addr,
+        kind: Kind,
+        accepted: Instant,
+        upgrade: ListenerUpgrade<S>,
+    ) -> ListenerUpgrade<S> {
+        if !self.is_on() {
+            return upgrade;
         }
+        let recorder = self.clone();
+        upgrade
+            .map(move |result| match result {
+                Ok(mut output) => {
+                    let took = accepted.elapsed();
+                    output.set_meter(recorder.opened(Direction::Inbound, output.kind(), took));
+                    Ok(output)
+                }
+                Err(error) => {
+                    recorder.inbound_failed(kind, &error);
+                    Err(error)
+                }
+            })
+            .boxed()
     }
 }

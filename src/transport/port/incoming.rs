@@ -50,6 +50,8 @@ pub(super) struct Inbound<S> {
 /// What a connection carries from phase to phase.
 struct Carry {
     remote: SocketAddr,
+    /// When it was accepted (the handshake time is counted from it).
+    accepted: Instant,
     ticket: Ticket,
     deadline: Instant,
     /// The handshake timeout the deadline was counted with (for the error that reports it).
@@ -309,12 +311,13 @@ impl<P: Provider> Port<P> {
                         after: timeout,
                     }))
                 };
-                Some(self.incoming_event(0, upgrade.boxed(), remote, false, ticket))
+                Some(self.incoming_event(0, upgrade.boxed(), remote, false, ticket, accepted))
             }
             Path::RouteFirst { lone } => {
                 let charge = ticket.charge();
                 let carry = Carry {
                     remote,
+                    accepted,
                     ticket,
                     deadline,
                     timeout,
@@ -385,7 +388,7 @@ impl<P: Provider> Port<P> {
                     tracing::debug!(%remote, %client, https, "a trusted reverse proxy named the client");
                 }
                 let upgrade = async move { *result }.boxed();
-                Some(self.incoming_event(at, upgrade, client, https, carry.ticket))
+                Some(self.incoming_event(at, upgrade, client, https, carry.ticket, carry.accepted))
             }
         }
     }
@@ -427,7 +430,14 @@ impl<P: Provider> Port<P> {
             }
             let output = serve_tcp::<P>(&self.shared, tcp, prefix);
             let upgrade = async move { Ok(output) }.boxed();
-            return Some(self.incoming_event(at, upgrade, peer, false, carry.ticket));
+            return Some(self.incoming_event(
+                at,
+                upgrade,
+                peer,
+                false,
+                carry.ticket,
+                carry.accepted,
+            ));
         };
         let open = open_phase::<P>(self.shared.clone(), tcp, prefix, kind, tls, path, peer);
         let report = Some((kind, stage(&carry), peer));
@@ -469,12 +479,20 @@ impl<P: Provider> Port<P> {
                 None => Err(Error::Timeout { stage, after }),
             }
         };
-        Some(self.incoming_event(at, upgrade.boxed(), peer, false, carry.ticket))
+        Some(self.incoming_event(
+            at,
+            upgrade.boxed(),
+            peer,
+            false,
+            carry.ticket,
+            carry.accepted,
+        ))
     }
 
     /// The `Incoming` event of member `at` for a connection from `remote` (the client, when a
-    /// trusted reverse proxy named it; `https` when it said the client came over TLS), with its
-    /// admission ticket: guarding the upgrade here, or handed to the upgraded stack above.
+    /// trusted reverse proxy named it; `https` when it said the client came over TLS) accepted at
+    /// `accepted`, with its admission ticket: guarding the upgrade here, or handed to the upgraded
+    /// stack above; its outcome counted in the metrics.
     fn incoming_event(
         &self,
         at: usize,
@@ -482,6 +500,7 @@ impl<P: Provider> Port<P> {
         remote: SocketAddr,
         https: bool,
         ticket: Ticket,
+        accepted: Instant,
     ) -> Event<P::Stream> {
         let member = &self.members[at];
         let local_addr = member.addr.with_ip(self.local.ip(), self.local.port());
@@ -503,6 +522,12 @@ impl<P: Provider> Port<P> {
                 .map(|result| result.unwrap_or_else(Err))
                 .boxed(),
         };
+        let kind = member.addr.kind();
+        let upgrade = self
+            .shared
+            .config
+            .metrics
+            .meter_incoming(kind, accepted, upgrade);
         TransportEvent::Incoming {
             listener_id: member.id,
             upgrade,
