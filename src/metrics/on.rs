@@ -102,6 +102,17 @@ impl Families {
             certificates: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix(super::PREFIX);
+        families.register_connections(r);
+        families.register_traffic(r);
+        r.register_collector(Box::new(super::certs::Expiry(
+            families.certificates.clone(),
+        )));
+        families
+    }
+
+    /// The families of connections and handshakes.
+    fn register_connections(&self, r: &mut Registry) {
+        let families = self;
         r.register(
             "connections_opened",
             "Connections established (the transport's handshake done), by direction and kind",
@@ -137,6 +148,11 @@ impl Families {
             "Inbound connections admitted and not yet done with their handshake",
             families.pending.clone(),
         );
+    }
+
+    /// The families of durations, close codes, bytes and HTTP answers.
+    fn register_traffic(&self, r: &mut Registry) {
+        let families = self;
         r.register_with_unit(
             "handshake_duration",
             "Time of the transport's handshake (TCP connect, TLS, HTTP upgrade), by direction and kind",
@@ -176,9 +192,5 @@ impl Families {
             "HTTP requests on a WebSocket port answered without an upgrade, by kind and status",
             families.http.clone(),
         );
-        r.register_collector(Box::new(super::certs::Expiry(
-            families.certificates.clone(),
-        )));
-        families
     }
 }
