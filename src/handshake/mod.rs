@@ -52,19 +52,14 @@ pub(crate) async fn accept_inspecting<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut replay = Replay {
-        io,
-        bytes: read_ahead,
-        at: 0,
-    };
-    let mut bounded = Bounded::new(&mut replay, max_head);
+    let mut bounded = Bounded::new(io, max_head).replaying(read_ahead);
     let mut server = handshake::Server::new(&mut bounded);
     server.set_buffer(buffers::take());
     let result = serve(&mut server, max_head, path, inspect).await;
     buffers::give(server.take_buffer());
     // What was read ahead and not yet replayed follows what the upgrade read.
     result.map(|mut rest| {
-        rest.extend_from_slice(&replay.bytes[replay.at..]);
+        rest.extend_from_slice(bounded.unreplayed());
         rest
     })
 }
@@ -96,49 +91,6 @@ where
         }
     }
     bytes
-}
-
-/// A stream whose first reads return `bytes` (from `at` on), then read `io`.
-struct Replay<'a, T> {
-    io: &'a mut T,
-    bytes: Vec<u8>,
-    at: usize,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Replay<'_, T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let rest = &this.bytes[this.at..];
-        if rest.is_empty() {
-            return Pin::new(&mut *this.io).poll_read(cx, buf);
-        }
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        this.at += n;
-        Poll::Ready(Ok(n))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<'_, T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().io).poll_close(cx)
-    }
 }
 
 async fn serve<T>(
@@ -497,11 +449,14 @@ impl HeadLimitReached {
 }
 
 /// A socket whose reads fail once `remaining` bytes have been read; optionally keeps a copy of
-/// what was read (so at most the limit).
+/// what was read (so at most the limit), or first returns bytes read ahead of it.
 struct Bounded<'a, T> {
     io: &'a mut T,
     remaining: usize,
     record: Option<Vec<u8>>,
+    /// Bytes read from `io` before, returned first (from `at` on).
+    ahead: Vec<u8>,
+    at: usize,
 }
 
 impl<'a, T> Bounded<'a, T> {
@@ -510,7 +465,20 @@ impl<'a, T> Bounded<'a, T> {
             io,
             remaining: limit,
             record: None,
+            ahead: Vec::new(),
+            at: 0,
         }
+    }
+
+    /// Reads `ahead` (bytes read from `io` already) before `io`; they count toward the limit.
+    fn replaying(mut self, ahead: Vec<u8>) -> Self {
+        self.ahead = ahead;
+        self
+    }
+
+    /// The bytes read ahead that no read has returned yet.
+    fn unreplayed(&self) -> &[u8] {
+        &self.ahead[self.at..]
     }
 
     /// Keeps a copy of every byte read.
@@ -539,7 +507,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Bounded<'_, T> {
             )));
         }
         let max = buf.len().min(this.remaining);
-        let n = futures::ready!(Pin::new(&mut *this.io).poll_read(cx, &mut buf[..max]))?;
+        let ahead = &this.ahead[this.at..];
+        let n = if ahead.is_empty() {
+            futures::ready!(Pin::new(&mut *this.io).poll_read(cx, &mut buf[..max]))?
+        } else {
+            let n = ahead.len().min(max);
+            buf[..n].copy_from_slice(&ahead[..n]);
+            this.at += n;
+            n
+        };
         this.remaining -= n;
         if let Some(record) = &mut this.record {
             record.extend_from_slice(&buf[..n]);

@@ -186,3 +186,19 @@ fn reject_statuses() {
         None
     );
 }
+
+#[test]
+fn read_head_stops_at_the_end_of_the_head_at_the_limit_and_at_the_end_of_the_stream() {
+    let block = futures::executor::block_on;
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    // Behind what was read already; a short stream ends the read with what came.
+    let mut io = futures::io::Cursor::new(head[4..].to_vec());
+    assert_eq!(block(read_head(&mut io, head[..4].to_vec(), 8192)), head);
+    // Never more than the limit, whole head or not.
+    let mut long = futures::io::Cursor::new(vec![b'a'; 10_000]);
+    assert_eq!(block(read_head(&mut long, Vec::new(), 3000)).len(), 3000);
+    // A whole head in what was read already: nothing more is read.
+    let mut untouched = futures::io::Cursor::new(b"more".to_vec());
+    assert_eq!(block(read_head(&mut untouched, head.to_vec(), 8192)), head);
+    assert_eq!(untouched.position(), 0);
+}
