@@ -156,16 +156,12 @@ impl Admission {
         let mut guard = self.lock();
         let result = Self::admit_locked(&mut guard, ip, per_key_limit);
         match result {
-            Ok(id) => {
-                let (abort, registration) = AbortHandle::new_pair();
-                guard.entries.get_mut(&id).expect("just admitted").abort = abort;
-                Ok(Ticket {
-                    admission: self.clone(),
-                    id,
-                    registration: Some(registration),
-                    deadline: None,
-                })
-            }
+            Ok((id, registration)) => Ok(Ticket {
+                admission: self.clone(),
+                id,
+                registration: Some(registration),
+                deadline: None,
+            }),
             Err(refusal) => {
                 guard.recorder.admission_refused(refusal.label());
                 Err(refusal)
@@ -173,12 +169,13 @@ impl Admission {
         }
     }
 
-    /// The bookkeeping of [`Admission::admit_with`]: the new entry's id, or why not.
+    /// The bookkeeping of [`Admission::admit_with`]: the new entry's id and the registration its
+    /// eviction aborts, or why not.
     fn admit_locked(
         guard: &mut MutexGuard<'_, State>,
         ip: IpAddr,
         per_key_limit: bool,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<(u64, AbortRegistration), Refusal> {
         let state = &mut *guard;
         let key = state.limits.key(ip);
         let own = state.per_key.get(&key).copied().unwrap_or(0);
@@ -209,11 +206,11 @@ impl Admission {
         }
         let id = state.next_id;
         state.next_id += 1;
-        let abort = AbortHandle::new_pair().0;
+        let (abort, registration) = AbortHandle::new_pair();
         state.entries.insert(id, Entry { key, abort });
         *state.per_key.entry(key).or_insert(0) += 1;
         state.recorder.pending(1);
-        Ok(id)
+        Ok((id, registration))
     }
 
     /// Pending handshakes right now (all keys).
