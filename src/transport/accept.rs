@@ -214,7 +214,7 @@ pub(super) async fn open<P: Provider>(
     tcp: P::Stream,
     prefix: Prefix,
     tls: Option<TlsAcceptor>,
-    path: String,
+    path: &str,
 ) -> Result<Open<P::Stream>, Error> {
     let config = &shared.config;
     if let Err(e) = P::set_nodelay(&tcp, config.nodelay) {
@@ -227,7 +227,7 @@ pub(super) async fn open<P: Provider>(
     let read = handshake::read_head(&mut stream, ahead, config.max_head_size).await;
     match crate::http::plain_request(&read) {
         Some(request) => {
-            let status = answer(&shared, &mut stream, request, read, &path).await;
+            let status = answer(&shared, &mut stream, request, read, path).await;
             Ok(Open::Answered { status })
         }
         None => Ok(Open::Upgrade(Opened { stream, read })),
@@ -249,10 +249,7 @@ where
 {
     let http = &shared.config.http;
     let head_only = request.method() == http::Method::HEAD;
-    let response = match http.is_empty() {
-        true => None,
-        false => http.respond(request).await,
-    };
+    let response = http.respond(request).await;
     let status = match response {
         Some(response) => {
             let bytes = crate::http::encode(&response, head_only);

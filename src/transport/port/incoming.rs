@@ -209,7 +209,7 @@ async fn open_phase<P: Provider>(
     peer: SocketAddr,
 ) -> Option<Step<P::Stream>> {
     let metrics = shared.config.metrics.clone();
-    match open::<P>(shared, tcp, prefix, tls, path.clone()).await {
+    match open::<P>(shared, tcp, prefix, tls, &path).await {
         Ok(Open::Upgrade(opened)) => Some(Step::Opened {
             kind,
             opened,
