@@ -175,6 +175,8 @@ macro_rules! internal {
     };
 }
 
+#[cfg(feature = "acme")]
+pub mod acme;
 pub mod addr;
 mod admission;
 pub mod classify;
@@ -191,6 +193,7 @@ pub mod provider;
 pub mod proxy;
 #[path = "tls.rs"]
 mod tls_config;
+mod tls_source;
 /// Throwaway certificates (self-signed, or a test CA and leaves) for tests and local development:
 /// `tls::dev` (feature `rcgen`). The TLS configuration itself is [`TlsConfig`] and
 /// [`ServerCertificate`].
@@ -215,9 +218,8 @@ pub use error::{
 };
 pub use framed::Connection;
 pub use proto::Role;
-pub use tls_config::{
-    Certificate, CertificateSource, ClientHelloInfo, ServerCertificate, TlsConfig,
-};
+pub use tls_config::{ServerCertificate, TlsConfig};
+pub use tls_source::{Certificate, CertificateSource, ClientHelloInfo};
 pub use transport::{Dial, ListenerUpgrade, Output, Socket, TcpConnection, Transport};
 pub use upgrade::{BoxError, Constructed};
 

@@ -26,6 +26,7 @@ use futures_rustls::rustls::{
 use rustls_pki_types::pem::PemObject;
 
 use crate::error::TlsError;
+use crate::tls_source::{Certificate, CertificateSource, ClientHelloInfo, SourceResolver};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -36,7 +37,7 @@ fn provider() -> Arc<CryptoProvider> {
 pub struct TlsConfig {
     server: Option<Arc<ServerConfig>>,
     /// The reloadable certificate behind `server`, if it is one (for the metrics' expiry gauge).
-    served: Option<Arc<ReloadableResolver>>,
+    served: Option<Served>,
     webpki_roots: bool,
     native_roots: bool,
     extra_roots: Vec<CertificateDer<'static>>,
@@ -81,7 +82,7 @@ impl TlsConfig {
     /// Listen on TLS addresses with this (reloadable) certificate.
     pub fn with_server_certificate(mut self, certificate: &ServerCertificate) -> Self {
         self.server = Some(certificate.config.clone());
-        self.served = Some(certificate.resolver.clone());
+        self.served = Some(Served::Reloadable(certificate.resolver.clone()));
         self
     }
 
@@ -90,8 +91,13 @@ impl TlsConfig {
     /// at run time, a source of your own. A [`ServerCertificate`] is one source (what
     /// [`TlsConfig::with_server_certificate`] uses).
     pub fn with_certificate_source(mut self, source: Arc<dyn CertificateSource>) -> Self {
-        self.server = Some(Arc::new(server_config(Arc::new(SourceResolver(source)))));
-        self.served = None;
+        let mut config = server_config(Arc::new(SourceResolver(source.clone())));
+        let alpn = source.alpn_protocols();
+        if !alpn.is_empty() {
+            config.alpn_protocols = std::iter::once(b"http/1.1".to_vec()).chain(alpn).collect();
+        }
+        self.server = Some(Arc::new(config));
+        self.served = Some(Served::Source(source));
         self
     }
 
@@ -145,18 +151,28 @@ impl TlsConfig {
         self
     }
 
-    /// The certificate chain a [`ServerCertificate`] presents now, as a function (with its
-    /// identity, to register it once), when the server certificate is one; `None` for a
-    /// certificate source or a rustls configuration of the user's.
-    pub(crate) fn served_chain(
+    /// The certificate chains the listeners present now, as a function (with its identity, to
+    /// register it once): a [`ServerCertificate`]'s, or a [`CertificateSource`]'s
+    /// [`served`](CertificateSource::served); `None` for a rustls configuration of the user's.
+    pub(crate) fn served_chains(
         &self,
     ) -> Option<(
         usize,
-        impl Fn() -> Vec<CertificateDer<'static>> + Send + Sync + 'static,
+        impl Fn() -> Vec<Vec<CertificateDer<'static>>> + Send + Sync + 'static,
     )> {
         let served = self.served.clone()?;
-        let id = Arc::as_ptr(&served) as usize;
-        Some((id, move || served.get().cert.clone()))
+        let id = match &served {
+            Served::Reloadable(resolver) => Arc::as_ptr(resolver) as *const () as usize,
+            Served::Source(source) => Arc::as_ptr(source) as *const () as usize,
+        };
+        Some((id, move || match &served {
+            Served::Reloadable(resolver) => vec![resolver.get().cert.clone()],
+            Served::Source(source) => source
+                .served()
+                .iter()
+                .map(|certificate| certificate.chain().to_vec())
+                .collect(),
+        }))
     }
 
     pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {
@@ -197,6 +213,13 @@ impl TlsConfig {
             Ok(Arc::new(config))
         }
     }
+}
+
+/// What the listeners present, for the metrics' expiry gauge.
+#[derive(Clone)]
+enum Served {
+    Reloadable(Arc<ReloadableResolver>),
+    Source(Arc<dyn CertificateSource>),
 }
 
 /// A server certificate chain and key that can be replaced while listeners run.
@@ -278,6 +301,10 @@ impl CertificateSource for ServerCertificate {
     fn certificate(&self, _hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
         Some(Certificate(self.resolver.get()))
     }
+
+    fn served(&self) -> Vec<Certificate> {
+        vec![Certificate(self.resolver.get())]
+    }
 }
 
 /// The server configuration of a TLS listener: the safe default protocol versions, no client
@@ -288,120 +315,6 @@ fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> ServerConfig {
         .expect("the ring provider supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(resolver)
-}
-
-/// A certificate chain (leaf first) and its private key, ready to present: what a
-/// [`CertificateSource`] returns. Cheap to clone.
-#[derive(Clone)]
-pub struct Certificate(Arc<CertifiedKey>);
-
-impl fmt::Debug for Certificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Certificate")
-            .field("chain_len", &self.0.cert.len())
-            .finish()
-    }
-}
-
-impl Certificate {
-    /// A chain (leaf first) and its private key, as DER; checks that they fit together.
-    pub fn from_der(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-    ) -> Result<Self, TlsError> {
-        certified_key(chain, key).map(|key| Certificate(Arc::new(key)))
-    }
-
-    /// A chain (leaf first) and its private key, as PEM text.
-    pub fn from_pem(chain: &[u8], key: &[u8]) -> Result<Self, TlsError> {
-        certified_key_from_pem(chain, key).map(|key| Certificate(Arc::new(key)))
-    }
-
-    /// The chain, leaf first.
-    pub fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.0.cert
-    }
-}
-
-/// What a TLS listener knows of a client when it picks the certificate: the server name (SNI) and
-/// the application protocols (ALPN) the ClientHello offers.
-#[derive(Debug, Clone)]
-pub struct ClientHelloInfo<'a> {
-    server_name: Option<&'a str>,
-    alpn: Vec<&'a [u8]>,
-}
-
-impl<'a> ClientHelloInfo<'a> {
-    /// The name the client asked for (SNI), if any (clients dialing an IP address send none).
-    pub fn server_name(&self) -> Option<&'a str> {
-        self.server_name
-    }
-
-    /// The application protocols the client offers (ALPN), in its order; empty if none.
-    pub fn alpn(&self) -> &[&'a [u8]] {
-        &self.alpn
-    }
-
-    /// Whether the client offers `protocol` (for example `b"acme-tls/1"`, an ACME TLS-ALPN-01
-    /// validation).
-    pub fn offers(&self, protocol: &[u8]) -> bool {
-        self.alpn.contains(&protocol)
-    }
-
-    /// A ClientHello for tests of sources.
-    pub fn new(server_name: Option<&'a str>, alpn: Vec<&'a [u8]>) -> Self {
-        ClientHelloInfo { server_name, alpn }
-    }
-}
-
-/// Where a TLS listener gets the certificate for each connection (this crate's own trait, so that
-/// the public API does not follow rustls's resolver traits as they change).
-///
-/// Called once per inbound TLS handshake, on the connection's task: return quickly (look up what
-/// is ready; obtain and renew certificates elsewhere). `None` refuses the handshake (the client
-/// gets a TLS alert).
-///
-/// ```
-/// use std::collections::HashMap;
-/// use libp2p_ws::{Certificate, CertificateSource, ClientHelloInfo};
-///
-/// /// A certificate per name, and a default for clients that send no name.
-/// #[derive(Debug)]
-/// struct ByName {
-///     names: HashMap<String, Certificate>,
-///     default: Certificate,
-/// }
-///
-/// impl CertificateSource for ByName {
-///     fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
-///         match hello.server_name() {
-///             Some(name) => self.names.get(name).cloned(),
-///             None => Some(self.default.clone()),
-///         }
-///     }
-/// }
-/// ```
-pub trait CertificateSource: fmt::Debug + Send + Sync + 'static {
-    /// The certificate to present to the client `hello` describes, or `None` to refuse it.
-    fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate>;
-}
-
-/// rustls's resolver over a [`CertificateSource`].
-#[derive(Debug)]
-struct SourceResolver(Arc<dyn CertificateSource>);
-
-impl ResolvesServerCert for SourceResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let info = ClientHelloInfo {
-            server_name: hello.server_name(),
-            alpn: hello.alpn().map(|alpn| alpn.collect()).unwrap_or_default(),
-        };
-        let certificate = self.0.certificate(&info);
-        if certificate.is_none() {
-            tracing::debug!(server_name = ?info.server_name, "the certificate source has none; TLS refused");
-        }
-        certificate.map(|c| c.0)
-    }
 }
 
 struct ReloadableResolver(RwLock<Arc<CertifiedKey>>);
@@ -468,7 +381,7 @@ fn certified_key_from_pem_files(chain: &Path, key: &Path) -> Result<CertifiedKey
     certified_key(certs, key)
 }
 
-fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsError> {
     let certs = load_certs(Ok(CertificateDer::pem_slice_iter(chain)), "the PEM text")?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|source| TlsError::ReadPrivateKey {
         from: "the PEM text".into(),
@@ -477,7 +390,7 @@ fn certified_key_from_pem(chain: &[u8], key: &[u8]) -> Result<CertifiedKey, TlsE
     certified_key(certs, key)
 }
 
-fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, TlsError> {
@@ -488,6 +401,21 @@ fn certified_key(
     }
     let key = CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::KeyMismatch)?;
     Ok(key)
+}
+
+/// A chain and key presented as they are, without the check that they fit together (which
+/// parses the leaf with webpki, and webpki refuses unknown critical extensions such as the
+/// acmeIdentifier of an ACME TLS-ALPN-01 challenge certificate).
+#[cfg(feature = "acme")]
+pub(crate) fn certified_key_unchecked(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, TlsError> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(TlsError::KeyMismatch)?;
+    Ok(CertifiedKey::new(chain, signing))
 }
 
 /// Turns a failed client TLS handshake into the matching [`TlsError`].

@@ -11,11 +11,13 @@ use prometheus_client::{
 };
 use rustls_pki_types::CertificateDer;
 
-/// A function that gives the certificate chain presented now (leaf first), with the
-/// identity of the certificate it reads (each is watched once).
+use crate::tls_source::names_and_not_after;
+
+/// A function that gives the certificate chains presented now (each leaf first), with the
+/// identity of the certificate or source it reads (each is watched once).
 pub(crate) type Watched = (
     usize,
-    Arc<dyn Fn() -> Vec<CertificateDer<'static>> + Send + Sync>,
+    Arc<dyn Fn() -> Vec<Vec<CertificateDer<'static>>> + Send + Sync>,
 );
 
 /// The collector of `tls_certificate_expiry_seconds`.
@@ -27,43 +29,6 @@ impl std::fmt::Debug for Expiry {
     }
 }
 
-/// The DNS names (or, without any, the subject's common names) and the notAfter (Unix
-/// seconds) of a DER certificate; `None` if it does not parse.
-pub(crate) fn names_and_not_after(der: &[u8]) -> Option<(Vec<String>, i64)> {
-    use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let not_after = cert.validity().not_after.timestamp();
-    let mut names: Vec<String> = match cert.subject_alternative_name() {
-        Ok(Some(san)) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|name| match name {
-                GeneralName::DNSName(dns) => Some(dns.to_string()),
-                GeneralName::IPAddress(bytes) => match bytes.len() {
-                    4 => {
-                        Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string())
-                    }
-                    16 => {
-                        Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string())
-                    }
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    if names.is_empty() {
-        names = cert
-            .subject()
-            .iter_common_name()
-            .filter_map(|cn| cn.as_str().ok().map(str::to_string))
-            .collect();
-    }
-    Some((names, not_after))
-}
-
 impl Collector for Expiry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let watched: Vec<Watched> = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -72,7 +37,7 @@ impl Collector for Expiry {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
         let mut series: Vec<(String, i64)> = Vec::new();
-        for chain in watched.iter().map(|(_, f)| f()) {
+        for chain in watched.iter().flat_map(|(_, f)| f()) {
             let Some((names, not_after)) = chain.first().and_then(|leaf| names_and_not_after(leaf))
             else {
                 continue;

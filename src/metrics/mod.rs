@@ -424,18 +424,18 @@ impl Recorder {
             .inc());
     }
 
-    /// Reports the expiry of the certificate chain `chain` gives (read at each scrape), once per
+    /// Reports the expiry of the certificate chains `chains` gives (read at each scrape), once per
     /// `id` (the certificate's identity).
     #[inline]
     pub(crate) fn watch_certificate(
         &self,
         id: usize,
-        chain: impl Fn() -> Vec<rustls_pki_types::CertificateDer<'static>> + Send + Sync + 'static,
+        chains: impl Fn() -> Vec<Vec<rustls_pki_types::CertificateDer<'static>>> + Send + Sync + 'static,
     ) {
         with!(self, f => {
             let mut watched = f.certificates.lock().unwrap_or_else(|e| e.into_inner());
             if !watched.iter().any(|(known, _)| *known == id) {
-                watched.push((id, std::sync::Arc::new(chain)));
+                watched.push((id, std::sync::Arc::new(chains)));
             }
         });
     }

@@ -204,6 +204,20 @@ pub(super) enum Open<S> {
     /// A plain HTTP request, answered with `status` (`None`: the connection ended first) and
     /// closed.
     Answered { status: Option<u16> },
+    /// An ACME TLS-ALPN-01 validation (the TLS handshake negotiated `acme-tls/1`), closed.
+    Validated,
+}
+
+/// Whether the TLS handshake negotiated `acme-tls/1` (only a [`CertificateSource`] that answers
+/// it offers it: [`CertificateSource::alpn_protocols`]).
+///
+/// [`CertificateSource`]: crate::CertificateSource
+/// [`CertificateSource::alpn_protocols`]: crate::CertificateSource::alpn_protocols
+fn is_acme_validation<S>(stream: &Socket<S>) -> bool {
+    match stream {
+        Socket::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"acme-tls/1"),
+        Socket::Plain(_) => false,
+    }
 }
 
 /// Opens a routed WebSocket connection (the bytes read to route it in `prefix`): TLS if
@@ -224,6 +238,12 @@ pub(super) async fn open<P: Provider>(
         Some(acceptor) => (accept_tls::<P>(&acceptor, tcp, prefix).await?, Vec::new()),
         None => (Socket::Plain(tcp), prefix.bytes().to_vec()),
     };
+    if is_acme_validation(&stream) {
+        // A CA validating a TLS-ALPN-01 challenge: the handshake was the answer (RFC 8737
+        // section 3); it sends no request.
+        let _ = stream.close().await;
+        return Ok(Open::Validated);
+    }
     let read = handshake::read_head(&mut stream, ahead, config.max_head_size).await;
     match crate::http::plain_request(&read) {
         Some(request) => {

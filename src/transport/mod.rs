@@ -125,8 +125,8 @@ impl<P: Provider> std::fmt::Debug for Transport<P> {
 impl<P: Provider> Transport<P> {
     /// A transport with the given configuration.
     pub fn new(config: Config) -> Self {
-        if let Some((id, chain)) = config.tls.served_chain() {
-            config.metrics.watch_certificate(id, chain);
+        if let Some((id, chains)) = config.tls.served_chains() {
+            config.metrics.watch_certificate(id, chains);
         }
         Transport {
             shared: Arc::new(Shared {

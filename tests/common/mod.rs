@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod dnsmasq;
 pub mod helpers;
+pub mod pebble;
 pub mod ping_node;
 pub mod process;
 pub mod raw;

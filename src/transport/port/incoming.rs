@@ -223,6 +223,10 @@ async fn open_phase<P: Provider>(
             }
             None
         }
+        Ok(Open::Validated) => {
+            tracing::debug!(%peer, "answered an ACME TLS-ALPN-01 validation; closed");
+            None
+        }
         Err(error) => Some(Step::failed(kind, error, peer)),
     }
 }
