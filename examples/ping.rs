@@ -42,6 +42,16 @@
 //! curl http://127.0.0.1:4001/metrics
 //! ```
 //!
+//! A certificate from an ACME CA (Let's Encrypt here; TLS-ALPN-01 on port 443, so the listener
+//! must be reachable there by the name), printed as `certificate <name> <not-after>` when it
+//! comes into use and on each renewal:
+//!
+//! ```text
+//! cargo run --example ping -- --listen /ip4/0.0.0.0/tcp/443/tls/ws \
+//!     --acme https://acme-v02.api.letsencrypt.org/directory --acme-domain node.example.com \
+//!     --acme-cache /var/lib/ping/acme
+//! ```
+//!
 //! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
 //!
 //! ```text
@@ -63,6 +73,7 @@ use libp2p::{
     swarm::{DialError, Swarm, SwarmEvent},
 };
 use libp2p_ws::{
+    acme::{AcmeConfig, AcmeEvent, AcmeTask},
     dns::DnsConfig,
     forwarded::{ProxyProtocol, ReverseProxy},
     http::Http,
@@ -118,6 +129,20 @@ struct Args {
     /// WebSocket listener (/ws, /tls/ws), beside the upgrades.
     #[arg(long)]
     metrics: bool,
+    /// Obtain the TLS listeners' certificate from this ACME directory (TLS-ALPN-01, answered on
+    /// the /tls/ws listener's port; the CA validates on port 443 of each name), and renew it.
+    #[arg(long, requires = "acme_domain", conflicts_with = "cert")]
+    acme: Option<String>,
+    /// With --acme: a name to obtain the certificate for (repeatable).
+    #[arg(long = "acme-domain", requires = "acme")]
+    acme_domain: Vec<String>,
+    /// With --acme: a PEM file of a root to trust for the ACME directory (a staging or test CA).
+    #[arg(long = "acme-ca", requires = "acme")]
+    acme_ca: Option<PathBuf>,
+    /// With --acme: keep the account key and the certificate here, to reuse them after a
+    /// restart.
+    #[arg(long = "acme-cache", requires = "acme")]
+    acme_cache: Option<PathBuf>,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
@@ -318,6 +343,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         tls = tls.add_root_pem_file(ca)?;
     }
+    let mut acme = None;
+    if let Some(directory) = &args.acme {
+        let (certificates, task) = start_acme(&args, directory)?;
+        tls = tls.with_certificate_source(std::sync::Arc::new(certificates));
+        acme = Some(task);
+    }
+    let mut acme = acme
+        .map_or_else(|| futures::stream::pending().boxed(), StreamExt::boxed)
+        .fuse();
     let mut config = Config::default()
         .with_tls(tls)
         .danger_insecure_listen(args.insecure_listen);
@@ -361,7 +395,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let Some(target) = args.dial else {
         loop {
-            let event = swarm.select_next_some().await;
+            let event = futures::select! {
+                event = swarm.select_next_some() => event,
+                event = acme.select_next_some() => { acme_report(event); continue; }
+            };
             if let Err(e) = report(&swarm, event, false) {
                 // A listener keeps serving other peers when one of them fails.
                 tracing::warn!("{e:#}");
@@ -376,7 +413,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let pings = async {
         let mut seen = 0;
         while seen < count {
-            let event = swarm.select_next_some().await;
+            let event = futures::select! {
+                event = swarm.select_next_some() => event,
+                event = acme.select_next_some() => { acme_report(event); continue; }
+            };
             if let Step::Pinged = report(&swarm, event, false)? {
                 seen += 1;
             }
@@ -389,6 +429,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.timeout
         )
     })?
+}
+
+/// `--acme`: the certificates for the TLS listeners and the task that obtains them, on the
+/// node's runtime.
+fn start_acme(
+    args: &Args,
+    directory: &str,
+) -> anyhow::Result<(libp2p_ws::acme::AcmeCertificates, AcmeTask)> {
+    let mut acme = AcmeConfig::new(directory, args.acme_domain.iter().cloned());
+    if let Some(ca) = &args.acme_ca {
+        acme = acme.add_directory_root_pem_file(ca).context("--acme-ca")?;
+    }
+    if let Some(dir) = &args.acme_cache {
+        acme = acme.with_cache_dir(dir);
+    }
+    let started = match args.runtime {
+        Runtime::AsyncStd => acme.start::<libp2p_ws::async_std::Provider>(),
+        Runtime::Tokio => acme.start::<libp2p_ws::tokio::Provider>(),
+    };
+    started.context("--acme")
+}
+
+/// Prints `certificate <name> <not-after>` for each name of a certificate that came into use;
+/// a failed order is logged (the task retries it).
+fn acme_report(event: AcmeEvent) {
+    match event.in_use() {
+        Some(info) => {
+            for name in &info.names {
+                println!("certificate {name} {}", info.not_after_rfc3339());
+            }
+        }
+        None => {
+            if let AcmeEvent::Failed { error, retry_in } = event {
+                eprintln!("acme: {}; retrying in {retry_in:?}", Report(&error));
+            }
+        }
+    }
 }
 
 /// Two nodes in one process: ping over /ws, then over /tls/ws.

@@ -110,7 +110,7 @@ pub trait CertificateSource: fmt::Debug + Send + Sync + 'static {
 
     /// The application protocols (ALPN) this source answers besides HTTP/1.1, for example
     /// `acme-tls/1` for a source that answers ACME TLS-ALPN-01 challenges (as
-    /// [`AcmeCertificates`](crate::acme::AcmeCertificates) does). Default: none, and the listener
+    /// `libp2p_ws::acme::AcmeCertificates` does, feature `acme`). Default: none, and the listener
     /// negotiates no ALPN at all. With some, the listener negotiates `http/1.1` or one of these;
     /// a client that offers only other protocols is refused (RFC 7301).
     fn alpn_protocols(&self) -> Vec<Vec<u8>> {

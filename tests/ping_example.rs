@@ -551,3 +551,80 @@ fn metrics_are_served_on_the_listeners_port_and_prometheus_scrapes_them<R: Runti
 
 ping_tests!(accept_errors_back_off_and_the_listener_recovers);
 ping_tests!(metrics_are_served_on_the_listeners_port_and_prometheus_scrapes_them);
+
+/// `--acme`: the node obtains its `/tls/ws` certificate from Debian's `pebble` (TLS-ALPN-01 on
+/// the listener's port), prints `certificate <name> <not-after>`, and a second process that
+/// trusts only pebble's root pings it by that name (`/tls/sni/<name>/ws`).
+fn an_acme_certificate_is_obtained_and_a_second_process_pings_by_the_name<R: Runtime>() {
+    use common::{
+        daemon::{free_port, temp_dir},
+        pebble::{Pebble, PebbleOptions},
+    };
+    const NAME: &str = "ping.acme.test";
+    let port = free_port("127.0.0.1");
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        validity_secs: None,
+        blocklist: Vec::new(),
+    });
+    let dir = temp_dir("ping-acme");
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}/tls/ws");
+    let directory_ca = pebble.directory_ca.display().to_string();
+    let cache = dir.join("cache").display().to_string();
+    ping_binary();
+    let started = Instant::now();
+    let listener = Node::start::<R>(&[
+        "--listen",
+        &listen,
+        "--acme",
+        &pebble.directory,
+        "--acme-domain",
+        NAME,
+        "--acme-ca",
+        &directory_ca,
+        "--acme-cache",
+        &cache,
+    ]);
+    let (mut addr, mut certificate) = (None, None);
+    while addr.is_none() || certificate.is_none() {
+        let line = listener.next_line();
+        if let Some(rest) = line.strip_prefix("listening ") {
+            addr = Some(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix("certificate ") {
+            certificate = Some(rest.to_string());
+        } else {
+            panic!("unexpected line {line:?}");
+        }
+    }
+    eprintln!("certificate in use after {:?}", started.elapsed());
+    let certificate = certificate.unwrap();
+    let (name, not_after) = certificate.split_once(' ').expect("a name and a date");
+    assert_eq!(name, NAME);
+    let shape: String = not_after
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+        .collect();
+    assert_eq!(shape, "dddd-dd-ddTdd:dd:ddZ", "{not_after}");
+    assert!(not_after > "2027", "{not_after}");
+
+    let root = dir.join("pebble-root.pem");
+    std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
+    let by_name = addr
+        .unwrap()
+        .replace("/tls/ws", &format!("/tls/sni/{NAME}/ws"));
+    let (ok, lines, stderr) = Node::start::<R>(&[
+        "--dial",
+        &by_name,
+        "--ca",
+        &root.display().to_string(),
+        "--count",
+        "1",
+    ])
+    .finish();
+    assert!(ok, "dialer failed: {stderr}");
+    assert_pings(&lines, 1);
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+ping_tests!(an_acme_certificate_is_obtained_and_a_second_process_pings_by_the_name);

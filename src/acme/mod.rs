@@ -258,6 +258,13 @@ impl std::fmt::Debug for AcmeTask {
     }
 }
 
+impl futures::stream::FusedStream for AcmeTask {
+    /// Never: the task runs for as long as it is polled.
+    fn is_terminated(&self) -> bool {
+        false
+    }
+}
+
 impl Stream for AcmeTask {
     type Item = AcmeEvent;
 
