@@ -40,7 +40,26 @@ pub fn ping_binary() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        // Without the variables cargo test set for this test binary (CARGO_PKG_NAME,
+        // CARGO_MANIFEST_DIR, ...): ring's build script reruns when one of them changes, so
+        // inheriting them made this build and the next `cargo test` each rebuild ring and
+        // everything above it (over a minute here).
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let status = command
             .args(["build", "--quiet", "--example", "ping"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdin(Stdio::null())
@@ -107,15 +126,21 @@ impl Node {
     }
 
     /// Waits for exit (bounded); returns (success, stdout lines, stderr).
-    pub fn finish(mut self) -> (bool, Vec<String>, String) {
-        let deadline = Instant::now() + WAIT;
+    pub fn finish(self) -> (bool, Vec<String>, String) {
+        self.finish_within(WAIT)
+    }
+
+    /// [`finish`](Node::finish) with another bound on the exit, for a process that takes longer
+    /// than [`WAIT`] by design (a browser that starts, loads a page and dials).
+    pub fn finish_within(mut self, limit: Duration) -> (bool, Vec<String>, String) {
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("ping did not exit within {WAIT:?}");
+                panic!("ping did not exit within {limit:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         };
