@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{
+    autotls::Broker,
     https::{Https, Response},
     jws::AccountKey,
     store::AcmeCertificates,
@@ -86,12 +87,11 @@ impl<'a, P: Provider> Session<'a, P> {
         Ok(())
     }
 
-    /// Orders a certificate for `names`, answering each name's TLS-ALPN-01 challenge through
-    /// `certificates`.
+    /// Orders a certificate for `names`, answering each name's challenge with `solver`.
     pub(crate) async fn order(
         &mut self,
         names: &[String],
-        certificates: &AcmeCertificates,
+        solver: Solver<'_>,
     ) -> Result<Issued, AcmeError> {
         let url = self.directory.new_order.clone();
         let identifiers: Vec<Value> = names
@@ -115,7 +115,7 @@ impl<'a, P: Provider> Session<'a, P> {
             })
             .unwrap_or_default();
         for authorization in &authorizations {
-            self.authorize(authorization, certificates).await?;
+            self.authorize(authorization, &solver).await?;
         }
         let finalize = order["finalize"]
             .as_str()
@@ -131,12 +131,8 @@ impl<'a, P: Provider> Session<'a, P> {
         Ok(Issued { chain_pem, key_pem })
     }
 
-    /// Answers one authorization's TLS-ALPN-01 challenge and waits until it is valid.
-    async fn authorize(
-        &mut self,
-        url: &str,
-        certificates: &AcmeCertificates,
-    ) -> Result<(), AcmeError> {
+    /// Answers one authorization's challenge and waits until it is valid.
+    async fn authorize(&mut self, url: &str, solver: &Solver<'_>) -> Result<(), AcmeError> {
         let authorization = json_of(url, &self.post(url, None).await?)?;
         let name = authorization["identifier"]["value"]
             .as_str()
@@ -145,10 +141,14 @@ impl<'a, P: Provider> Session<'a, P> {
         if authorization["status"] == "valid" {
             return Ok(());
         }
+        let kind = solver.challenge_type();
         let challenge = authorization["challenges"]
             .as_array()
-            .and_then(|all| all.iter().find(|c| c["type"] == "tls-alpn-01"))
-            .ok_or_else(|| AcmeError::NoTlsAlpnChallenge { name: name.clone() })?;
+            .and_then(|all| all.iter().find(|c| c["type"] == kind))
+            .ok_or_else(|| match solver {
+                Solver::TlsAlpn(_) => AcmeError::NoTlsAlpnChallenge { name: name.clone() },
+                Solver::Broker(_) => AcmeError::NoDnsChallenge { name: name.clone() },
+            })?;
         let (Some(challenge_url), Some(token)) =
             (challenge["url"].as_str(), challenge["token"].as_str())
         else {
@@ -156,7 +156,19 @@ impl<'a, P: Provider> Session<'a, P> {
         };
         let challenge_url = challenge_url.to_string();
         let key_authorization = self.key.key_authorization(token);
-        let _answering = certificates.answer_challenge(&name, &key_authorization)?;
+        let _answering = match solver {
+            Solver::TlsAlpn(certificates) => {
+                Some(certificates.answer_challenge(&name, &key_authorization)?)
+            }
+            Solver::Broker(broker) => {
+                let digest =
+                    ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes());
+                let txt = data_encoding::BASE64URL_NOPAD.encode(digest.as_ref());
+                let wait = self.deadline.saturating_duration_since(Instant::now());
+                broker.register::<P>(&txt, wait).await?;
+                None
+            }
+        };
         self.post(&challenge_url, Some(&json!({}))).await?;
         loop {
             let authorization = json_of(url, &self.post(url, None).await?)?;
@@ -168,7 +180,7 @@ impl<'a, P: Provider> Session<'a, P> {
                 status => {
                     let detail = authorization["challenges"]
                         .as_array()
-                        .and_then(|all| all.iter().find(|c| c["type"] == "tls-alpn-01"))
+                        .and_then(|all| all.iter().find(|c| c["type"] == kind))
                         .and_then(|c| c["error"]["detail"].as_str())
                         .unwrap_or_default()
                         .to_string();
@@ -255,6 +267,23 @@ impl<'a, P: Provider> Session<'a, P> {
             .header("replay-nonce")
             .map(str::to_string)
             .ok_or_else(|| bad(url, "no Replay-Nonce".into()))
+    }
+}
+
+/// How the challenges of an order are answered.
+pub(crate) enum Solver<'a> {
+    /// TLS-ALPN-01, by the listeners presenting the challenge certificates.
+    TlsAlpn(&'a AcmeCertificates),
+    /// DNS-01, by the AutoTLS broker setting the TXT record.
+    Broker(&'a Broker),
+}
+
+impl Solver<'_> {
+    fn challenge_type(&self) -> &'static str {
+        match self {
+            Solver::TlsAlpn(_) => "tls-alpn-01",
+            Solver::Broker(_) => "dns-01",
+        }
     }
 }
 

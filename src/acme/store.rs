@@ -5,7 +5,11 @@ use std::{
     collections::HashMap,
     fs, io,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    task::Waker,
     time::{Duration, SystemTime},
 };
 
@@ -30,6 +34,9 @@ pub struct AcmeCertificates(Arc<Inner>);
 struct Inner {
     current: RwLock<Option<(Certificate, CertificateInfo)>>,
     challenges: Mutex<HashMap<String, Certificate>>,
+    /// Bumped at each install; the listeners waiting for a change.
+    version: AtomicU64,
+    watchers: Mutex<Vec<Waker>>,
 }
 
 impl std::fmt::Debug for AcmeCertificates {
@@ -57,6 +64,30 @@ impl AcmeCertificates {
             Err(poisoned) => poisoned.into_inner(),
         };
         *current = Some((certificate, info));
+        drop(current);
+        self.0.version.fetch_add(1, Ordering::SeqCst);
+        for waker in lock(&self.0.watchers).drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// The install count; `waker` is woken at the next install.
+    pub(crate) fn watch(&self, waker: &Waker) -> u64 {
+        let mut watchers = lock(&self.0.watchers);
+        if !watchers.iter().any(|w| w.will_wake(waker)) {
+            watchers.push(waker.clone());
+        }
+        self.0.version.load(Ordering::SeqCst)
+    }
+
+    /// `X`, when the certificate in use is for `*.X` and `X` ends in `.<suffix>`.
+    pub(crate) fn wildcard_domain(&self, suffix: &str) -> Option<String> {
+        let info = self.info()?;
+        let tail = format!(".{}", suffix.to_ascii_lowercase());
+        info.names.iter().find_map(|name| {
+            let domain = name.strip_prefix("*.")?.to_ascii_lowercase();
+            domain.ends_with(&tail).then_some(domain)
+        })
     }
 
     /// Presents the TLS-ALPN-01 challenge certificate for `name` until the guard is dropped.

@@ -2,6 +2,7 @@
 //! every test body written once and run on each runtime ([`Runtime`], [`runtime_tests!`]).
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod helpers;
