@@ -217,6 +217,12 @@ impl AutoTls {
         self
     }
 
+    /// Keeps the account key and the certificate in `dir` ([`AcmeConfig::with_cache_dir`]).
+    pub fn with_cache_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.acme = self.acme.with_cache_dir(dir);
+        self
+    }
+
     /// Sends the broker private and loopback addresses too (tests on one machine; the public
     /// broker cannot dial them). Default: public addresses only.
     pub fn allow_private_addresses(mut self, allow: bool) -> Self {

@@ -23,8 +23,8 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The certificates an ACME client keeps for the TLS listeners: the one in use, and the
 /// challenge certificates of an order in progress. A [`CertificateSource`]: give it to
-/// [`TlsConfig::with_certificate_source`](crate::TlsConfig::with_certificate_source). A
-/// ClientHello that offers `acme-tls/1` (a CA validating a TLS-ALPN-01 challenge) gets the
+/// [`TlsConfig::with_acme_certificates`](crate::TlsConfig::with_acme_certificates). A
+/// ClientHello that offers `acme-tls/1` alone (a CA validating a TLS-ALPN-01 challenge) gets the
 /// challenge certificate of the name it asks for; every other one the certificate in use (none
 /// before the first is obtained: such handshakes are refused). Cheap to clone.
 #[derive(Clone, Default)]
@@ -119,7 +119,9 @@ impl Drop for Answering {
 
 impl CertificateSource for AcmeCertificates {
     fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
-        if hello.offers(ACME_TLS_ALPN) {
+        // A validation offers acme-tls/1 alone (RFC 8737 section 3); a client that offers it
+        // among others is not one, and gets the certificate in use.
+        if hello.alpn() == [ACME_TLS_ALPN] {
             let name = hello.server_name()?.to_ascii_lowercase();
             return lock(&self.0.challenges).get(&name).cloned();
         }
@@ -328,6 +330,8 @@ mod tests {
         assert!(certificates.certificate(&other).is_none());
         let normal = ClientHelloInfo::new(Some("node.test"), vec![b"http/1.1"]);
         assert!(certificates.certificate(&normal).is_none());
+        let both = ClientHelloInfo::new(Some("node.test"), vec![b"http/1.1", ACME_TLS_ALPN]);
+        assert!(certificates.certificate(&both).is_none());
         drop(guard);
         assert!(certificates.certificate(&hello).is_none());
     }
