@@ -149,7 +149,11 @@ async fn a_certificate_is_obtained_on_the_listeners_port_renewed_and_dialed_by_n
     };
     assert_eq!(obtained.names, [NAME]);
     assert!(obtained.not_after > std::time::SystemTime::now() + Duration::from_secs(86_400));
-    eprintln!("{}: certificate obtained in {:?}", R::NAME, started.elapsed());
+    eprintln!(
+        "{}: certificate obtained in {:?}",
+        R::NAME,
+        started.elapsed()
+    );
     let first = certificates.current().expect("in use").chain()[0].clone();
     // The expiry gauge reads the certificate in use.
     let mut text = String::new();

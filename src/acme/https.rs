@@ -292,6 +292,9 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
         if size == 0 {
             return Ok(Some(body));
         }
+        if size > MAX_RESPONSE {
+            return Err(format!("a chunk of {size} bytes"));
+        }
         if rest.len() < size + 2 {
             return Ok(None);
         }
@@ -338,6 +341,9 @@ mod tests {
             false
         )
         .is_err());
+        // A chunk size near usize::MAX is refused, not added to.
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx";
+        assert!(parse_response(huge, false, false).is_err());
 
         let closed = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
         assert_eq!(parse_response(closed, false, false), Ok(None));

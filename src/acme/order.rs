@@ -197,7 +197,8 @@ impl<'a, P: Provider> Session<'a, P> {
     /// Polls the order until it is valid; its certificate URL.
     async fn await_order(&mut self, url: &str) -> Result<String, AcmeError> {
         loop {
-            let order = json_of(url, &self.post(url, None).await?)?;
+            let response = self.post(url, None).await?;
+            let order = json_of(url, &response)?;
             match order["status"].as_str() {
                 Some("valid") => {
                     return order["certificate"]
@@ -206,7 +207,7 @@ impl<'a, P: Provider> Session<'a, P> {
                         .ok_or_else(|| bad(url, "a valid order without a certificate".into()))
                 }
                 Some("processing") | Some("ready") | Some("pending") => {
-                    self.pause(Duration::from_millis(500)).await?
+                    self.pause(poll_after(&response)).await?
                 }
                 status => {
                     return Err(AcmeError::OrderFailed {
@@ -299,6 +300,17 @@ fn csr(names: &[String]) -> Result<(Vec<u8>, String), AcmeError> {
     Ok((request.der().to_vec(), key.serialize_pem()))
 }
 
+/// How long to wait before polling again: the CA's `Retry-After` (seconds), between 0.5 s and
+/// 30 s; 0.5 s without one (RFC 8555 section 7.5.1: clients should follow it).
+fn poll_after(response: &Response) -> Duration {
+    let hint = response
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    hint.unwrap_or(Duration::ZERO)
+        .clamp(Duration::from_millis(500), Duration::from_secs(30))
+}
+
 fn bad(url: &str, reason: String) -> AcmeError {
     AcmeError::BadResponse {
         url: url.to_string(),
@@ -367,6 +379,22 @@ mod tests {
             json_of("https://ca/x", &response),
             Err(AcmeError::Refused { status: 502, ref detail, .. }) if detail == "Bad Gateway"
         ));
+    }
+
+    #[test]
+    fn polling_follows_retry_after_within_bounds() {
+        let with = |value: Option<&str>| Response {
+            status: 200,
+            headers: value
+                .map(|v| vec![("Retry-After".to_string(), v.to_string())])
+                .unwrap_or_default(),
+            body: Vec::new(),
+        };
+        assert_eq!(poll_after(&with(None)), Duration::from_millis(500));
+        assert_eq!(poll_after(&with(Some("3"))), Duration::from_secs(3));
+        assert_eq!(poll_after(&with(Some("0"))), Duration::from_millis(500));
+        assert_eq!(poll_after(&with(Some("86400"))), Duration::from_secs(30));
+        assert_eq!(poll_after(&with(Some("soon"))), Duration::from_millis(500));
     }
 
     #[test]
