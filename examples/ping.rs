@@ -52,6 +52,16 @@
 //!     --acme-cache /var/lib/ping/acme
 //! ```
 //!
+//! AutoTLS: a certificate for `*.<base36 peer id>.libp2p.direct` (the libp2p.direct broker sets
+//! the DNS-01 record after dialing the node back on its public addresses); the wildcard listen
+//! address announces `/ip4/<ip>/tcp/4002/tls/sni/<ip-dashed>.<peer>.libp2p.direct/ws` and
+//! `/dns4/<ip-dashed>.<peer>.libp2p.direct/tcp/4002/tls/ws` once the certificate is in use:
+//!
+//! ```text
+//! cargo run --example ping -- --listen /ip4/0.0.0.0/tcp/4001 \
+//!     --listen /ip4/0.0.0.0/tcp/4002/tls/sni/*.libp2p.direct/ws --autotls
+//! ```
+//!
 //! Dialing through a forward proxy (HTTP CONNECT or SOCKS5; TLS stays end to end with the peer):
 //!
 //! ```text
@@ -73,7 +83,7 @@ use libp2p::{
     swarm::{DialError, Swarm, SwarmEvent},
 };
 use libp2p_ws::{
-    acme::{AcmeConfig, AcmeEvent, AcmeTask},
+    acme::{AcmeConfig, AcmeEvent, AcmeTask, AutoTls, DialbackAddresses},
     dns::DnsConfig,
     forwarded::{ProxyProtocol, ReverseProxy},
     http::Http,
@@ -136,13 +146,29 @@ struct Args {
     /// With --acme: a name to obtain the certificate for (repeatable).
     #[arg(long = "acme-domain", requires = "acme")]
     acme_domain: Vec<String>,
-    /// With --acme: a PEM file of a root to trust for the ACME directory (a staging or test CA).
-    #[arg(long = "acme-ca", requires = "acme")]
+    /// With --acme or --autotls: a PEM file of a root to trust for the ACME directory (and the
+    /// AutoTLS broker): a staging or test CA.
+    #[arg(long = "acme-ca")]
     acme_ca: Option<PathBuf>,
-    /// With --acme: keep the account key and the certificate here, to reuse them after a
-    /// restart.
-    #[arg(long = "acme-cache", requires = "acme")]
+    /// With --acme or --autotls: keep the account key and the certificate here, to reuse them
+    /// after a restart.
+    #[arg(long = "acme-cache")]
     acme_cache: Option<PathBuf>,
+    /// AutoTLS: obtain a certificate for `*.<base36 peer id>.libp2p.direct` (DNS-01 through the
+    /// registration broker, which dials this node back), for wildcard listen addresses
+    /// (`/tls/sni/*.libp2p.direct/ws`), which then announce their concrete addresses.
+    #[arg(long, conflicts_with_all = ["acme", "cert"])]
+    autotls: bool,
+    /// With --autotls: the registration broker (default: https://registration.libp2p.direct).
+    #[arg(long = "autotls-broker", requires = "autotls")]
+    autotls_broker: Option<String>,
+    /// With --autotls: the ACME directory (default: Let's Encrypt).
+    #[arg(long = "autotls-ca", requires = "autotls")]
+    autotls_ca: Option<String>,
+    /// With --autotls: also give the broker private and loopback listen addresses to dial
+    /// back (a broker on the same machine or network).
+    #[arg(long = "autotls-private-addresses", requires = "autotls")]
+    autotls_private_addresses: bool,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
@@ -248,7 +274,14 @@ fn dial_error_text(error: &DialError) -> String {
 }
 
 fn new_swarm(runtime: Runtime, config: Config) -> anyhow::Result<Swarm<ping::Behaviour>> {
-    let keypair = Keypair::generate_ed25519();
+    new_swarm_with(runtime, config, Keypair::generate_ed25519())
+}
+
+fn new_swarm_with(
+    runtime: Runtime,
+    config: Config,
+    keypair: Keypair,
+) -> anyhow::Result<Swarm<ping::Behaviour>> {
     let behaviour =
         ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_millis(300)));
     let idle = Duration::from_secs(60);
@@ -343,11 +376,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         tls = tls.add_root_pem_file(ca)?;
     }
-    let mut acme = None;
+    let keypair = Keypair::generate_ed25519();
+    let (mut acme, mut dialback) = (None, None);
     if let Some(directory) = &args.acme {
         let (certificates, task) = start_acme(&args, directory)?;
-        tls = tls.with_certificate_source(std::sync::Arc::new(certificates));
+        tls = tls.with_acme_certificates(&certificates);
         acme = Some(task);
+    } else if args.autotls {
+        let (certificates, addresses, task) = start_autotls(&args, &keypair)?;
+        tls = tls.with_acme_certificates(&certificates);
+        acme = Some(task);
+        dialback = Some(addresses);
+    } else if args.acme_ca.is_some() || args.acme_cache.is_some() {
+        bail!("--acme-ca and --acme-cache need --acme or --autotls");
     }
     let mut acme = acme
         .map_or_else(|| futures::stream::pending().boxed(), StreamExt::boxed)
@@ -386,7 +427,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config = config.with_proxy(proxy);
         }
     }
-    let mut swarm = new_swarm(args.runtime, config)?;
+    let mut swarm = new_swarm_with(args.runtime, config, keypair)?;
     eprintln!("local peer id {}", swarm.local_peer_id());
     for addr in &args.listen {
         swarm
@@ -399,6 +440,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 event = swarm.select_next_some() => event,
                 event = acme.select_next_some() => { acme_report(event); continue; }
             };
+            observe(&event, dialback.as_ref());
             if let Err(e) = report(&swarm, event, false) {
                 // A listener keeps serving other peers when one of them fails.
                 tracing::warn!("{e:#}");
@@ -417,6 +459,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 event = swarm.select_next_some() => event,
                 event = acme.select_next_some() => { acme_report(event); continue; }
             };
+            observe(&event, dialback.as_ref());
             if let Step::Pinged = report(&swarm, event, false)? {
                 seen += 1;
             }
@@ -449,6 +492,52 @@ fn start_acme(
         Runtime::Tokio => acme.start::<libp2p_ws::tokio::Provider>(),
     };
     started.context("--acme")
+}
+
+/// `--autotls`: the certificates, the broker's dial-back addresses and the task.
+fn start_autotls(
+    args: &Args,
+    keypair: &Keypair,
+) -> anyhow::Result<(
+    libp2p_ws::acme::AcmeCertificates,
+    DialbackAddresses,
+    AcmeTask,
+)> {
+    let directory = args
+        .autotls_ca
+        .as_deref()
+        .unwrap_or(libp2p_ws::acme::LETS_ENCRYPT);
+    let mut acme = AcmeConfig::new(directory, Vec::<String>::new());
+    let mut broker_tls = TlsConfig::new();
+    if let Some(ca) = &args.acme_ca {
+        acme = acme.add_directory_root_pem_file(ca).context("--acme-ca")?;
+        broker_tls = broker_tls.add_root_pem_file(ca).context("--acme-ca")?;
+    }
+    if let Some(dir) = &args.acme_cache {
+        acme = acme.with_cache_dir(dir);
+    }
+    let mut autotls = AutoTls::new(keypair.clone())
+        .with_acme(acme)
+        .with_broker_tls(broker_tls)
+        .allow_private_addresses(args.autotls_private_addresses);
+    if let Some(broker) = &args.autotls_broker {
+        autotls = autotls.with_broker(broker);
+    }
+    let started = match args.runtime {
+        Runtime::AsyncStd => autotls.start::<libp2p_ws::async_std::Provider>(),
+        Runtime::Tokio => autotls.start::<libp2p_ws::tokio::Provider>(),
+    };
+    started.context("--autotls")
+}
+
+/// Gives the AutoTLS broker the node's listen addresses to dial back.
+fn observe(event: &SwarmEvent<ping::Event>, dialback: Option<&DialbackAddresses>) {
+    let Some(dialback) = dialback else { return };
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => dialback.add(address.clone()),
+        SwarmEvent::ExpiredListenAddr { address, .. } => dialback.remove(address),
+        _ => {}
+    }
 }
 
 /// Prints `certificate <name> <not-after>` for each name of a certificate that came into use;

@@ -43,6 +43,9 @@ pub struct TlsConfig {
     extra_roots: Vec<CertificateDer<'static>>,
     client: Option<Arc<ClientConfig>>,
     insecure: bool,
+    /// The ACME certificates behind `server`, if it is theirs (wildcard listen addresses).
+    #[cfg(feature = "acme")]
+    pub(crate) acme: Option<crate::acme::AcmeCertificates>,
 }
 
 impl Default for TlsConfig {
@@ -56,6 +59,8 @@ impl Default for TlsConfig {
             extra_roots: Vec::new(),
             client: None,
             insecure: false,
+            #[cfg(feature = "acme")]
+            acme: None,
         }
     }
 }
@@ -83,6 +88,7 @@ impl TlsConfig {
     pub fn with_server_certificate(mut self, certificate: &ServerCertificate) -> Self {
         self.server = Some(certificate.config.clone());
         self.served = Some(Served::Reloadable(certificate.resolver.clone()));
+        self.clear_acme();
         self
     }
 
@@ -98,13 +104,57 @@ impl TlsConfig {
         }
         self.server = Some(Arc::new(config));
         self.served = Some(Served::Source(source));
+        self.clear_acme();
         self
+    }
+
+    fn clear_acme(&mut self) {
+        #[cfg(feature = "acme")]
+        {
+            self.acme = None;
+        }
+    }
+
+    /// What a wildcard listen address (`/tls/sni/*.<suffix>/ws`) on `ip`:`port` announces with
+    /// ACME certificates: the concrete addresses of the domain `X` the certificate in use is
+    /// for (`*.X`, with `X` ending in `.<suffix>`), none before there is one; `None` without
+    /// ACME certificates (the address is announced as it is).
+    pub(crate) fn wildcard_addresses(
+        &self,
+        suffix: &str,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Option<Vec<libp2p_core::Multiaddr>> {
+        #[cfg(feature = "acme")]
+        if self.acme.is_some() {
+            let domain = self
+                .acme
+                .as_ref()
+                .and_then(|acme| acme.wildcard_domain(suffix));
+            return Some(domain.map_or_else(Vec::new, |domain| {
+                crate::acme::concrete_addresses(ip, port, &domain)
+            }));
+        }
+        let _ = (suffix, ip, port);
+        None
+    }
+
+    /// A number that changes when the ACME certificate in use changes, and registers `waker` to
+    /// be woken then; `None` without ACME certificates.
+    pub(crate) fn watch_certificates(&self, waker: &std::task::Waker) -> Option<u64> {
+        #[cfg(feature = "acme")]
+        if let Some(acme) = &self.acme {
+            return Some(acme.watch(waker));
+        }
+        let _ = waker;
+        None
     }
 
     /// Listen on TLS addresses with your own rustls server configuration.
     pub fn with_server_config(mut self, config: Arc<ServerConfig>) -> Self {
         self.server = Some(config);
         self.served = None;
+        self.clear_acme();
         self
     }
 

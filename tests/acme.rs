@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use common::{
     daemon::temp_dir,
@@ -34,9 +34,22 @@ async fn listener<R: Runtime>(
     futures::channel::oneshot::Sender<()>,
     u16,
 ) {
-    let config = Config::default()
+    listener_with::<R>(certificates, port, Config::default()).await
+}
+
+/// [`listener`] with the rest of the configuration from `config`.
+async fn listener_with<R: Runtime>(
+    certificates: &AcmeCertificates,
+    port: u16,
+    config: Config,
+) -> (
+    mpsc::UnboundedReceiver<ListenerUpgrade<R>>,
+    futures::channel::oneshot::Sender<()>,
+    u16,
+) {
+    let config = config
         .with_keep_alive(None)
-        .with_tls(TlsConfig::new().with_certificate_source(Arc::new(certificates.clone())));
+        .with_tls(TlsConfig::new().with_acme_certificates(certificates));
     let mut transport = Transport::<R>::new(config);
     let (_, addr) = listen::<R>(&mut transport, &format!("/ip4/127.0.0.1/tcp/{port}/tls/ws")).await;
     let port = helpers::ip_and_port(&addr).expect("TCP").port();
@@ -122,27 +135,58 @@ async fn a_certificate_is_obtained_on_the_listeners_port_renewed_and_dialed_by_n
         .with_renew_before(Duration::from_secs(100 * 365 * 86_400))
         .start::<R::Provider>()
         .expect("starts");
-    let (mut incoming, _stop, _) = listener::<R>(&certificates, port).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = Config::default().with_metrics(&mut registry);
+    let (mut incoming, _stop, _) = listener_with::<R>(&certificates, port, config).await;
     let mut dialer = dialer::<R>(&pebble);
     // Before the first certificate the listener has none to present: TLS is refused.
     assert!(certificates.current().is_none());
 
+    let started = std::time::Instant::now();
     let obtained = match next::<R>(&mut task).await {
         AcmeEvent::Obtained(info) => info,
         other => panic!("expected a certificate, got {other:?}"),
     };
     assert_eq!(obtained.names, [NAME]);
     assert!(obtained.not_after > std::time::SystemTime::now() + Duration::from_secs(86_400));
+    eprintln!(
+        "{}: certificate obtained in {:?}",
+        R::NAME,
+        started.elapsed()
+    );
     let first = certificates.current().expect("in use").chain()[0].clone();
+    // The expiry gauge reads the certificate in use.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    let series = format!(r#"libp2p_websocket_tls_certificate_expiry_seconds{{name="{NAME}"}} "#);
+    let seconds: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("{series} in\n{text}"))
+        .parse()
+        .expect("a number");
+    let left = obtained
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .expect("not expired")
+        .as_secs_f64();
+    assert!((seconds - left).abs() < 60.0, "{seconds} vs {left}");
     let (mut server, mut client) = dial_by_name::<R>(&mut dialer, &mut incoming, port)
         .await
         .expect("the dial by name verifies the ACME certificate");
 
-    // The window is longer than the certificate's life: the task renews at once.
+    // The window is longer than the certificate's life: the task renews at once (after the
+    // first retry delay, the least time between two orders).
+    let renewing = std::time::Instant::now();
     match next::<R>(&mut task).await {
         AcmeEvent::Renewed(info) => assert_eq!(info.names, [NAME]),
         other => panic!("expected a renewal, got {other:?}"),
     }
+    eprintln!(
+        "{}: renewed {:?} later (0.5 s of it the least time between orders)",
+        R::NAME,
+        renewing.elapsed()
+    );
     let second = certificates.current().expect("in use").chain()[0].clone();
     assert_ne!(first, second, "the renewal presents a new certificate");
     // The connection opened before the renewal goes on; a new one gets the new certificate.

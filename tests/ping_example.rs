@@ -628,3 +628,156 @@ fn an_acme_certificate_is_obtained_and_a_second_process_pings_by_the_name<R: Run
 }
 
 ping_tests!(an_acme_certificate_is_obtained_and_a_second_process_pings_by_the_name);
+
+/// The AutoTLS node of the next tests: a `/tcp` listener (the broker dials it back) and a
+/// wildcard `/tls/sni/*.libp2p.direct/ws` listener on one port, pebble as the CA and a test
+/// broker trusted through `--acme-ca`.
+fn autotls_node<R: Runtime>(
+    pebble: &common::pebble::Pebble,
+    broker: &common::broker::Broker,
+    port: u16,
+) -> Node {
+    let directory_ca = pebble.directory_ca.display().to_string();
+    Node::start::<R>(&[
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}"),
+        "--listen",
+        &format!("/ip4/127.0.0.1/tcp/{port}/tls/sni/*.libp2p.direct/ws"),
+        "--autotls",
+        "--autotls-broker",
+        &broker.url,
+        "--autotls-ca",
+        &pebble.directory,
+        "--acme-ca",
+        &directory_ca,
+        "--autotls-private-addresses",
+    ])
+}
+
+/// `--autotls`: the node authenticates its peer id to the broker, which dials it back and sets
+/// the DNS-01 record; pebble issues `*.<peer>.libp2p.direct`; the wildcard listener announces
+/// both concrete forms, and a second process dials the `/dns4` one by name (resolved by
+/// pebble-challtestsrv, trusting pebble's root only) and pings.
+fn autotls_obtains_a_wildcard_certificate_and_announces_concrete_addresses<R: Runtime>() {
+    use common::{
+        broker::Broker,
+        daemon::{free_port, temp_dir},
+        pebble::{Pebble, PebbleOptions},
+    };
+    let port = free_port("127.0.0.1");
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        validity_secs: None,
+        blocklist: Vec::new(),
+    });
+    let broker = Broker::start(&pebble, "localhost");
+    ping_binary();
+    let started = Instant::now();
+    let node = autotls_node::<R>(&pebble, &broker, port);
+    let tcp = listening_addr(&node);
+    let peer = tcp.rsplit('/').next().unwrap().to_string();
+    let domain = format!(
+        "{}.libp2p.direct",
+        libp2p_ws::acme::base36_peer_id(&peer.parse().unwrap())
+    );
+    let (mut certificate, mut announced) = (None, Vec::new());
+    while certificate.is_none() || announced.len() < 2 {
+        let line = node.next_line();
+        if let Some(rest) = line.strip_prefix("certificate ") {
+            certificate = Some(rest.to_string());
+        } else if let Some(rest) = line.strip_prefix("listening ") {
+            announced.push(rest.to_string());
+        } else {
+            panic!("unexpected line {line:?}");
+        }
+    }
+    eprintln!("AutoTLS certificate in use after {:?}", started.elapsed());
+    let certificate = certificate.unwrap();
+    assert!(
+        certificate.starts_with(&format!("*.{domain} ")),
+        "{certificate}"
+    );
+    announced.sort();
+    assert_eq!(
+        announced,
+        [
+            format!("/dns4/127-0-0-1.{domain}/tcp/{port}/tls/ws/p2p/{peer}"),
+            format!("/ip4/127.0.0.1/tcp/{port}/tls/sni/127-0-0-1.{domain}/ws/p2p/{peer}"),
+        ]
+    );
+    assert_eq!(
+        *broker.seen.registered.lock().unwrap(),
+        [peer.parse::<libp2p::PeerId>().unwrap()]
+    );
+
+    let dir = temp_dir("ping-autotls");
+    let root = dir.join("pebble-root.pem");
+    std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
+    let (ok, lines, stderr) = Node::start::<R>(&[
+        "--dial",
+        &announced[0],
+        "--ca",
+        &root.display().to_string(),
+        "--dns-server",
+        &pebble.dns.to_string(),
+        "--count",
+        "1",
+    ])
+    .finish();
+    assert!(ok, "dialer failed: {stderr}");
+    assert_pings(&lines, 1);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A broker that checks the Peer ID signature against another host name refuses it; the node
+/// reports the broker's refusal (on stderr, and retries).
+fn autotls_reports_a_broker_that_refuses_its_peer_id_authentication<R: Runtime>() {
+    use common::{
+        broker::Broker,
+        daemon::free_port,
+        pebble::{Pebble, PebbleOptions},
+    };
+    let port = free_port("127.0.0.1");
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        validity_secs: None,
+        blocklist: Vec::new(),
+    });
+    let broker = Broker::start(&pebble, "registration.libp2p.direct");
+    let mut node = autotls_node::<R>(&pebble, &broker, port);
+    let _ = listening_addr(&node);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while broker
+        .seen
+        .refused
+        .load(std::sync::atomic::Ordering::SeqCst)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the broker saw no authentication"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = node.child.kill();
+    let mut stderr = String::new();
+    use std::io::Read;
+    node.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("AutoTLS broker") && stderr.contains("refused (401)"),
+        "{stderr}"
+    );
+    assert!(broker.seen.registered.lock().unwrap().is_empty());
+}
+
+ping_tests!(
+    autotls_obtains_a_wildcard_certificate_and_announces_concrete_addresses,
+    autotls_reports_a_broker_that_refuses_its_peer_id_authentication,
+);

@@ -50,11 +50,24 @@ impl Https {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Result<Response, AcmeError> {
+        self.request_with::<P>(method, url, content_type, &[], body)
+            .await
+    }
+
+    /// [`Https::request`] with more request headers.
+    pub(crate) async fn request_with<P: Provider>(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, AcmeError> {
         let parsed = Url::parse(url).map_err(|e| AcmeError::BadResponse {
             url: url.to_string(),
             reason: format!("not a URL: {e}"),
         })?;
-        let exchange = Box::pin(self.exchange::<P>(method, &parsed, content_type, body));
+        let exchange = Box::pin(self.exchange::<P>(method, &parsed, content_type, headers, body));
         match provider::timeout::<P, _>(self.timeout, exchange).await {
             Some(result) => result.map_err(|reason| match reason {
                 Failure::Io(source) => AcmeError::Http {
@@ -78,6 +91,7 @@ impl Https {
         method: &str,
         url: &Url,
         content_type: Option<&str>,
+        headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, Failure> {
         if url.scheme() != "https" {
@@ -111,7 +125,7 @@ impl Https {
         let mut tls = TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await?;
-        let request = request_head(method, url, content_type, body.len());
+        let request = request_head(method, url, content_type, headers, body.len());
         tls.write_all(&request).await?;
         tls.write_all(body).await?;
         tls.flush().await?;
@@ -165,6 +179,7 @@ pub(crate) fn request_head(
     method: &str,
     url: &Url,
     content_type: Option<&str>,
+    headers: &[(&str, &str)],
     len: usize,
 ) -> Vec<u8> {
     let mut target = url.path().to_string();
@@ -183,6 +198,9 @@ pub(crate) fn request_head(
     );
     if let Some(content_type) = content_type {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     if method != "GET" && method != "HEAD" {
         head.push_str(&format!("Content-Length: {len}\r\n"));
@@ -274,6 +292,9 @@ fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, String> {
         if size == 0 {
             return Ok(Some(body));
         }
+        if size > MAX_RESPONSE {
+            return Err(format!("a chunk of {size} bytes"));
+        }
         if rest.len() < size + 2 {
             return Ok(None);
         }
@@ -320,6 +341,9 @@ mod tests {
             false
         )
         .is_err());
+        // A chunk size near usize::MAX is refused, not added to.
+        let huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx";
+        assert!(parse_response(huge, false, false).is_err());
 
         let closed = b"HTTP/1.1 200 OK\r\n\r\nuntil the end";
         assert_eq!(parse_response(closed, false, false), Ok(None));
@@ -351,6 +375,7 @@ mod tests {
             "POST",
             &url,
             Some("application/jose+json"),
+            &[("Authorization", "x y")],
             12,
         ))
         .unwrap();
@@ -360,12 +385,14 @@ mod tests {
         );
         assert!(head.contains("Content-Type: application/jose+json\r\n"));
         assert!(head.contains("Content-Length: 12\r\n"));
+        assert!(head.contains("Authorization: x y\r\n"));
         assert!(head.contains("Connection: close\r\n"));
         assert!(head.ends_with("\r\n\r\n"));
         let head = String::from_utf8(request_head(
             "GET",
             &Url::parse("https://ca/d").unwrap(),
             None,
+            &[],
             0,
         ))
         .unwrap();

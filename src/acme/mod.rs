@@ -40,9 +40,11 @@
 //! # Ok(()) }
 //! ```
 
+mod autotls;
 mod https;
 mod jws;
 mod order;
+mod peer_id_auth;
 mod store;
 
 use std::{
@@ -54,6 +56,11 @@ use std::{
 
 use futures::{stream::BoxStream, Stream, StreamExt};
 
+pub(crate) use autotls::concrete_addresses;
+pub use autotls::{
+    base36_peer_id, dashed_ip, AutoTls, DialbackAddresses, DEFAULT_BROKER, DEFAULT_FORGE_DOMAIN,
+    LETS_ENCRYPT,
+};
 pub use store::{AcmeCertificates, ACME_TLS_ALPN};
 
 use crate::{error::TlsError, provider::Provider, tls_source::CertificateSource, TlsConfig};
@@ -158,6 +165,14 @@ impl AcmeConfig {
     /// runtime `P`. Fails only for a configuration that cannot work (no names, a directory URL
     /// that is not `https`, roots that do not load).
     pub fn start<P: Provider>(self) -> Result<(AcmeCertificates, AcmeTask), AcmeError> {
+        self.start_with::<P>(None)
+    }
+
+    /// [`AcmeConfig::start`], with DNS-01 through `broker` instead of TLS-ALPN-01 when given.
+    fn start_with<P: Provider>(
+        self,
+        broker: Option<autotls::Broker>,
+    ) -> Result<(AcmeCertificates, AcmeTask), AcmeError> {
         if self.names.is_empty() {
             return Err(AcmeError::Config(
                 "no names to obtain a certificate for".into(),
@@ -185,6 +200,7 @@ impl AcmeConfig {
             config: self,
             https,
             certificates: certificates.clone(),
+            broker,
             key: None,
             next: None,
             started: false,
@@ -342,6 +358,36 @@ pub enum AcmeError {
         /// The CA's reason.
         detail: String,
     },
+    /// The CA offered no DNS-01 challenge for a name (AutoTLS).
+    #[error("the CA offers no dns-01 challenge for {name}")]
+    NoDnsChallenge {
+        /// The name.
+        name: String,
+    },
+    /// AutoTLS: no listen address the broker may dial back (a public one, unless private ones
+    /// are allowed) was set in [`DialbackAddresses`] before the order's time ran out.
+    #[error("AutoTLS: no public address for the broker to dial back")]
+    NoDialbackAddress,
+    /// AutoTLS: the broker refused the registration (401: it did not accept the Peer ID
+    /// authentication; 400: it could not dial the node back).
+    #[error("AutoTLS broker {url} refused ({status}): {detail}")]
+    BrokerRefused {
+        /// The registration URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of its answer.
+        detail: String,
+    },
+    /// AutoTLS: the Peer ID authentication with the broker failed on this side (a malformed
+    /// challenge, or a server signature that does not verify).
+    #[error("AutoTLS broker {url}: Peer ID authentication failed: {reason}")]
+    BrokerAuthentication {
+        /// The registration URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The order did not complete within the order timeout.
     #[error("the ACME order did not complete within the order timeout")]
     OrderTimedOut,
@@ -367,6 +413,8 @@ struct Runner<P> {
     cache: Option<Cache>,
     https: https::Https,
     certificates: AcmeCertificates,
+    /// AutoTLS: DNS-01 through the registration broker (else TLS-ALPN-01 on the listeners).
+    broker: Option<autotls::Broker>,
     key: Option<std::sync::Arc<AccountKey>>,
     /// When the next order starts.
     next: Option<Instant>,
@@ -445,9 +493,11 @@ impl<P: Provider> Runner<P> {
         let mut session =
             order::Session::<P>::open(&self.https, &key, &self.config.directory, deadline).await?;
         session.account(&self.config.contact).await?;
-        let issued = session
-            .order(&self.config.names, &self.certificates)
-            .await?;
+        let solver = match &self.broker {
+            Some(broker) => order::Solver::Broker(broker),
+            None => order::Solver::TlsAlpn(&self.certificates),
+        };
+        let issued = session.order(&self.config.names, solver).await?;
         let (certificate, info) = store::certificate_from_pem(&issued.chain_pem, &issued.key_pem)?;
         if let Some(cache) = &self.cache {
             if let Err(error) =
@@ -482,6 +532,19 @@ impl<P: Provider> Runner<P> {
         let key = std::sync::Arc::new(key);
         self.key = Some(key.clone());
         Ok(key)
+    }
+}
+
+impl TlsConfig {
+    /// Listen on TLS addresses with the certificates of an ACME or AutoTLS task (a
+    /// [`CertificateSource`], see [`TlsConfig::with_certificate_source`]). Wildcard listen
+    /// addresses (`/tls/sni/*.libp2p.direct/ws`) then announce their concrete addresses once an
+    /// AutoTLS certificate is in use: `/ip4/<ip>/tcp/<port>/tls/sni/<ip-dashed>.<domain>/ws` and
+    /// `/dns4/<ip-dashed>.<domain>/tcp/<port>/tls/ws`, where the certificate is for `*.<domain>`.
+    pub fn with_acme_certificates(self, certificates: &AcmeCertificates) -> Self {
+        let mut tls = self.with_certificate_source(std::sync::Arc::new(certificates.clone()));
+        tls.acme = Some(certificates.clone());
+        tls
     }
 }
 

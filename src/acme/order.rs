@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{
+    autotls::Broker,
     https::{Https, Response},
     jws::AccountKey,
     store::AcmeCertificates,
@@ -86,12 +87,11 @@ impl<'a, P: Provider> Session<'a, P> {
         Ok(())
     }
 
-    /// Orders a certificate for `names`, answering each name's TLS-ALPN-01 challenge through
-    /// `certificates`.
+    /// Orders a certificate for `names`, answering each name's challenge with `solver`.
     pub(crate) async fn order(
         &mut self,
         names: &[String],
-        certificates: &AcmeCertificates,
+        solver: Solver<'_>,
     ) -> Result<Issued, AcmeError> {
         let url = self.directory.new_order.clone();
         let identifiers: Vec<Value> = names
@@ -115,7 +115,7 @@ impl<'a, P: Provider> Session<'a, P> {
             })
             .unwrap_or_default();
         for authorization in &authorizations {
-            self.authorize(authorization, certificates).await?;
+            self.authorize(authorization, &solver).await?;
         }
         let finalize = order["finalize"]
             .as_str()
@@ -131,12 +131,8 @@ impl<'a, P: Provider> Session<'a, P> {
         Ok(Issued { chain_pem, key_pem })
     }
 
-    /// Answers one authorization's TLS-ALPN-01 challenge and waits until it is valid.
-    async fn authorize(
-        &mut self,
-        url: &str,
-        certificates: &AcmeCertificates,
-    ) -> Result<(), AcmeError> {
+    /// Answers one authorization's challenge and waits until it is valid.
+    async fn authorize(&mut self, url: &str, solver: &Solver<'_>) -> Result<(), AcmeError> {
         let authorization = json_of(url, &self.post(url, None).await?)?;
         let name = authorization["identifier"]["value"]
             .as_str()
@@ -145,10 +141,14 @@ impl<'a, P: Provider> Session<'a, P> {
         if authorization["status"] == "valid" {
             return Ok(());
         }
+        let kind = solver.challenge_type();
         let challenge = authorization["challenges"]
             .as_array()
-            .and_then(|all| all.iter().find(|c| c["type"] == "tls-alpn-01"))
-            .ok_or_else(|| AcmeError::NoTlsAlpnChallenge { name: name.clone() })?;
+            .and_then(|all| all.iter().find(|c| c["type"] == kind))
+            .ok_or_else(|| match solver {
+                Solver::TlsAlpn(_) => AcmeError::NoTlsAlpnChallenge { name: name.clone() },
+                Solver::Broker(_) => AcmeError::NoDnsChallenge { name: name.clone() },
+            })?;
         let (Some(challenge_url), Some(token)) =
             (challenge["url"].as_str(), challenge["token"].as_str())
         else {
@@ -156,7 +156,19 @@ impl<'a, P: Provider> Session<'a, P> {
         };
         let challenge_url = challenge_url.to_string();
         let key_authorization = self.key.key_authorization(token);
-        let _answering = certificates.answer_challenge(&name, &key_authorization)?;
+        let _answering = match solver {
+            Solver::TlsAlpn(certificates) => {
+                Some(certificates.answer_challenge(&name, &key_authorization)?)
+            }
+            Solver::Broker(broker) => {
+                let digest =
+                    ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes());
+                let txt = data_encoding::BASE64URL_NOPAD.encode(digest.as_ref());
+                let wait = self.deadline.saturating_duration_since(Instant::now());
+                broker.register::<P>(&txt, wait).await?;
+                None
+            }
+        };
         self.post(&challenge_url, Some(&json!({}))).await?;
         loop {
             let authorization = json_of(url, &self.post(url, None).await?)?;
@@ -168,7 +180,7 @@ impl<'a, P: Provider> Session<'a, P> {
                 status => {
                     let detail = authorization["challenges"]
                         .as_array()
-                        .and_then(|all| all.iter().find(|c| c["type"] == "tls-alpn-01"))
+                        .and_then(|all| all.iter().find(|c| c["type"] == kind))
                         .and_then(|c| c["error"]["detail"].as_str())
                         .unwrap_or_default()
                         .to_string();
@@ -185,7 +197,8 @@ impl<'a, P: Provider> Session<'a, P> {
     /// Polls the order until it is valid; its certificate URL.
     async fn await_order(&mut self, url: &str) -> Result<String, AcmeError> {
         loop {
-            let order = json_of(url, &self.post(url, None).await?)?;
+            let response = self.post(url, None).await?;
+            let order = json_of(url, &response)?;
             match order["status"].as_str() {
                 Some("valid") => {
                     return order["certificate"]
@@ -194,7 +207,7 @@ impl<'a, P: Provider> Session<'a, P> {
                         .ok_or_else(|| bad(url, "a valid order without a certificate".into()))
                 }
                 Some("processing") | Some("ready") | Some("pending") => {
-                    self.pause(Duration::from_millis(500)).await?
+                    self.pause(poll_after(&response)).await?
                 }
                 status => {
                     return Err(AcmeError::OrderFailed {
@@ -258,6 +271,23 @@ impl<'a, P: Provider> Session<'a, P> {
     }
 }
 
+/// How the challenges of an order are answered.
+pub(crate) enum Solver<'a> {
+    /// TLS-ALPN-01, by the listeners presenting the challenge certificates.
+    TlsAlpn(&'a AcmeCertificates),
+    /// DNS-01, by the AutoTLS broker setting the TXT record.
+    Broker(&'a Broker),
+}
+
+impl Solver<'_> {
+    fn challenge_type(&self) -> &'static str {
+        match self {
+            Solver::TlsAlpn(_) => "tls-alpn-01",
+            Solver::Broker(_) => "dns-01",
+        }
+    }
+}
+
 /// A CSR for `names` with a fresh P-256 key; the CSR (DER) and the key (PKCS#8 PEM).
 fn csr(names: &[String]) -> Result<(Vec<u8>, String), AcmeError> {
     let key = rcgen::KeyPair::generate().map_err(|e| AcmeError::Key(e.to_string()))?;
@@ -268,6 +298,17 @@ fn csr(names: &[String]) -> Result<(Vec<u8>, String), AcmeError> {
         .serialize_request(&key)
         .map_err(|e| AcmeError::Key(e.to_string()))?;
     Ok((request.der().to_vec(), key.serialize_pem()))
+}
+
+/// How long to wait before polling again: the CA's `Retry-After` (seconds), between 0.5 s and
+/// 30 s; 0.5 s without one (RFC 8555 section 7.5.1: clients should follow it).
+fn poll_after(response: &Response) -> Duration {
+    let hint = response
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    hint.unwrap_or(Duration::ZERO)
+        .clamp(Duration::from_millis(500), Duration::from_secs(30))
 }
 
 fn bad(url: &str, reason: String) -> AcmeError {
@@ -338,6 +379,22 @@ mod tests {
             json_of("https://ca/x", &response),
             Err(AcmeError::Refused { status: 502, ref detail, .. }) if detail == "Bad Gateway"
         ));
+    }
+
+    #[test]
+    fn polling_follows_retry_after_within_bounds() {
+        let with = |value: Option<&str>| Response {
+            status: 200,
+            headers: value
+                .map(|v| vec![("Retry-After".to_string(), v.to_string())])
+                .unwrap_or_default(),
+            body: Vec::new(),
+        };
+        assert_eq!(poll_after(&with(None)), Duration::from_millis(500));
+        assert_eq!(poll_after(&with(Some("3"))), Duration::from_secs(3));
+        assert_eq!(poll_after(&with(Some("0"))), Duration::from_millis(500));
+        assert_eq!(poll_after(&with(Some("86400"))), Duration::from_secs(30));
+        assert_eq!(poll_after(&with(Some("soon"))), Duration::from_millis(500));
     }
 
     #[test]

@@ -5,7 +5,11 @@ use std::{
     collections::HashMap,
     fs, io,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    task::Waker,
     time::{Duration, SystemTime},
 };
 
@@ -19,8 +23,8 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The certificates an ACME client keeps for the TLS listeners: the one in use, and the
 /// challenge certificates of an order in progress. A [`CertificateSource`]: give it to
-/// [`TlsConfig::with_certificate_source`](crate::TlsConfig::with_certificate_source). A
-/// ClientHello that offers `acme-tls/1` (a CA validating a TLS-ALPN-01 challenge) gets the
+/// [`TlsConfig::with_acme_certificates`](crate::TlsConfig::with_acme_certificates). A
+/// ClientHello that offers `acme-tls/1` alone (a CA validating a TLS-ALPN-01 challenge) gets the
 /// challenge certificate of the name it asks for; every other one the certificate in use (none
 /// before the first is obtained: such handshakes are refused). Cheap to clone.
 #[derive(Clone, Default)]
@@ -30,6 +34,9 @@ pub struct AcmeCertificates(Arc<Inner>);
 struct Inner {
     current: RwLock<Option<(Certificate, CertificateInfo)>>,
     challenges: Mutex<HashMap<String, Certificate>>,
+    /// Bumped at each install; the listeners waiting for a change.
+    version: AtomicU64,
+    watchers: Mutex<Vec<Waker>>,
 }
 
 impl std::fmt::Debug for AcmeCertificates {
@@ -57,6 +64,30 @@ impl AcmeCertificates {
             Err(poisoned) => poisoned.into_inner(),
         };
         *current = Some((certificate, info));
+        drop(current);
+        self.0.version.fetch_add(1, Ordering::SeqCst);
+        for waker in lock(&self.0.watchers).drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// The install count; `waker` is woken at the next install.
+    pub(crate) fn watch(&self, waker: &Waker) -> u64 {
+        let mut watchers = lock(&self.0.watchers);
+        if !watchers.iter().any(|w| w.will_wake(waker)) {
+            watchers.push(waker.clone());
+        }
+        self.0.version.load(Ordering::SeqCst)
+    }
+
+    /// `X`, when the certificate in use is for `*.X` and `X` ends in `.<suffix>`.
+    pub(crate) fn wildcard_domain(&self, suffix: &str) -> Option<String> {
+        let info = self.info()?;
+        let tail = format!(".{}", suffix.to_ascii_lowercase());
+        info.names.iter().find_map(|name| {
+            let domain = name.strip_prefix("*.")?.to_ascii_lowercase();
+            domain.ends_with(&tail).then_some(domain)
+        })
     }
 
     /// Presents the TLS-ALPN-01 challenge certificate for `name` until the guard is dropped.
@@ -88,7 +119,9 @@ impl Drop for Answering {
 
 impl CertificateSource for AcmeCertificates {
     fn certificate(&self, hello: &ClientHelloInfo<'_>) -> Option<Certificate> {
-        if hello.offers(ACME_TLS_ALPN) {
+        // A validation offers acme-tls/1 alone (RFC 8737 section 3); a client that offers it
+        // among others is not one, and gets the certificate in use.
+        if hello.alpn() == [ACME_TLS_ALPN] {
             let name = hello.server_name()?.to_ascii_lowercase();
             return lock(&self.0.challenges).get(&name).cloned();
         }
@@ -297,6 +330,8 @@ mod tests {
         assert!(certificates.certificate(&other).is_none());
         let normal = ClientHelloInfo::new(Some("node.test"), vec![b"http/1.1"]);
         assert!(certificates.certificate(&normal).is_none());
+        let both = ClientHelloInfo::new(Some("node.test"), vec![b"http/1.1", ACME_TLS_ALPN]);
+        assert!(certificates.certificate(&both).is_none());
         drop(guard);
         assert!(certificates.certificate(&hello).is_none());
     }

@@ -493,6 +493,18 @@ impl Addr {
             Addr::Ws(ws) => ws.to_multiaddr(),
         }
     }
+
+    /// For a wildcard TLS listen address (`/tls/sni/*.<suffix>/ws`, as AutoTLS listens), the
+    /// suffix.
+    pub(crate) fn wildcard_sni(&self) -> Option<&str> {
+        match self {
+            Addr::Ws(WsAddr {
+                security: Security::Tls { sni: Some(sni) },
+                ..
+            }) => sni.strip_prefix("*."),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Addr {

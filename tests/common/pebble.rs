@@ -23,6 +23,10 @@ pub struct Pebble {
     pub directory_ca: PathBuf,
     /// The test CA itself.
     pub ca: TestCa,
+    /// pebble-challtestsrv's DNS server (every A query answers 127.0.0.1; TXT records as set).
+    pub dns: SocketAddr,
+    /// pebble-challtestsrv's management API (`/set-txt`).
+    pub dns_management: SocketAddr,
     management: SocketAddr,
     _pebble: Daemon,
     _dns: Daemon,
@@ -140,6 +144,8 @@ impl Pebble {
             directory: format!("https://localhost:{port}/dir"),
             directory_ca,
             ca,
+            dns: SocketAddr::from(([127, 0, 0, 1], dns_port)),
+            dns_management: SocketAddr::from(([127, 0, 0, 1], dns_management)),
             management,
             _pebble: pebble,
             _dns: dns,

@@ -15,7 +15,10 @@ use std::{
 };
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, Stream, StreamExt};
-use libp2p_core::transport::{ListenerId, TransportEvent};
+use libp2p_core::{
+    transport::{ListenerId, TransportEvent},
+    Multiaddr,
+};
 
 use self::incoming::Inbound;
 use super::{
@@ -111,6 +114,10 @@ pub(super) struct Port<P: Provider> {
     routing: FuturesUnordered<BoxFuture<'static, Option<Inbound<P::Stream>>>>,
     events: VecDeque<Event<P::Stream>>,
     waker: Option<Waker>,
+    /// The ACME certificates' change count last seen (wildcard listeners).
+    certificates_seen: Option<u64>,
+    /// The concrete addresses the wildcard listeners announced.
+    wildcard_announced: Vec<(ListenerId, Multiaddr)>,
 }
 
 impl<P: Provider> Port<P> {
@@ -138,6 +145,8 @@ impl<P: Provider> Port<P> {
             routing: FuturesUnordered::new(),
             events: VecDeque::new(),
             waker: None,
+            certificates_seen: None,
+            wildcard_announced: Vec::new(),
         }
     }
 
@@ -157,21 +166,70 @@ impl<P: Provider> Port<P> {
 
     /// Adds a listener: reports its addresses (now, or as the interfaces are seen).
     pub(super) fn add(&mut self, member: Member) {
-        let port = self.local.port();
-        if !self.local.ip().is_unspecified() {
-            self.events.push_back(TransportEvent::NewAddress {
-                listener_id: member.id,
-                listen_addr: member.addr.with_ip(self.local.ip(), port),
-            });
-        }
-        for ip in &self.known_ips {
-            self.events.push_back(TransportEvent::NewAddress {
-                listener_id: member.id,
-                listen_addr: member.addr.with_ip(*ip, port),
-            });
+        for ip in self.ips() {
+            for listen_addr in self.announced(&member, ip) {
+                self.events.push_back(TransportEvent::NewAddress {
+                    listener_id: member.id,
+                    listen_addr,
+                });
+            }
         }
         self.members.push(member);
         self.wake();
+    }
+
+    /// The addresses of this socket's listeners: its own, or the interfaces' seen so far.
+    fn ips(&self) -> Vec<IpAddr> {
+        match self.local.ip().is_unspecified() {
+            true => self.known_ips.clone(),
+            false => vec![self.local.ip()],
+        }
+    }
+
+    /// What `member` announces on `ip`: its address; for a wildcard listener
+    /// (`/tls/sni/*.<suffix>/ws` with ACME certificates) the concrete addresses of the domain
+    /// the certificate in use is for, none before there is one.
+    fn announced(&self, member: &Member, ip: IpAddr) -> Vec<Multiaddr> {
+        let port = self.local.port();
+        let wildcard = member
+            .addr
+            .wildcard_sni()
+            .and_then(|suffix| self.shared.config.tls.wildcard_addresses(suffix, ip, port));
+        wildcard.unwrap_or_else(|| vec![member.addr.with_ip(ip, port)])
+    }
+
+    /// Announces the wildcard listeners' addresses that a new certificate brings (once per
+    /// certificate change; the port is woken at the next one).
+    fn poll_certificates(&mut self, cx: &mut Context<'_>) {
+        if !self.members.iter().any(|m| m.addr.wildcard_sni().is_some()) {
+            return;
+        }
+        let version = self.shared.config.tls.watch_certificates(cx.waker());
+        if version == self.certificates_seen {
+            return;
+        }
+        self.certificates_seen = version;
+        for ip in self.ips() {
+            for member in self
+                .members
+                .iter()
+                .filter(|m| m.addr.wildcard_sni().is_some())
+            {
+                for listen_addr in self.announced(member, ip) {
+                    if !self
+                        .wildcard_announced
+                        .contains(&(member.id, listen_addr.clone()))
+                    {
+                        self.wildcard_announced
+                            .push((member.id, listen_addr.clone()));
+                        self.events.push_back(TransportEvent::NewAddress {
+                            listener_id: member.id,
+                            listen_addr,
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Removes listener `id`, if it is here; the socket closes with its last listener.
@@ -214,19 +272,28 @@ impl<P: Provider> Port<P> {
         } else {
             self.known_ips.retain(|known| *known != ip);
         }
+        let _ = port;
         for member in &self.members {
-            let listen_addr = member.addr.with_ip(ip, port);
-            self.events.push_back(if up {
-                TransportEvent::NewAddress {
-                    listener_id: member.id,
-                    listen_addr,
+            for listen_addr in self.announced(member, ip) {
+                if member.addr.wildcard_sni().is_some() {
+                    let entry = (member.id, listen_addr.clone());
+                    self.wildcard_announced.retain(|e| *e != entry);
+                    if up {
+                        self.wildcard_announced.push(entry);
+                    }
                 }
-            } else {
-                TransportEvent::AddressExpired {
-                    listener_id: member.id,
-                    listen_addr,
-                }
-            });
+                self.events.push_back(if up {
+                    TransportEvent::NewAddress {
+                        listener_id: member.id,
+                        listen_addr,
+                    }
+                } else {
+                    TransportEvent::AddressExpired {
+                        listener_id: member.id,
+                        listen_addr,
+                    }
+                });
+            }
         }
     }
 
@@ -357,6 +424,10 @@ impl<P: Provider> Stream for Port<P> {
             return Poll::Ready(None);
         }
         this.waker = Some(cx.waker().clone());
+        this.poll_certificates(cx);
+        if let Some(event) = this.events.pop_front() {
+            return Poll::Ready(Some(event));
+        }
         let event = this
             .poll_if_watch(cx)
             .or_else(|| this.poll_routing(cx))
