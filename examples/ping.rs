@@ -169,6 +169,11 @@ struct Args {
     /// back (a broker on the same machine or network).
     #[arg(long = "autotls-private-addresses", requires = "autotls")]
     autotls_private_addresses: bool,
+    /// Keep the node's identity (its ed25519 key, protobuf-encoded) in this file: read when it
+    /// exists, else made and written (0600). An AutoTLS certificate names one peer id, so a node
+    /// that reuses its certificates across restarts needs its identity too.
+    #[arg(long)]
+    identity: Option<PathBuf>,
     /// The async runtime the node runs on: async-std (Swarm::new) or tokio (SwarmBuilder).
     #[arg(long, value_enum, default_value_t = Runtime::AsyncStd)]
     runtime: Runtime,
@@ -376,7 +381,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ca) = &args.ca {
         tls = tls.add_root_pem_file(ca)?;
     }
-    let keypair = Keypair::generate_ed25519();
+    let keypair = match &args.identity {
+        Some(path) => identity(path).with_context(|| format!("--identity {}", path.display()))?,
+        None => Keypair::generate_ed25519(),
+    };
     let (mut acme, mut dialback) = (None, None);
     if let Some(directory) = &args.acme {
         let (certificates, task) = start_acme(&args, directory)?;
@@ -472,6 +480,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.timeout
         )
     })?
+}
+
+/// `--identity`: the key in `path`, or a new one written there (readable by its owner only).
+fn identity(path: &std::path::Path) -> anyhow::Result<Keypair> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Keypair::from_protobuf_encoding(&bytes)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let keypair = Keypair::generate_ed25519();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path)?;
+            std::io::Write::write_all(&mut file, &keypair.to_protobuf_encoding()?)?;
+            Ok(keypair)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `--acme`: the certificates for the TLS listeners and the task that obtains them, on the

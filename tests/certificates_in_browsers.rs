@@ -344,3 +344,165 @@ fn the_chromium_peer_never_falls_back_to_ignoring_certificate_errors() {
     assert!(!ok, "{lines:?} {stderr}");
     assert_eq!(stderr.trim(), "error: certutil not found");
 }
+
+/// The fixed identity of the AutoTLS tests: an ed25519 key from 32 bytes 0x41, so that its
+/// AutoTLS name is known in advance (`tests/run` maps it to 127.0.0.1 in /etc/hosts for Node).
+const AUTOTLS_SEED: [u8; 32] = [0x41; 32];
+/// Its AutoTLS name on 127.0.0.1.
+const AUTOTLS_NAME: &str =
+    "127-0-0-1.k51qzi5uqu5dlnmkqluhhjbe5k3pm496m8bdfwx6vwdrddw6aqnrppzmj250gt.libp2p.direct";
+
+/// The ping example with the fixed identity, a `/tcp` listener and a wildcard
+/// `/tls/sni/*.libp2p.direct/ws` listener on one port, its `*.<peer>.libp2p.direct` certificate
+/// from pebble by AutoTLS (a test broker that authenticates, dials back and sets the DNS-01
+/// record), once it announces the concrete addresses.
+struct AutoTlsListener {
+    node: Node,
+    port: u16,
+    peer: String,
+    root: PathBuf,
+    dir: PathBuf,
+    _broker: common::broker::Broker,
+    _pebble: Pebble,
+}
+
+impl AutoTlsListener {
+    fn start<R: Runtime>() -> AutoTlsListener {
+        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(AUTOTLS_SEED).unwrap();
+        let peer = keypair.public().to_peer_id();
+        assert_eq!(
+            AUTOTLS_NAME,
+            format!(
+                "127-0-0-1.{}.libp2p.direct",
+                libp2p_ws::acme::base36_peer_id(&peer)
+            ),
+            "the fixed identity's name (also in tests/run)"
+        );
+        let port = free_port("127.0.0.1");
+        let pebble = Pebble::start(PebbleOptions {
+            tls_port: port,
+            validity_secs: None,
+            blocklist: Vec::new(),
+        });
+        let broker = common::broker::Broker::start(&pebble, "localhost");
+        let dir = temp_dir("browser-autotls");
+        let identity = dir.join("identity.key");
+        std::fs::write(&identity, keypair.to_protobuf_encoding().unwrap()).unwrap();
+        ping_binary();
+        let started = Instant::now();
+        let node = Node::start::<R>(&[
+            "--identity",
+            &identity.display().to_string(),
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{port}"),
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{port}/tls/sni/*.libp2p.direct/ws"),
+            "--autotls",
+            "--autotls-broker",
+            &broker.url,
+            "--autotls-ca",
+            &pebble.directory,
+            "--acme-ca",
+            &pebble.directory_ca.display().to_string(),
+            "--autotls-private-addresses",
+        ]);
+        let expected = format!("/dns4/{AUTOTLS_NAME}/tcp/{port}/tls/ws/p2p/{peer}");
+        loop {
+            let line = node.next_line();
+            if line == format!("listening {expected}") {
+                break;
+            }
+        }
+        eprintln!(
+            "{}: AutoTLS address announced after {:?}",
+            R::NAME,
+            started.elapsed()
+        );
+        let root = dir.join("pebble-root.pem");
+        std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
+        AutoTlsListener {
+            node,
+            port,
+            peer: peer.to_string(),
+            root,
+            dir,
+            _broker: broker,
+            _pebble: pebble,
+        }
+    }
+
+    fn by_dns4(&self) -> String {
+        format!(
+            "/dns4/{AUTOTLS_NAME}/tcp/{}/tls/ws/p2p/{}",
+            self.port, self.peer
+        )
+    }
+
+    fn by_sni(&self) -> String {
+        format!(
+            "/ip4/127.0.0.1/tcp/{}/tls/sni/{AUTOTLS_NAME}/ws/p2p/{}",
+            self.port, self.peer
+        )
+    }
+
+    fn assert_pinged(&self, lines: &[String]) {
+        assert_pings(lines, 1);
+        let connected = lines.iter().find(|l| l.starts_with("connected ")).unwrap();
+        assert_eq!(
+            connected.split(' ').nth(1),
+            Some(self.peer.as_str()),
+            "{connected}"
+        );
+    }
+}
+
+impl Drop for AutoTlsListener {
+    fn drop(&mut self) {
+        let _ = self.node.child.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Headless Chromium (pebble's root in its NSS database, the `.libp2p.direct` name mapped by
+/// `--host-resolver-rules`) dials the AutoTLS address the node announced and pings; without the
+/// root it is refused.
+fn chromium_verifies_the_autotls_certificate_and_pings_its_libp2p_direct_name<R: Runtime>() {
+    chromium_peer();
+    let listener = AutoTlsListener::start::<R>();
+    let addr = listener.by_dns4();
+    let (ok, lines, stderr) = chromium_dial(&addr, AUTOTLS_NAME, Some(&listener.root));
+    assert!(ok, "Chromium failed to dial {addr}: {stderr}");
+    assert!(!stderr.contains("--ignore-certificate-errors"), "{stderr}");
+    listener.assert_pinged(&lines);
+    let (ok, _, stderr) = chromium_dial(&addr, AUTOTLS_NAME, None);
+    assert!(
+        !ok && stderr.contains("ERR_CERT_AUTHORITY_INVALID"),
+        "{stderr}"
+    );
+}
+
+/// js-libp2p on Node (pebble's root through `NODE_EXTRA_CA_CERTS`) dials both announced forms of
+/// the AutoTLS address and pings.
+fn js_libp2p_on_node_verifies_the_autotls_certificate<R: Runtime>() {
+    js_peer();
+    use std::net::ToSocketAddrs as _;
+    let resolved: Vec<_> = (AUTOTLS_NAME, 443)
+        .to_socket_addrs()
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    assert!(
+        resolved == [std::net::Ipv4Addr::LOCALHOST],
+        "{AUTOTLS_NAME} resolves to {resolved:?}: run the tests with `bash tests/run` (README), which adds it to /etc/hosts"
+    );
+    let listener = AutoTlsListener::start::<R>();
+    for addr in [listener.by_dns4(), listener.by_sni()] {
+        let (ok, lines, stderr) = js_dial(&addr, Some(&listener.root));
+        assert!(ok, "js-libp2p failed to dial {addr}: {stderr}");
+        listener.assert_pinged(&lines);
+    }
+}
+
+ping_tests!(
+    chromium_verifies_the_autotls_certificate_and_pings_its_libp2p_direct_name,
+    js_libp2p_on_node_verifies_the_autotls_certificate,
+);
