@@ -781,3 +781,33 @@ ping_tests!(
     autotls_obtains_a_wildcard_certificate_and_announces_concrete_addresses,
     autotls_reports_a_broker_that_refuses_its_peer_id_authentication,
 );
+
+/// `--identity <file>`: the first run makes the key and writes it (0600), the second reads it:
+/// both runs listen with the same peer id.
+fn the_identity_file_keeps_the_peer_id_across_runs<R: Runtime>() {
+    let dir = common::daemon::temp_dir("ping-identity");
+    let file = dir.join("identity.key");
+    let file_arg = file.display().to_string();
+    let peer_of = |node: &Node| {
+        let addr = listening_addr(node);
+        addr.rsplit('/').next().unwrap().to_string()
+    };
+    let args = [
+        "--identity",
+        &file_arg,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0/ws",
+    ];
+    let first = Node::start::<R>(&args);
+    let peer = peer_of(&first);
+    drop(first);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let second = Node::start::<R>(&args);
+    assert_eq!(peer_of(&second), peer);
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+ping_tests!(the_identity_file_keeps_the_peer_id_across_runs);
