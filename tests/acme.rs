@@ -301,7 +301,36 @@ async fn a_failed_challenge_is_reported<R: Runtime>() {
     assert!(certificates.current().is_none());
 }
 
+/// TLS-ALPN-01 on a shared port (`/tcp` and `/tls/ws` on one socket): the validation's
+/// ClientHello is routed to TLS like any other, answered, and not reported; then a dial by name.
+async fn a_certificate_is_obtained_on_a_shared_port<R: Runtime>() {
+    let port = daemon::free_port("127.0.0.1");
+    let pebble = pebble(port);
+    let (certificates, mut task) = acme(&pebble, &[NAME])
+        .start::<R::Provider>()
+        .expect("starts");
+    let config = Config::default()
+        .with_keep_alive(None)
+        .with_tls(TlsConfig::new().with_acme_certificates(&certificates));
+    let mut transport = Transport::<R>::new(config);
+    listen::<R>(&mut transport, &format!("/ip4/127.0.0.1/tcp/{port}")).await;
+    listen::<R>(&mut transport, &format!("/ip4/127.0.0.1/tcp/{port}/tls/ws")).await;
+    let (tx, mut incoming) = mpsc::unbounded();
+    let _stop = drive_listener::<R, _>(transport, move |upgrade| {
+        let _ = tx.unbounded_send(upgrade);
+    });
+    match next::<R>(&mut task).await {
+        AcmeEvent::Obtained(info) => assert_eq!(info.names, [NAME]),
+        other => panic!("expected a certificate, got {other:?}"),
+    }
+    let mut dialer = dialer::<R>(&pebble);
+    dial_by_name::<R>(&mut dialer, &mut incoming, port)
+        .await
+        .expect("the dial by name on the shared port");
+}
+
 runtime_tests!(with run_long:
+    a_certificate_is_obtained_on_a_shared_port,
     a_certificate_is_obtained_on_the_listeners_port_renewed_and_dialed_by_name,
     a_cached_certificate_is_used_without_an_order,
     a_refusing_ca_is_reported_with_its_reason,
