@@ -15,9 +15,9 @@ use std::{
 };
 
 use common::{
-    daemon::{free_port, require, temp_dir},
-    pebble::{Pebble, PebbleOptions},
-    ping_node::{assert_pings, ping_binary, Node},
+    certified::CertifiedNode,
+    daemon::{require, temp_dir},
+    ping_node::Node,
     Runtime,
 };
 
@@ -34,111 +34,6 @@ const BROWSER_LIMIT: Duration = Duration::from_secs(60);
 
 fn interop() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// The ping example listening on `/ip4/127.0.0.1/tcp/<port>/tls/ws` with an ACME certificate for
-/// one name from pebble (validating on that port), once its `listening` and `certificate` lines
-/// are out; dropped, it kills the node, then pebble, and removes its dir.
-struct AcmeListener {
-    node: Node,
-    port: u16,
-    /// The listener's peer id (from its `listening .../p2p/<id>` line).
-    peer: String,
-    /// Pebble's issuing root, as a PEM file.
-    root: PathBuf,
-    dir: PathBuf,
-    _pebble: Pebble,
-}
-
-impl AcmeListener {
-    fn start<R: Runtime>(name: &str) -> AcmeListener {
-        let port = free_port("127.0.0.1");
-        let pebble = Pebble::start(PebbleOptions {
-            tls_port: port,
-            validity_secs: None,
-            blocklist: Vec::new(),
-        });
-        let dir = temp_dir("browser-acme");
-        let listen = format!("/ip4/127.0.0.1/tcp/{port}/tls/ws");
-        let directory_ca = pebble.directory_ca.display().to_string();
-        let cache = dir.join("cache").display().to_string();
-        ping_binary();
-        let started = Instant::now();
-        let node = Node::start::<R>(&[
-            "--listen",
-            &listen,
-            "--acme",
-            &pebble.directory,
-            "--acme-domain",
-            name,
-            "--acme-ca",
-            &directory_ca,
-            "--acme-cache",
-            &cache,
-        ]);
-        let (mut addr, mut certificate) = (None, None);
-        while addr.is_none() || certificate.is_none() {
-            let line = node.next_line();
-            if let Some(rest) = line.strip_prefix("listening ") {
-                addr = Some(rest.to_string());
-            } else if let Some(rest) = line.strip_prefix("certificate ") {
-                certificate = Some(rest.to_string());
-            } else {
-                panic!("unexpected line {line:?}");
-            }
-        }
-        eprintln!(
-            "{}: certificate for {name} in use after {:?}",
-            R::NAME,
-            started.elapsed()
-        );
-        let certificate = certificate.unwrap();
-        assert_eq!(certificate.split(' ').next(), Some(name), "{certificate}");
-        let addr = addr.unwrap();
-        let (served, peer) = addr.split_once("/p2p/").expect("a /p2p/ address");
-        assert_eq!(served, listen);
-        let root = dir.join("pebble-root.pem");
-        std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
-        AcmeListener {
-            node,
-            port,
-            peer: peer.to_string(),
-            root,
-            dir,
-            _pebble: pebble,
-        }
-    }
-
-    /// `/dns4/<name>/tcp/<port>/tls/ws/p2p/<id>`.
-    fn by_dns4(&self, name: &str) -> String {
-        format!("/dns4/{name}/tcp/{}/tls/ws/p2p/{}", self.port, self.peer)
-    }
-
-    /// `/ip4/127.0.0.1/tcp/<port>/tls/sni/<name>/ws/p2p/<id>`.
-    fn by_sni(&self, name: &str) -> String {
-        format!(
-            "/ip4/127.0.0.1/tcp/{}/tls/sni/{name}/ws/p2p/{}",
-            self.port, self.peer
-        )
-    }
-
-    /// A dialer's stdout pings this listener once, under a `connected` line naming its peer id.
-    fn assert_pinged(&self, lines: &[String]) {
-        assert_pings(lines, 1);
-        let connected = lines.iter().find(|l| l.starts_with("connected ")).unwrap();
-        assert_eq!(
-            connected.split(' ').nth(1),
-            Some(self.peer.as_str()),
-            "{connected}"
-        );
-    }
-}
-
-impl Drop for AcmeListener {
-    fn drop(&mut self) {
-        let _ = self.node.child.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Builds `interop/js/browser/bundle.js` (once per test binary) when it is missing or older than
@@ -201,6 +96,22 @@ fn chromium_dial(addr: &str, name: &str, ca: Option<&Path>) -> (bool, Vec<String
         "--timeout",
         "20",
     ]);
+    run_dialer(
+        command,
+        ca,
+        BROWSER_LIMIT,
+        &format!("chromium dial of {addr}"),
+    )
+}
+
+/// Runs a dialer `command` (with `--ca <ca>` when given) within `limit`; returns (success,
+/// stdout lines, stderr), and logs how long it took.
+fn run_dialer(
+    mut command: Command,
+    ca: Option<&Path>,
+    limit: Duration,
+    what: &str,
+) -> (bool, Vec<String>, String) {
     if let Some(ca) = ca {
         command.arg("--ca").arg(ca);
     }
@@ -209,8 +120,8 @@ fn chromium_dial(addr: &str, name: &str, ca: Option<&Path>) -> (bool, Vec<String
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let result = Node::spawn(command).finish_within(BROWSER_LIMIT);
-    eprintln!("chromium dial of {addr}: {:?}", started.elapsed());
+    let result = Node::spawn(command).finish_within(limit);
+    eprintln!("{what}: {:?}", started.elapsed());
     result
 }
 
@@ -221,8 +132,8 @@ fn chromium_dial(addr: &str, name: &str, ca: Option<&Path>) -> (bool, Vec<String
 fn chromium_verifies_the_acme_certificate_and_pings_by_the_name<R: Runtime>() {
     chromium_peer();
     let started = Instant::now();
-    let listener = AcmeListener::start::<R>(BROWSER_NAME);
-    let addr = listener.by_dns4(BROWSER_NAME);
+    let listener = CertifiedNode::acme::<R>(BROWSER_NAME);
+    let addr = listener.by_dns4();
     let (ok, lines, stderr) = chromium_dial(&addr, BROWSER_NAME, Some(&listener.root));
     assert!(ok, "Chromium failed to dial {addr}: {stderr}");
     assert!(
@@ -270,17 +181,12 @@ fn js_peer() -> PathBuf {
 fn js_dial(addr: &str, ca: Option<&Path>) -> (bool, Vec<String>, String) {
     let mut command = Command::new(js_peer());
     command.args(["--dial", addr, "--count", "1", "--timeout", "20"]);
-    if let Some(ca) = ca {
-        command.arg("--ca").arg(ca);
-    }
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let result = Node::spawn(command).finish();
-    eprintln!("js-libp2p dial of {addr}: {:?}", started.elapsed());
-    result
+    run_dialer(
+        command,
+        ca,
+        common::ping_node::WAIT,
+        &format!("js-libp2p dial of {addr}"),
+    )
 }
 
 /// (b) js-libp2p on Node, pebble's root in `NODE_EXTRA_CA_CERTS`, dials the node by its name in
@@ -291,14 +197,14 @@ fn js_dial(addr: &str, ca: Option<&Path>) -> (bool, Vec<String>, String) {
 fn js_libp2p_on_node_verifies_the_acme_certificate_and_pings_by_the_name<R: Runtime>() {
     js_peer();
     let started = Instant::now();
-    let listener = AcmeListener::start::<R>(NODE_NAME);
-    for addr in [listener.by_dns4(NODE_NAME), listener.by_sni(NODE_NAME)] {
+    let listener = CertifiedNode::acme::<R>(NODE_NAME);
+    for addr in [listener.by_dns4(), listener.by_sni()] {
         let (ok, lines, stderr) = js_dial(&addr, Some(&listener.root));
         assert!(ok, "js-libp2p failed to dial {addr}: {stderr}");
         listener.assert_pinged(&lines);
     }
 
-    let addr = listener.by_dns4(NODE_NAME);
+    let addr = listener.by_dns4();
     let (ok, lines, stderr) = js_dial(&addr, None);
     assert!(
         !ok,
@@ -352,115 +258,15 @@ const AUTOTLS_SEED: [u8; 32] = [0x41; 32];
 const AUTOTLS_NAME: &str =
     "127-0-0-1.k51qzi5uqu5dlnmkqluhhjbe5k3pm496m8bdfwx6vwdrddw6aqnrppzmj250gt.libp2p.direct";
 
-/// The ping example with the fixed identity, a `/tcp` listener and a wildcard
-/// `/tls/sni/*.libp2p.direct/ws` listener on one port, its `*.<peer>.libp2p.direct` certificate
-/// from pebble by AutoTLS (a test broker that authenticates, dials back and sets the DNS-01
-/// record), once it announces the concrete addresses.
-struct AutoTlsListener {
-    node: Node,
-    port: u16,
-    peer: String,
-    root: PathBuf,
-    dir: PathBuf,
-    _broker: common::broker::Broker,
-    _pebble: Pebble,
-}
-
-impl AutoTlsListener {
-    fn start<R: Runtime>() -> AutoTlsListener {
-        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(AUTOTLS_SEED).unwrap();
-        let peer = keypair.public().to_peer_id();
-        assert_eq!(
-            AUTOTLS_NAME,
-            format!(
-                "127-0-0-1.{}.libp2p.direct",
-                libp2p_ws::acme::base36_peer_id(&peer)
-            ),
-            "the fixed identity's name (also in tests/run)"
-        );
-        let port = free_port("127.0.0.1");
-        let pebble = Pebble::start(PebbleOptions {
-            tls_port: port,
-            validity_secs: None,
-            blocklist: Vec::new(),
-        });
-        let broker = common::broker::Broker::start(&pebble, "localhost");
-        let dir = temp_dir("browser-autotls");
-        let identity = dir.join("identity.key");
-        std::fs::write(&identity, keypair.to_protobuf_encoding().unwrap()).unwrap();
-        ping_binary();
-        let started = Instant::now();
-        let node = Node::start::<R>(&[
-            "--identity",
-            &identity.display().to_string(),
-            "--listen",
-            &format!("/ip4/127.0.0.1/tcp/{port}"),
-            "--listen",
-            &format!("/ip4/127.0.0.1/tcp/{port}/tls/sni/*.libp2p.direct/ws"),
-            "--autotls",
-            "--autotls-broker",
-            &broker.url,
-            "--autotls-ca",
-            &pebble.directory,
-            "--acme-ca",
-            &pebble.directory_ca.display().to_string(),
-            "--autotls-private-addresses",
-        ]);
-        let expected = format!("/dns4/{AUTOTLS_NAME}/tcp/{port}/tls/ws/p2p/{peer}");
-        loop {
-            let line = node.next_line();
-            if line == format!("listening {expected}") {
-                break;
-            }
-        }
-        eprintln!(
-            "{}: AutoTLS address announced after {:?}",
-            R::NAME,
-            started.elapsed()
-        );
-        let root = dir.join("pebble-root.pem");
-        std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
-        AutoTlsListener {
-            node,
-            port,
-            peer: peer.to_string(),
-            root,
-            dir,
-            _broker: broker,
-            _pebble: pebble,
-        }
-    }
-
-    fn by_dns4(&self) -> String {
-        format!(
-            "/dns4/{AUTOTLS_NAME}/tcp/{}/tls/ws/p2p/{}",
-            self.port, self.peer
-        )
-    }
-
-    fn by_sni(&self) -> String {
-        format!(
-            "/ip4/127.0.0.1/tcp/{}/tls/sni/{AUTOTLS_NAME}/ws/p2p/{}",
-            self.port, self.peer
-        )
-    }
-
-    fn assert_pinged(&self, lines: &[String]) {
-        assert_pings(lines, 1);
-        let connected = lines.iter().find(|l| l.starts_with("connected ")).unwrap();
-        assert_eq!(
-            connected.split(' ').nth(1),
-            Some(self.peer.as_str()),
-            "{connected}"
-        );
-    }
-}
-
-impl Drop for AutoTlsListener {
-    fn drop(&mut self) {
-        let _ = self.node.child.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The AutoTLS ping node with the fixed identity, its name checked against [`AUTOTLS_NAME`].
+fn autotls_listener<R: Runtime>() -> CertifiedNode {
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(AUTOTLS_SEED).unwrap();
+    let listener = CertifiedNode::autotls::<R>(&keypair);
+    assert_eq!(
+        listener.name, AUTOTLS_NAME,
+        "the fixed identity's name (also in tests/run)"
+    );
+    listener
 }
 
 /// Headless Chromium (pebble's root in its NSS database, the `.libp2p.direct` name mapped by
@@ -468,7 +274,7 @@ impl Drop for AutoTlsListener {
 /// root it is refused.
 fn chromium_verifies_the_autotls_certificate_and_pings_its_libp2p_direct_name<R: Runtime>() {
     chromium_peer();
-    let listener = AutoTlsListener::start::<R>();
+    let listener = autotls_listener::<R>();
     let addr = listener.by_dns4();
     let (ok, lines, stderr) = chromium_dial(&addr, AUTOTLS_NAME, Some(&listener.root));
     assert!(ok, "Chromium failed to dial {addr}: {stderr}");
@@ -494,7 +300,7 @@ fn js_libp2p_on_node_verifies_the_autotls_certificate<R: Runtime>() {
         resolved == [std::net::Ipv4Addr::LOCALHOST],
         "{AUTOTLS_NAME} resolves to {resolved:?}: run the tests with `bash tests/run` (README), which adds it to /etc/hosts"
     );
-    let listener = AutoTlsListener::start::<R>();
+    let listener = autotls_listener::<R>();
     for addr in [listener.by_dns4(), listener.by_sni()] {
         let (ok, lines, stderr) = js_dial(&addr, Some(&listener.root));
         assert!(ok, "js-libp2p failed to dial {addr}: {stderr}");

@@ -10,6 +10,7 @@ use std::{
 };
 
 use common::{
+    certified::CertifiedNode,
     ping_node::{assert_pings, listening_addr, ping_binary, port_of, Node},
     Runtime, Tokio,
 };
@@ -556,196 +557,87 @@ ping_tests!(metrics_are_served_on_the_listeners_port_and_prometheus_scrapes_them
 /// the listener's port), prints `certificate <name> <not-after>`, and a second process that
 /// trusts only pebble's root pings it by that name (`/tls/sni/<name>/ws`).
 fn an_acme_certificate_is_obtained_and_a_second_process_pings_by_the_name<R: Runtime>() {
-    use common::{
-        daemon::{free_port, temp_dir},
-        pebble::{Pebble, PebbleOptions},
-    };
-    const NAME: &str = "ping.acme.test";
-    let port = free_port("127.0.0.1");
-    let pebble = Pebble::start(PebbleOptions {
-        tls_port: port,
-        validity_secs: None,
-        blocklist: Vec::new(),
-    });
-    let dir = temp_dir("ping-acme");
-    let listen = format!("/ip4/127.0.0.1/tcp/{port}/tls/ws");
-    let directory_ca = pebble.directory_ca.display().to_string();
-    let cache = dir.join("cache").display().to_string();
-    ping_binary();
-    let started = Instant::now();
-    let listener = Node::start::<R>(&[
-        "--listen",
-        &listen,
-        "--acme",
-        &pebble.directory,
-        "--acme-domain",
-        NAME,
-        "--acme-ca",
-        &directory_ca,
-        "--acme-cache",
-        &cache,
-    ]);
-    let (mut addr, mut certificate) = (None, None);
-    while addr.is_none() || certificate.is_none() {
-        let line = listener.next_line();
-        if let Some(rest) = line.strip_prefix("listening ") {
-            addr = Some(rest.to_string());
-        } else if let Some(rest) = line.strip_prefix("certificate ") {
-            certificate = Some(rest.to_string());
-        } else {
-            panic!("unexpected line {line:?}");
-        }
-    }
-    eprintln!("certificate in use after {:?}", started.elapsed());
-    let certificate = certificate.unwrap();
-    let (name, not_after) = certificate.split_once(' ').expect("a name and a date");
-    assert_eq!(name, NAME);
+    let listener = CertifiedNode::acme::<R>("ping.acme.test");
+    assert_eq!(
+        listener.announced,
+        [format!(
+            "/ip4/127.0.0.1/tcp/{}/tls/ws/p2p/{}",
+            listener.port, listener.peer
+        )]
+    );
+    let (name, not_after) = listener
+        .certificate
+        .split_once(' ')
+        .expect("a name and a date");
+    assert_eq!(name, "ping.acme.test");
     let shape: String = not_after
         .chars()
         .map(|c| if c.is_ascii_digit() { 'd' } else { c })
         .collect();
     assert_eq!(shape, "dddd-dd-ddTdd:dd:ddZ", "{not_after}");
     assert!(not_after > "2027", "{not_after}");
-
-    let root = dir.join("pebble-root.pem");
-    std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
-    let by_name = addr
-        .unwrap()
-        .replace("/tls/ws", &format!("/tls/sni/{NAME}/ws"));
-    let (ok, lines, stderr) = Node::start::<R>(&[
-        "--dial",
-        &by_name,
-        "--ca",
-        &root.display().to_string(),
-        "--count",
-        "1",
-    ])
-    .finish();
+    let root = listener.root.display().to_string();
+    let (ok, lines, stderr) =
+        Node::start::<R>(&["--dial", &listener.by_sni(), "--ca", &root, "--count", "1"]).finish();
     assert!(ok, "dialer failed: {stderr}");
-    assert_pings(&lines, 1);
-    drop(listener);
-    let _ = std::fs::remove_dir_all(&dir);
+    listener.assert_pinged(&lines);
 }
 
 ping_tests!(an_acme_certificate_is_obtained_and_a_second_process_pings_by_the_name);
 
-/// The AutoTLS node of the next tests: a `/tcp` listener (the broker dials it back) and a
-/// wildcard `/tls/sni/*.libp2p.direct/ws` listener on one port, pebble as the CA and a test
-/// broker trusted through `--acme-ca`.
-fn autotls_node<R: Runtime>(
-    pebble: &common::pebble::Pebble,
-    broker: &common::broker::Broker,
-    port: u16,
-) -> Node {
-    let directory_ca = pebble.directory_ca.display().to_string();
-    Node::start::<R>(&[
-        "--listen",
-        &format!("/ip4/127.0.0.1/tcp/{port}"),
-        "--listen",
-        &format!("/ip4/127.0.0.1/tcp/{port}/tls/sni/*.libp2p.direct/ws"),
-        "--autotls",
-        "--autotls-broker",
-        &broker.url,
-        "--autotls-ca",
-        &pebble.directory,
-        "--acme-ca",
-        &directory_ca,
-        "--autotls-private-addresses",
-    ])
-}
-
 /// `--autotls`: the node authenticates its peer id to the broker, which dials it back and sets
 /// the DNS-01 record; pebble issues `*.<peer>.libp2p.direct`; the wildcard listener announces
-/// both concrete forms, and a second process dials the `/dns4` one by name (resolved by
-/// pebble-challtestsrv, trusting pebble's root only) and pings.
+/// both concrete forms (nothing before), and a second process dials the `/dns4` one by name
+/// (resolved by pebble-challtestsrv, trusting pebble's root only) and pings.
 fn autotls_obtains_a_wildcard_certificate_and_announces_concrete_addresses<R: Runtime>() {
-    use common::{
-        broker::Broker,
-        daemon::{free_port, temp_dir},
-        pebble::{Pebble, PebbleOptions},
-    };
-    let port = free_port("127.0.0.1");
-    let pebble = Pebble::start(PebbleOptions {
-        tls_port: port,
-        validity_secs: None,
-        blocklist: Vec::new(),
-    });
-    let broker = Broker::start(&pebble, "localhost");
-    ping_binary();
-    let started = Instant::now();
-    let node = autotls_node::<R>(&pebble, &broker, port);
-    let tcp = listening_addr(&node);
-    let peer = tcp.rsplit('/').next().unwrap().to_string();
-    let domain = format!(
-        "{}.libp2p.direct",
-        libp2p_ws::acme::base36_peer_id(&peer.parse().unwrap())
-    );
-    let (mut certificate, mut announced) = (None, Vec::new());
-    while certificate.is_none() || announced.len() < 2 {
-        let line = node.next_line();
-        if let Some(rest) = line.strip_prefix("certificate ") {
-            certificate = Some(rest.to_string());
-        } else if let Some(rest) = line.strip_prefix("listening ") {
-            announced.push(rest.to_string());
-        } else {
-            panic!("unexpected line {line:?}");
-        }
-    }
-    eprintln!("AutoTLS certificate in use after {:?}", started.elapsed());
-    let certificate = certificate.unwrap();
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let node = CertifiedNode::autotls::<R>(&keypair);
+    let (port, peer) = (node.port, &node.peer);
+    let domain = node.name.strip_prefix("127-0-0-1.").unwrap();
     assert!(
-        certificate.starts_with(&format!("*.{domain} ")),
-        "{certificate}"
+        node.certificate.starts_with(&format!("*.{domain} ")),
+        "{}",
+        node.certificate
     );
-    announced.sort();
+    // The /tcp listener first; the wildcard listener only once the certificate is in use.
     assert_eq!(
-        announced,
-        [
-            format!("/dns4/127-0-0-1.{domain}/tcp/{port}/tls/ws/p2p/{peer}"),
-            format!("/ip4/127.0.0.1/tcp/{port}/tls/sni/127-0-0-1.{domain}/ws/p2p/{peer}"),
-        ]
+        node.announced[0],
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
     );
+    let mut wildcard = node.announced[1..].to_vec();
+    wildcard.sort();
+    assert_eq!(wildcard, [node.by_dns4(), node.by_sni()]);
+    let broker = node.broker.as_ref().unwrap();
     assert_eq!(
         *broker.seen.registered.lock().unwrap(),
-        [peer.parse::<libp2p::PeerId>().unwrap()]
+        [keypair.public().to_peer_id()]
     );
 
-    let dir = temp_dir("ping-autotls");
-    let root = dir.join("pebble-root.pem");
-    std::fs::write(&root, pebble.issuing_root_pem()).unwrap();
     let (ok, lines, stderr) = Node::start::<R>(&[
         "--dial",
-        &announced[0],
+        &node.by_dns4(),
         "--ca",
-        &root.display().to_string(),
+        &node.root.display().to_string(),
         "--dns-server",
-        &pebble.dns.to_string(),
+        &node.pebble.dns.to_string(),
         "--count",
         "1",
     ])
     .finish();
     assert!(ok, "dialer failed: {stderr}");
-    assert_pings(&lines, 1);
-    drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
+    node.assert_pinged(&lines);
 }
 
 /// A broker that checks the Peer ID signature against another host name refuses it; the node
 /// reports the broker's refusal (on stderr, and retries).
 fn autotls_reports_a_broker_that_refuses_its_peer_id_authentication<R: Runtime>() {
-    use common::{
-        broker::Broker,
-        daemon::free_port,
-        pebble::{Pebble, PebbleOptions},
-    };
-    let port = free_port("127.0.0.1");
-    let pebble = Pebble::start(PebbleOptions {
-        tls_port: port,
-        validity_secs: None,
-        blocklist: Vec::new(),
-    });
+    use common::{broker::Broker, certified, daemon};
+    let port = daemon::free_port("127.0.0.1");
+    let pebble = certified::pebble(port);
     let broker = Broker::start(&pebble, "registration.libp2p.direct");
-    let mut node = autotls_node::<R>(&pebble, &broker, port);
+    let dir = daemon::temp_dir("ping-autotls-refused");
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let mut node = certified::spawn_autotls::<R>(&pebble, &broker, &keypair, port, &dir);
     let _ = listening_addr(&node);
     let deadline = Instant::now() + Duration::from_secs(20);
     while broker
@@ -775,6 +667,7 @@ fn autotls_reports_a_broker_that_refuses_its_peer_id_authentication<R: Runtime>(
         "{stderr}"
     );
     assert!(broker.seen.registered.lock().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 ping_tests!(

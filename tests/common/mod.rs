@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod certified;
 pub mod daemon;
 pub mod dnsmasq;
 pub mod helpers;
