@@ -546,6 +546,10 @@ fn start_autotls(
         .with_acme(acme)
         .with_broker_tls(broker_tls)
         .allow_private_addresses(args.autotls_private_addresses);
+    if !args.dns_server.is_empty() {
+        // The broker's TXT record is looked up there before the CA is asked to validate.
+        autotls = autotls.with_dns(DnsConfig::default().with_name_servers(args.dns_server.clone()));
+    }
     if let Some(broker) = &args.autotls_broker {
         autotls = autotls.with_broker(broker);
     }

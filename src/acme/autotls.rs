@@ -13,7 +13,7 @@ use libp2p_identity::{Keypair, PeerId};
 use serde_json::json;
 
 use super::{https::Https, peer_id_auth, AcmeCertificates, AcmeConfig, AcmeError, AcmeTask};
-use crate::{provider::Provider, TlsConfig};
+use crate::{dns::DnsConfig, provider::Provider, TlsConfig};
 
 /// The public registration broker.
 pub const DEFAULT_BROKER: &str = "https://registration.libp2p.direct";
@@ -168,7 +168,13 @@ pub struct AutoTls {
     forge_domain: String,
     acme: AcmeConfig,
     private_addresses: bool,
+    dns: DnsConfig,
+    dns_timeout: Duration,
 }
+
+/// How long the node waits for the broker's TXT record to be visible in DNS before it asks the
+/// CA to validate (the spec's `dns_timeout`).
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl AutoTls {
     /// AutoTLS for the node whose identity is `keypair` (its peer id names the certificate),
@@ -185,7 +191,24 @@ impl AutoTls {
             forge_domain: DEFAULT_FORGE_DOMAIN.into(),
             acme: AcmeConfig::new(LETS_ENCRYPT, [domain]),
             private_addresses: false,
+            dns: DnsConfig::default(),
+            dns_timeout: DEFAULT_DNS_TIMEOUT,
         }
+    }
+
+    /// The name servers the node asks whether the broker's TXT record is set, before it asks the
+    /// CA to validate (the spec's DNS polling: 1 s, doubling, up to [`DEFAULT_DNS_TIMEOUT`]).
+    /// Default: the system's.
+    pub fn with_dns(mut self, dns: DnsConfig) -> Self {
+        self.dns = dns;
+        self
+    }
+
+    /// How long to wait for the TXT record (bounded by the order timeout too). Default:
+    /// [`DEFAULT_DNS_TIMEOUT`].
+    pub fn with_dns_timeout(mut self, timeout: Duration) -> Self {
+        self.dns_timeout = timeout;
+        self
     }
 
     /// The registration broker's URL (its `/v1/_acme-challenge` is used). Default:
@@ -260,6 +283,8 @@ impl AutoTls {
             bearer: Arc::new(Mutex::new(None)),
             addresses: addresses.clone(),
             private: self.private_addresses,
+            dns: self.dns,
+            dns_timeout: self.dns_timeout,
         };
         let (certificates, task) = self.acme.start_with::<P>(Some(broker))?;
         Ok((certificates, addresses, task))
@@ -275,17 +300,63 @@ pub(crate) struct Broker {
     bearer: Arc<Mutex<Option<String>>>,
     addresses: DialbackAddresses,
     private: bool,
+    dns: DnsConfig,
+    dns_timeout: Duration,
 }
 
 impl Broker {
-    /// Asks the broker to set `_acme-challenge.<domain>` to `txt`, waiting (up to `wait`) for a
-    /// dial-back address first.
+    /// Asks the broker to set `_acme-challenge.<domain>` to `txt` (waiting, up to `wait`, for a
+    /// dial-back address first), then waits until DNS shows it.
     pub(crate) async fn register<P: Provider>(
         &self,
+        domain: &str,
         txt: &str,
         wait: Duration,
     ) -> Result<(), AcmeError> {
         let deadline = std::time::Instant::now() + wait;
+        self.send::<P>(txt, deadline).await?;
+        let dns_deadline = deadline.min(std::time::Instant::now() + self.dns_timeout);
+        self.await_txt::<P>(&format!("_acme-challenge.{domain}"), txt, dns_deadline)
+            .await
+    }
+
+    /// Polls DNS for `txt` at `name` (1 s, doubling, at most 30 s apart) until `deadline`.
+    async fn await_txt<P: Provider>(
+        &self,
+        name: &str,
+        txt: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(), AcmeError> {
+        let resolver = P::dns_resolver(&self.dns);
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let seen = match resolver.txt::<P>(name).await {
+                Ok(records) => records.iter().any(|r| r.as_slice() == txt.as_bytes()),
+                Err(error) => {
+                    tracing::debug!(%error, name, "the broker's TXT record is not visible yet");
+                    false
+                }
+            };
+            if seen {
+                return Ok(());
+            }
+            let now = std::time::Instant::now();
+            if now + pause > deadline {
+                return Err(AcmeError::DnsRecordNotSet {
+                    name: name.to_string(),
+                });
+            }
+            P::timer(now + pause).await;
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// The registration request, authenticated.
+    async fn send<P: Provider>(
+        &self,
+        txt: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(), AcmeError> {
         let addresses = loop {
             let addresses = self.addresses.to_send(self.private);
             if !addresses.is_empty() {

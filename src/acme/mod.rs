@@ -58,8 +58,8 @@ use futures::{stream::BoxStream, Stream, StreamExt};
 
 pub(crate) use autotls::concrete_addresses;
 pub use autotls::{
-    base36_peer_id, dashed_ip, AutoTls, DialbackAddresses, DEFAULT_BROKER, DEFAULT_FORGE_DOMAIN,
-    LETS_ENCRYPT,
+    base36_peer_id, dashed_ip, AutoTls, DialbackAddresses, DEFAULT_BROKER, DEFAULT_DNS_TIMEOUT,
+    DEFAULT_FORGE_DOMAIN, LETS_ENCRYPT,
 };
 pub use store::{AcmeCertificates, ACME_TLS_ALPN};
 
@@ -378,6 +378,13 @@ pub enum AcmeError {
         status: u16,
         /// The start of its answer.
         detail: String,
+    },
+    /// AutoTLS: the broker accepted the registration, but its TXT record did not show in DNS
+    /// (the [`AutoTls::with_dns`] name servers) within the DNS timeout; the CA was not asked.
+    #[error("AutoTLS: the TXT record {name} did not show in DNS in time")]
+    DnsRecordNotSet {
+        /// The record's name.
+        name: String,
     },
     /// AutoTLS: the Peer ID authentication with the broker failed on this side (a malformed
     /// challenge, or a server signature that does not verify).

@@ -165,7 +165,7 @@ impl<'a, P: Provider> Session<'a, P> {
                     ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes());
                 let txt = data_encoding::BASE64URL_NOPAD.encode(digest.as_ref());
                 let wait = self.deadline.saturating_duration_since(Instant::now());
-                broker.register::<P>(&txt, wait).await?;
+                broker.register::<P>(&name, &txt, wait).await?;
                 None
             }
         };
