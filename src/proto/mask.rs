@@ -1,6 +1,11 @@
-//! RFC 6455 section 5.3 masking, 128 bytes at a time.
+//! RFC 6455 section 5.3 masking: 32-byte AVX2 vectors, 256 bytes a turn, where the CPU has AVX2
+//! (detected at run time), and a portable loop of 128 bytes a turn everywhere else.
+//!
+//! Two operations: [`apply_mask`] masks (or unmasks) bytes in place, and [`extend_masked`] appends
+//! the masked copy of a slice to a buffer in one pass (the client's write path: the application's
+//! bytes are masked as they are copied into the frame, rather than copied, then masked).
 
-/// Bytes masked per turn of the main loop. Its sixteen 8-byte XORs become eight 16-byte vector
+/// Bytes masked per turn of the portable loop. Its sixteen 8-byte XORs become eight 16-byte vector
 /// loads, XORs and stores (SSE2, on any x86_64) with one loop test per 128 bytes: 0.21
 /// instructions per byte, against 0.28 for the 8-byte loop the compiler vectorized on its own.
 const BLOCK: usize = 128;
@@ -9,11 +14,43 @@ const BLOCK: usize = 128;
 /// offset for the byte after `data`. Masking twice with the same mask and offset restores the data.
 #[cfg_attr(not(feature = "unstable-internals"), allow(unreachable_pub))]
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) -> usize {
-    // The key as it applies from `data[0]`: the mask rotated by `offset` bytes. Blocks and words
-    // are multiples of 4 bytes long, so the key stays in phase through all three loops.
-    let key = u32::from_le_bytes(mask)
+    let key = key_at(mask, offset);
+    #[cfg(target_arch = "x86_64")]
+    let done = avx2::mask(data, key);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        mask_portable(data, key);
+    }
+    (offset + data.len()) % 4
+}
+
+/// Appends `src`, masked as [`apply_mask`] would mask it (`offset` bytes into the mask cycle), to
+/// `buf`; returns the offset for the byte after `src`.
+pub(crate) fn extend_masked(buf: &mut Vec<u8>, src: &[u8], mask: [u8; 4], offset: usize) -> usize {
+    let key = key_at(mask, offset);
+    #[cfg(target_arch = "x86_64")]
+    let done = avx2::extend(buf, src, key);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        let start = buf.len();
+        buf.extend_from_slice(src);
+        mask_portable(&mut buf[start..], key);
+    }
+    (offset + src.len()) % 4
+}
+
+/// The key as it applies from the first byte: the mask rotated by `offset` bytes. Every loop below
+/// steps by a multiple of 4 bytes, so the key stays in phase through all of them.
+fn key_at(mask: [u8; 4], offset: usize) -> [u8; 4] {
+    u32::from_le_bytes(mask)
         .rotate_right(8 * (offset % 4) as u32)
-        .to_le_bytes();
+        .to_le_bytes()
+}
+
+/// The portable loop: `data` XORed with `key` (already in phase with `data[0]`).
+fn mask_portable(data: &mut [u8], key: [u8; 4]) {
     let wide = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
@@ -30,12 +67,231 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) -> usize {
     for (i, byte) in tail.iter_mut().enumerate() {
         *byte ^= key[i % 4];
     }
-    (offset + data.len()) % 4
+}
+
+/// AVX2 (x86_64 CPUs since 2013), detected at run time: the only unsafe code of the crate. Each
+/// turn of the main loop is eight 32-byte XORs (load and XOR in one instruction) and eight stores:
+/// about 0.075 instructions per byte, against 0.21 for the portable loop; [`extend`] does the copy
+/// and the mask in the same instructions.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256, _mm256_xor_si256,
+    };
+
+    /// Bytes per vector, and per turn of the main loop.
+    const LANE: usize = 32;
+    const BLOCK: usize = 256;
+
+    /// Slices shorter than this take the portable loop (not worth the vector setup).
+    const MIN_LEN: usize = LANE;
+
+    fn detected() -> bool {
+        std::is_x86_feature_detected!("avx2")
+    }
+
+    /// Masks `data` in place with `key` (in phase with `data[0]`) if the CPU has AVX2 and `data`
+    /// is long enough; returns whether it did.
+    pub(super) fn mask(data: &mut [u8], key: [u8; 4]) -> bool {
+        if data.len() < MIN_LEN || !detected() {
+            return false;
+        }
+        // SAFETY: the CPU has AVX2 (just checked).
+        unsafe { mask_avx2(data, key) };
+        true
+    }
+
+    /// Appends `src` masked with `key` to `buf` if the CPU has AVX2 and `src` is long enough;
+    /// returns whether it did.
+    pub(super) fn extend(buf: &mut Vec<u8>, src: &[u8], key: [u8; 4]) -> bool {
+        if src.len() < MIN_LEN || !detected() {
+            return false;
+        }
+        buf.reserve(src.len());
+        let len = buf.len();
+        // SAFETY: the CPU has AVX2 (just checked); `reserve` made room for `src.len()` bytes
+        // after `len`, `copy_masked_avx2` writes every one of them (and nothing else), and only
+        // then does `set_len` count them. `src` cannot overlap `buf` (a shared and a mutable
+        // borrow).
+        unsafe {
+            copy_masked_avx2(buf.as_mut_ptr().add(len), src, key);
+            buf.set_len(len + src.len());
+        }
+        true
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn mask_avx2(data: &mut [u8], key: [u8; 4]) {
+        let k = _mm256_set1_epi32(i32::from_ne_bytes(key));
+        let (blocks, rest) = data.as_chunks_mut::<BLOCK>();
+        for block in blocks {
+            let p = block.as_mut_ptr();
+            for i in 0..BLOCK / LANE {
+                // SAFETY: `p + LANE * i .. + LANE` lies inside `block` (unaligned loads and
+                // stores).
+                unsafe {
+                    let lane = p.add(LANE * i).cast::<__m256i>();
+                    _mm256_storeu_si256(lane, _mm256_xor_si256(_mm256_loadu_si256(lane), k));
+                }
+            }
+        }
+        let (lanes, tail) = rest.as_chunks_mut::<LANE>();
+        for lane in lanes {
+            // SAFETY: `lane` is `LANE` bytes.
+            unsafe {
+                let lane = lane.as_mut_ptr().cast::<__m256i>();
+                _mm256_storeu_si256(lane, _mm256_xor_si256(_mm256_loadu_si256(lane), k));
+            }
+        }
+        super::mask_portable(tail, key);
+    }
+
+    /// Writes `src` masked with `key` to `dst .. dst + src.len()`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `dst` must be valid for `src.len()` bytes of writes and not overlap
+    /// `src`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn copy_masked_avx2(dst: *mut u8, src: &[u8], key: [u8; 4]) {
+        let k = _mm256_set1_epi32(i32::from_ne_bytes(key));
+        let (blocks, rest) = src.as_chunks::<BLOCK>();
+        let mut out = dst;
+        for block in blocks {
+            let s = block.as_ptr();
+            for i in 0..BLOCK / LANE {
+                // SAFETY: `s + LANE * i .. + LANE` lies inside `block`; `out` has room for the
+                // rest of `src` (the caller's contract), of which this block is a part.
+                unsafe {
+                    let v = _mm256_loadu_si256(s.add(LANE * i).cast::<__m256i>());
+                    _mm256_storeu_si256(
+                        out.add(LANE * i).cast::<__m256i>(),
+                        _mm256_xor_si256(v, k),
+                    );
+                }
+            }
+            // SAFETY: still inside (or one past the end of) the caller's `src.len()` bytes.
+            out = unsafe { out.add(BLOCK) };
+        }
+        let (lanes, tail) = rest.as_chunks::<LANE>();
+        for lane in lanes {
+            // SAFETY: as above, one lane.
+            unsafe {
+                let v = _mm256_loadu_si256(lane.as_ptr().cast::<__m256i>());
+                _mm256_storeu_si256(out.cast::<__m256i>(), _mm256_xor_si256(v, k));
+                out = out.add(LANE);
+            }
+        }
+        for (i, byte) in tail.iter().enumerate() {
+            // SAFETY: the last `tail.len()` bytes of the caller's `src.len()`.
+            unsafe { out.add(i).write(byte ^ key[i % 4]) };
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn available() -> bool {
+        detected()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every length up to past two 256-byte blocks, every key rotation (and offsets past 4),
+    /// every start alignment within a 32-byte lane: `f` (masking `data` at `offset`, returning the
+    /// masked bytes and the next offset) against the bytewise reference.
+    fn check_against_reference(name: &str, f: impl Fn(&[u8], [u8; 4], usize) -> (Vec<u8>, usize)) {
+        let mask = [0xa1, 0x5b, 0x3c, 0xe7];
+        let backing: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8).collect();
+        for start in 0..33 {
+            for len in (0..300).chain([511, 512, 513, 543, 544, 545, 600]) {
+                for offset in 0..9 {
+                    let data = &backing[start..start + len];
+                    let (got, next) = f(data, mask, offset);
+                    assert_eq!(
+                        got,
+                        reference(data, mask, offset),
+                        "{name}: start {start} len {len} offset {offset}"
+                    );
+                    assert_eq!(
+                        next,
+                        (offset + len) % 4,
+                        "{name}: len {len} offset {offset}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_path_matches_reference() {
+        check_against_reference("portable", |data, mask, offset| {
+            let mut buf = data.to_vec();
+            mask_portable(&mut buf, key_at(mask, offset));
+            (buf, (offset + data.len()) % 4)
+        });
+    }
+
+    #[test]
+    fn extend_masked_matches_reference_and_keeps_what_was_there() {
+        check_against_reference("extend_masked", |data, mask, offset| {
+            let mut buf = vec![0x55; 3];
+            let next = extend_masked(&mut buf, data, mask, offset);
+            assert_eq!(&buf[..3], &[0x55; 3]);
+            (buf[3..].to_vec(), next)
+        });
+    }
+
+    /// The AVX2 paths (where this CPU has AVX2) against the portable one, for every length
+    /// 0..300, every key rotation and every alignment; both in place and copying.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_paths_match_the_portable_path() {
+        if !avx2::available() {
+            eprintln!("no AVX2 on this CPU: only the portable path runs here");
+            return;
+        }
+        let backing: Vec<u8> = (0..400u32).map(|i| (i * 13 + 5) as u8).collect();
+        for mask in [[0xa1, 0x5b, 0x3c, 0xe7], [0xff, 0x00, 0x80, 0x01]] {
+            for rotation in 0..4 {
+                let key = key_at(mask, rotation);
+                for start in 0..33 {
+                    for len in 0..300 {
+                        let data = &backing[start..start + len];
+                        let mut want = data.to_vec();
+                        mask_portable(&mut want, key);
+
+                        let mut in_place = data.to_vec();
+                        let vectored = avx2::mask(&mut in_place, key);
+                        assert_eq!(vectored, len >= 32, "len {len}");
+                        if vectored {
+                            assert_eq!(
+                                in_place, want,
+                                "mask: start {start} len {len} rot {rotation}"
+                            );
+                        }
+
+                        let mut copied = vec![7u8; start % 5];
+                        let prefix = copied.clone();
+                        if avx2::extend(&mut copied, data, key) {
+                            assert_eq!(&copied[..prefix.len()], &prefix[..]);
+                            assert_eq!(
+                                &copied[prefix.len()..],
+                                &want[..],
+                                "extend: start {start} len {len} rot {rotation}"
+                            );
+                        } else {
+                            assert!(len < 32, "len {len}");
+                            assert_eq!(copied, prefix, "nothing appended when not taken");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn mask_matches_bytewise_reference_at_every_offset_and_length() {
@@ -108,5 +364,26 @@ mod tests {
         assert_eq!(whole, pieces);
         apply_mask(&mut pieces, mask, 0);
         assert_eq!(pieces, data, "masking twice restores the data");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn masking_any_bytes_in_any_pieces_equals_the_reference(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+            mask in proptest::array::uniform4(proptest::num::u8::ANY),
+            offset in 0usize..8,
+            cut in 0usize..2000,
+        ) {
+            let want = reference(&data, mask, offset);
+            let cut = cut.min(data.len());
+            let mut in_place = data.clone();
+            let mid = apply_mask(&mut in_place[..cut], mask, offset);
+            apply_mask(&mut in_place[cut..], mask, mid);
+            proptest::prop_assert_eq!(&in_place, &want);
+            let mut copied = Vec::new();
+            let mid = extend_masked(&mut copied, &data[..cut], mask, offset);
+            extend_masked(&mut copied, &data[cut..], mask, mid);
+            proptest::prop_assert_eq!(&copied, &want);
+        }
     }
 }

@@ -12,7 +12,10 @@
 
 use soketto::base::{Codec, Header, OpCode};
 
-use super::{mask::apply_mask, Role, HEADER_SLOT, MAX_CONTROL_PAYLOAD};
+use super::{
+    mask::{apply_mask, extend_masked},
+    Role, HEADER_SLOT, MAX_CONTROL_PAYLOAD,
+};
 
 /// Send state and write buffer of one WebSocket connection.
 #[derive(Debug)]
@@ -26,6 +29,8 @@ pub(crate) struct Sender {
     pos: usize,
     /// Start of the frame being filled by [`Sender::write`] (a `HEADER_SLOT` gap, then payload).
     open: Option<usize>,
+    /// The open frame's masking key (clients): its payload is masked as it is copied in.
+    open_mask: Option<u32>,
     /// A pong is queued and not yet sent.
     pong_queued: bool,
     /// Our close frame is queued: nothing may follow it.
@@ -74,6 +79,7 @@ impl Sender {
             buf: Vec::new(),
             pos: 0,
             open: None,
+            open_mask: None,
             pong_queued: false,
             close_queued: false,
             close_code: None,
@@ -155,20 +161,38 @@ impl Sender {
         if room == 0 || data.is_empty() {
             return 0;
         }
-        if self.open.is_none() {
-            self.open = Some(self.buf.len());
-            self.buf.extend_from_slice(&[0; HEADER_SLOT]);
-        }
         let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
+        let start = match self.open {
+            Some(start) => start,
+            None => {
+                let start = self.buf.len();
+                // Room for the whole write at once (one allocation, not a small one then a
+                // reallocation for the payload).
+                self.buf.reserve(HEADER_SLOT + n);
+                self.buf.extend_from_slice(&[0; HEADER_SLOT]);
+                self.open = Some(start);
+                self.open_mask = self.new_mask();
+                start
+            }
+        };
+        match self.open_mask {
+            Some(mask) => {
+                // Masked as it is copied: one pass over the bytes, not a copy and then a mask.
+                let offset = self.buf.len() - start - HEADER_SLOT;
+                extend_masked(&mut self.buf, &data[..n], mask.to_be_bytes(), offset);
+            }
+            None => self.buf.extend_from_slice(&data[..n]),
+        }
         n
     }
 
-    /// Turns the open frame (if any) into a complete frame: header in front, payload masked.
+    /// Turns the open frame (if any) into a complete frame: its header in front of its payload
+    /// (masked already, by [`Sender::write`]).
     pub(crate) fn finalize(&mut self) {
         let Some(start) = self.open.take() else {
             return;
         };
+        let mask = self.open_mask.take();
         let payload_start = start + HEADER_SLOT;
         let payload_len = self.buf.len() - payload_start;
         if payload_len == 0 {
@@ -177,9 +201,8 @@ impl Sender {
         }
         let mut header = Header::new(OpCode::Binary);
         header.set_fin(true).set_payload_len(payload_len);
-        if let Some(mask) = self.new_mask() {
+        if let Some(mask) = mask {
             header.set_masked(true).set_mask(mask);
-            apply_mask(&mut self.buf[payload_start..], mask.to_be_bytes(), 0);
         }
         let encoded = self.codec.encode_header(&header);
         let header_start = payload_start - encoded.len();
@@ -317,5 +340,6 @@ impl Sender {
         self.buf = Vec::new();
         self.pos = 0;
         self.open = None;
+        self.open_mask = None;
     }
 }
