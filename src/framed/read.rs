@@ -103,7 +103,12 @@ where
         }
     }
 
-    /// Reads payload of the current frame (`remaining` bytes left) into `out`.
+    /// Reads payload of the current frame (`remaining` bytes left) into `out`: what the read
+    /// buffer holds first, then, for a caller reading in large pieces (`out` at least
+    /// [`DIRECT_READ_MIN`]), the rest straight from the socket in the same call, so the start of a
+    /// frame that came in behind the previous one costs no extra call, and the end of a frame is
+    /// read into `out` too, with the read buffer (kept small) taking what follows. A caller
+    /// reading in small pieces reads through the read buffer, grown to its full size.
     fn poll_payload(
         &mut self,
         cx: &mut Context<'_>,
@@ -113,41 +118,25 @@ where
         let want = out
             .len()
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let n = if self.rpos < self.rend {
-            let n = want.min(self.rend - self.rpos);
+        let mut n = 0;
+        if self.rpos < self.rend {
+            n = want.min(self.rend - self.rpos);
             out[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
             self.rpos += n;
-            n
-        } else if want >= DIRECT_READ_MIN {
-            // The payload goes straight into the caller's buffer; whatever the socket holds
-            // beyond this frame (the next frame's header, usually) lands in the read buffer
-            // in the same call, which saves a read per frame on a plain socket.
-            if self.rbuf.is_empty() {
-                self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size())]
-                    .into_boxed_slice();
-            }
-            self.rpos = 0;
-            self.rend = 0;
-            let mut bufs = [
-                IoSliceMut::new(&mut out[..want]),
-                IoSliceMut::new(&mut self.rbuf[..]),
-            ];
-            match Pin::new(&mut self.io).poll_read_vectored(cx, &mut bufs) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.core.on_receive(Instant::now());
-                    self.rend = n.saturating_sub(want);
-                    n.min(want)
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+        }
+        if n < want && out.len() >= DIRECT_READ_MIN {
+            match self.poll_direct(cx, &mut out[n..want]) {
+                Poll::Ready(Ok(m)) => n += m,
+                // The bytes copied above go out first; the failure (recorded) comes with the
+                // next call.
+                Poll::Ready(Err(_)) | Poll::Pending if n > 0 => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     ready!(self.poll_idle(cx))?;
                     return Poll::Ready(Ok(Step::Again));
                 }
             }
-        } else {
+        } else if n == 0 {
             return match self.poll_fill(cx, true) {
                 Poll::Ready(Ok(0)) => Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof))),
                 // Payload arrived: the next turn returns it.
@@ -158,10 +147,35 @@ where
                     Poll::Ready(Ok(Step::Again))
                 }
             };
-        };
+        }
         match self.core.payload(&mut out[..n]) {
             Ok(_) => Poll::Ready(Ok(Step::Done(n))),
             Err(e) => Poll::Ready(Err(self.fail(cx, e))),
+        }
+    }
+
+    /// Payload straight from the socket into `out` (the read buffer is empty); whatever the
+    /// socket holds beyond it (the next frame's header, usually) lands in the read buffer in the
+    /// same call, which saves a read per frame on a plain socket. At least one byte, or the
+    /// failure (recorded: end of stream inside a frame, or the socket's error).
+    fn poll_direct(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        debug_assert_eq!(self.rpos, self.rend);
+        if self.rbuf.is_empty() {
+            self.rbuf =
+                vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size())].into_boxed_slice();
+        }
+        self.rpos = 0;
+        self.rend = 0;
+        let want = out.len();
+        let mut bufs = [IoSliceMut::new(out), IoSliceMut::new(&mut self.rbuf[..])];
+        match ready!(Pin::new(&mut self.io).poll_read_vectored(cx, &mut bufs)) {
+            Ok(0) => Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof))),
+            Ok(n) => {
+                self.core.on_receive(Instant::now());
+                self.rend = n.saturating_sub(want);
+                Poll::Ready(Ok(n.min(want)))
+            }
+            Err(e) => Poll::Ready(Err(self.fail_io(e))),
         }
     }
 
