@@ -1,9 +1,13 @@
 //! RFC 6455 section 5.3 masking: 32-byte AVX2 vectors, 512 bytes a turn, where the CPU has AVX2
 //! (detected at run time), and a portable loop of 128 bytes a turn everywhere else.
 //!
-//! Two operations: [`apply_mask`] masks (or unmasks) bytes in place, and [`extend_masked`] appends
-//! the masked copy of a slice to a buffer in one pass (the client's write path: the application's
-//! bytes are masked as they are copied into the frame, rather than copied, then masked).
+//! Three operations: [`apply_mask`] masks (or unmasks) bytes in place; [`extend_masked`] appends
+//! the masked copy of a slice to a buffer in one pass (the client's buffered writes: the
+//! application's bytes are masked as they are copied into the frame, rather than copied, then
+//! masked); [`mask_into`] writes the masked copy into uninitialised memory (the client's direct
+//! writes, masked into a buffer on the stack).
+
+use std::mem::MaybeUninit;
 
 /// Bytes masked per turn of the portable loop. Its sixteen 8-byte XORs become eight 16-byte vector
 /// loads, XORs and stores (SSE2, on any x86_64) with one loop test per 128 bytes: 0.21
@@ -39,6 +43,44 @@ pub(crate) fn extend_masked(buf: &mut Vec<u8>, src: &[u8], mask: [u8; 4], offset
         mask_portable(&mut buf[start..], key);
     }
     (offset + src.len()) % 4
+}
+
+/// Writes `src` masked with `mask` (from offset 0) into the start of `dst`, which may be
+/// uninitialised, in one pass; returns the masked bytes, `dst[..src.len()]`.
+///
+/// # Panics
+/// If `dst` is shorter than `src`.
+#[allow(unsafe_code)]
+pub(crate) fn mask_into<'a>(dst: &'a mut [MaybeUninit<u8>], src: &[u8], mask: [u8; 4]) -> &'a [u8] {
+    let dst = &mut dst[..src.len()];
+    #[cfg(target_arch = "x86_64")]
+    let done = avx2::copy(dst, src, mask);
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = false;
+    if !done {
+        copy_masked_portable(dst, src, mask);
+    }
+    // SAFETY: every one of the `src.len()` bytes of `dst` was written above (by the AVX2 copy or
+    // the portable one), so they are initialised `u8`s.
+    unsafe { std::slice::from_raw_parts(dst.as_ptr().cast::<u8>(), dst.len()) }
+}
+
+/// The portable copy of [`mask_into`]: 8 bytes at a time, then bytewise (`dst` as long as `src`).
+fn copy_masked_portable(dst: &mut [MaybeUninit<u8>], src: &[u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let (words, tail) = src.as_chunks::<8>();
+    let (out_words, out_tail) = dst.as_chunks_mut::<8>();
+    for (out, word) in out_words.iter_mut().zip(words) {
+        let masked = (u64::from_ne_bytes(*word) ^ wide).to_ne_bytes();
+        for (o, b) in out.iter_mut().zip(masked) {
+            o.write(b);
+        }
+    }
+    for (i, (o, b)) in out_tail.iter_mut().zip(tail).enumerate() {
+        o.write(b ^ key[i % 4]);
+    }
 }
 
 /// The key as it applies from the first byte: the mask rotated by `offset` bytes. Every loop below
@@ -77,6 +119,8 @@ fn mask_portable(data: &mut [u8], key: [u8; 4]) {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod avx2 {
+    use std::mem::MaybeUninit;
+
     use std::arch::x86_64::{
         __m256i, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256, _mm256_xor_si256,
     };
@@ -116,6 +160,20 @@ mod avx2 {
             copy_masked_avx2(buf.as_mut_ptr().add(len), src, key);
             buf.set_len(len + src.len());
         }
+        true
+    }
+
+    /// Writes `src` masked with `key` into `dst` (as long as `src`) if the CPU has AVX2 and `src`
+    /// is at least a lane long; returns whether it did (then every byte of `dst` is written).
+    pub(super) fn copy(dst: &mut [MaybeUninit<u8>], src: &[u8], key: [u8; 4]) -> bool {
+        assert_eq!(dst.len(), src.len());
+        if src.len() < LANE || !detected() {
+            return false;
+        }
+        // SAFETY: the CPU has AVX2 (just checked) and `src` is at least `LANE` bytes long; `dst`
+        // is valid for `src.len()` bytes of writes and cannot overlap `src` (a mutable and a
+        // shared borrow).
+        unsafe { copy_masked_avx2(dst.as_mut_ptr().cast::<u8>(), src, key) };
         true
     }
 
@@ -272,6 +330,32 @@ mod tests {
         });
     }
 
+    #[test]
+    fn mask_into_matches_reference() {
+        check_against_reference("mask_into", |data, mask, offset| {
+            let key = key_at(mask, offset);
+            let mut out = vec![MaybeUninit::new(0x55u8); data.len() + 3];
+            let masked = mask_into(&mut out, data, key).to_vec();
+            (masked, (offset + data.len()) % 4)
+        });
+    }
+
+    /// The bytes of `out`, every one of them written.
+    #[allow(unsafe_code)]
+    fn written(out: &[MaybeUninit<u8>]) -> Vec<u8> {
+        // SAFETY: the callers pass slices whose every element was initialised.
+        out.iter().map(|b| unsafe { b.assume_init() }).collect()
+    }
+
+    #[test]
+    fn portable_copy_matches_reference() {
+        check_against_reference("copy_masked_portable", |data, mask, offset| {
+            let mut out = vec![MaybeUninit::new(0x55u8); data.len()];
+            copy_masked_portable(&mut out, data, key_at(mask, offset));
+            (written(&out), (offset + data.len()) % 4)
+        });
+    }
+
     /// The AVX2 paths (where this CPU has AVX2) against the portable one, for every length
     /// 0..300 and some around the 512-byte block, every key rotation and every alignment; both in
     /// place and copying.
@@ -300,6 +384,13 @@ mod tests {
                                 in_place, want,
                                 "mask: start {start} len {len} rot {rotation}"
                             );
+                        }
+
+                        let mut into = vec![MaybeUninit::new(0x55u8); len];
+                        if avx2::copy(&mut into, data, key) {
+                            assert_eq!(written(&into), want, "copy: start {start} len {len}");
+                        } else {
+                            assert!(len < 32, "len {len}");
                         }
 
                         let mut copied = vec![7u8; start % 5];

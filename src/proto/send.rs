@@ -5,8 +5,9 @@
 //!   there and masks the payload, so each frame leaves in one socket write.
 //! - Control frames queue behind what was written; only one pong waits at a time (a ping flood
 //!   cannot grow the buffer), and nothing is queued after our close frame.
-//! - A large server-side write can skip the buffer: [`Sender::direct_header`] encodes the header
-//!   for a vectored write of header and caller's payload.
+//! - A large write can skip the buffer: [`Sender::direct_header`] (server) encodes the header for
+//!   a vectored write of header and caller's payload, [`Sender::direct_header_masked`] (client)
+//!   the masked header and its key, for the caller to mask the payload with outside the buffer.
 //!
 //! The caller sends [`Sender::pending`] and reports progress with [`Sender::advance`].
 
@@ -310,6 +311,32 @@ impl Sender {
         let len = encoded.len();
         head[..len].copy_from_slice(encoded);
         Some((head, len))
+    }
+
+    /// For a client-side write that can skip the buffer (nothing else waiting or gathered): the
+    /// encoded header of a masked binary frame of `len` bytes and its masking key (a fresh one,
+    /// from [`Masks`]), for the caller to mask the payload with outside the buffer. `None` on the
+    /// server side or when frames wait.
+    pub(crate) fn direct_header_masked(
+        &mut self,
+        len: usize,
+    ) -> Option<([u8; HEADER_SLOT], usize, [u8; 4])> {
+        if self.role != Role::Client || self.open.is_some() || !self.is_empty() || self.close_queued
+        {
+            return None;
+        }
+        let mask = self.masks.next();
+        let mut header = Header::new(OpCode::Binary);
+        header
+            .set_fin(true)
+            .set_payload_len(len)
+            .set_masked(true)
+            .set_mask(mask);
+        let mut head = [0u8; HEADER_SLOT];
+        let encoded = self.codec.encode_header(&header);
+        let len = encoded.len();
+        head[..len].copy_from_slice(encoded);
+        Some((head, len, mask.to_be_bytes()))
     }
 
     /// The socket took `written` bytes of a direct frame (`head`, then `payload`): buffers the
