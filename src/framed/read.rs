@@ -24,6 +24,20 @@ enum Step {
     Again,
 }
 
+/// A fresh small read buffer (zeroed): [`SMALL_READ_BUFFER`], or `full_size` if that is smaller.
+///
+/// Allocated and then zeroed rather than by `vec![0; n]`: that asks the allocator for zeroed
+/// memory (`calloc`), which glibc serves past its per-thread cache, several hundred instructions
+/// for 1 KiB, where `malloc` takes the cache. This buffer comes and goes with every pause in the
+/// flow (it is freed while the socket is empty). `black_box` keeps the compiler from turning the
+/// pair back into a zeroed allocation.
+fn small_buffer(full_size: usize) -> Box<[u8]> {
+    let len = SMALL_READ_BUFFER.min(full_size);
+    let mut buf = Vec::with_capacity(len);
+    buf.resize(std::hint::black_box(len), 0);
+    buf.into_boxed_slice()
+}
+
 impl<T> Connection<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -35,7 +49,7 @@ where
     fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<usize>> {
         let full_size = self.limits.read_buffer_size();
         if self.rbuf.is_empty() {
-            self.rbuf = vec![0; SMALL_READ_BUFFER.min(full_size)].into_boxed_slice();
+            self.rbuf = small_buffer(full_size);
         } else if grow && self.rpos == self.rend && self.rbuf.len() < full_size {
             self.rbuf = vec![0; full_size].into_boxed_slice();
         }
@@ -161,8 +175,7 @@ where
     fn poll_direct(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
         debug_assert_eq!(self.rpos, self.rend);
         if self.rbuf.is_empty() {
-            self.rbuf =
-                vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size())].into_boxed_slice();
+            self.rbuf = small_buffer(self.limits.read_buffer_size());
         }
         self.rpos = 0;
         self.rend = 0;
