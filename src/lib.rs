@@ -150,7 +150,8 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the one exception is `proto::mask`'s AVX2 path (runtime-detected).
+#![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 #[cfg(not(any(feature = "async-std", feature = "tokio")))]

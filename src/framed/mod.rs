@@ -6,7 +6,8 @@
 //!
 //! - writes are coalesced by the core into one frame per flush (or per `write_buffer_size` bytes),
 //!   header in front of the payload in the same buffer, so each frame leaves in one `write`; large
-//!   server-side writes go out in one vectored write of header and caller's buffer;
+//!   writes go out in one vectored write of header and payload: the caller's buffer on the server
+//!   side, on the client side its masked copy in a buffer on the stack (up to 20 KiB);
 //! - reads parse headers from a small read buffer and copy payload straight into the caller's buffer
 //!   (large reads bypass the read buffer entirely); both buffers are released while idle.
 //!
@@ -56,9 +57,14 @@ use crate::{
 /// Reads at least this large go straight from the socket into the caller's buffer (one vectored
 /// read: the caller's buffer up to the frame's end, then the read buffer for what follows).
 const DIRECT_READ_MIN: usize = 4096;
-/// Server-side writes at least this large skip the write buffer (one vectored write of header and
-/// payload); smaller ones are gathered into frames of up to the write buffer size.
+/// Writes at least this large skip the write buffer (one vectored write of header and payload;
+/// on the client side up to [`DIRECT_MASKED_MAX`]); smaller ones are gathered into frames of up to
+/// the write buffer size.
 const DIRECT_WRITE_MIN: usize = 4096;
+/// The largest client-side write that skips the write buffer: it is masked into a buffer of this
+/// size on the stack. Room for a 16 KiB muxer frame (yamux's) with its noise framing, the usual
+/// write on a libp2p connection; larger writes are gathered into the write buffer.
+const DIRECT_MASKED_MAX: usize = 20 * 1024;
 /// The read buffer's first size: room for frame headers, control frames (at most 139 bytes each)
 /// and the small frames exchanged while a connection is quiet or upgrading. It grows to
 /// `read_buffer_size` once payload has to be read through it (frames larger than what one small read

@@ -24,6 +24,20 @@ enum Step {
     Again,
 }
 
+/// A fresh small read buffer (zeroed): [`SMALL_READ_BUFFER`], or `full_size` if that is smaller.
+///
+/// Allocated and then zeroed rather than by `vec![0; n]`: that asks the allocator for zeroed
+/// memory (`calloc`), which glibc serves past its per-thread cache, several hundred instructions
+/// for 1 KiB, where `malloc` takes the cache. This buffer comes and goes with every pause in the
+/// flow (it is freed while the socket is empty). `black_box` keeps the compiler from turning the
+/// pair back into a zeroed allocation.
+fn small_buffer(full_size: usize) -> Box<[u8]> {
+    let len = SMALL_READ_BUFFER.min(full_size);
+    let mut buf = Vec::with_capacity(len);
+    buf.resize(std::hint::black_box(len), 0);
+    buf.into_boxed_slice()
+}
+
 impl<T> Connection<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -35,7 +49,7 @@ where
     fn poll_fill(&mut self, cx: &mut Context<'_>, grow: bool) -> Poll<io::Result<usize>> {
         let full_size = self.limits.read_buffer_size();
         if self.rbuf.is_empty() {
-            self.rbuf = vec![0; SMALL_READ_BUFFER.min(full_size)].into_boxed_slice();
+            self.rbuf = small_buffer(full_size);
         } else if grow && self.rpos == self.rend && self.rbuf.len() < full_size {
             self.rbuf = vec![0; full_size].into_boxed_slice();
         }
@@ -103,7 +117,12 @@ where
         }
     }
 
-    /// Reads payload of the current frame (`remaining` bytes left) into `out`.
+    /// Reads payload of the current frame (`remaining` bytes left) into `out`: what the read
+    /// buffer holds first, then, for a caller reading in large pieces (`out` at least
+    /// [`DIRECT_READ_MIN`]), the rest straight from the socket in the same call, so the start of a
+    /// frame that came in behind the previous one costs no extra call, and the end of a frame is
+    /// read into `out` too, with the read buffer (kept small) taking what follows. A caller
+    /// reading in small pieces reads through the read buffer, grown to its full size.
     fn poll_payload(
         &mut self,
         cx: &mut Context<'_>,
@@ -113,41 +132,25 @@ where
         let want = out
             .len()
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let n = if self.rpos < self.rend {
-            let n = want.min(self.rend - self.rpos);
+        let mut n = 0;
+        if self.rpos < self.rend {
+            n = want.min(self.rend - self.rpos);
             out[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
             self.rpos += n;
-            n
-        } else if want >= DIRECT_READ_MIN {
-            // The payload goes straight into the caller's buffer; whatever the socket holds
-            // beyond this frame (the next frame's header, usually) lands in the read buffer
-            // in the same call, which saves a read per frame on a plain socket.
-            if self.rbuf.is_empty() {
-                self.rbuf = vec![0; SMALL_READ_BUFFER.min(self.limits.read_buffer_size())]
-                    .into_boxed_slice();
-            }
-            self.rpos = 0;
-            self.rend = 0;
-            let mut bufs = [
-                IoSliceMut::new(&mut out[..want]),
-                IoSliceMut::new(&mut self.rbuf[..]),
-            ];
-            match Pin::new(&mut self.io).poll_read_vectored(cx, &mut bufs) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof)))
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.core.on_receive(Instant::now());
-                    self.rend = n.saturating_sub(want);
-                    n.min(want)
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.fail_io(e))),
+        }
+        if n < want && out.len() >= DIRECT_READ_MIN {
+            match self.poll_direct(cx, &mut out[n..want]) {
+                Poll::Ready(Ok(m)) => n += m,
+                // The bytes copied above go out first; the failure (recorded) comes with the
+                // next call.
+                Poll::Ready(Err(_)) | Poll::Pending if n > 0 => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     ready!(self.poll_idle(cx))?;
                     return Poll::Ready(Ok(Step::Again));
                 }
             }
-        } else {
+        } else if n == 0 {
             return match self.poll_fill(cx, true) {
                 Poll::Ready(Ok(0)) => Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof))),
                 // Payload arrived: the next turn returns it.
@@ -158,10 +161,34 @@ where
                     Poll::Ready(Ok(Step::Again))
                 }
             };
-        };
+        }
         match self.core.payload(&mut out[..n]) {
             Ok(_) => Poll::Ready(Ok(Step::Done(n))),
             Err(e) => Poll::Ready(Err(self.fail(cx, e))),
+        }
+    }
+
+    /// Payload straight from the socket into `out` (the read buffer is empty); whatever the
+    /// socket holds beyond it (the next frame's header, usually) lands in the read buffer in the
+    /// same call, which saves a read per frame on a plain socket. At least one byte, or the
+    /// failure (recorded: end of stream inside a frame, or the socket's error).
+    fn poll_direct(&mut self, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<io::Result<usize>> {
+        debug_assert_eq!(self.rpos, self.rend);
+        if self.rbuf.is_empty() {
+            self.rbuf = small_buffer(self.limits.read_buffer_size());
+        }
+        self.rpos = 0;
+        self.rend = 0;
+        let want = out.len();
+        let mut bufs = [IoSliceMut::new(out), IoSliceMut::new(&mut self.rbuf[..])];
+        match ready!(Pin::new(&mut self.io).poll_read_vectored(cx, &mut bufs)) {
+            Ok(0) => Poll::Ready(Err(self.fail(cx, FrameError::UnexpectedEof))),
+            Ok(n) => {
+                self.core.on_receive(Instant::now());
+                self.rend = n.saturating_sub(want);
+                Poll::Ready(Ok(n.min(want)))
+            }
+            Err(e) => Poll::Ready(Err(self.fail_io(e))),
         }
     }
 

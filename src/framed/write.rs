@@ -3,6 +3,7 @@
 
 use std::{
     io::{self, IoSlice},
+    mem::MaybeUninit,
     pin::Pin,
     task::{ready, Context, Poll},
     time::Instant,
@@ -10,8 +11,11 @@ use std::{
 
 use futures::{AsyncRead, AsyncWrite};
 
-use super::{Connection, DIRECT_WRITE_MIN};
-use crate::error::FrameError;
+use super::{Connection, DIRECT_MASKED_MAX, DIRECT_WRITE_MIN};
+use crate::{
+    error::FrameError,
+    proto::{mask_into, Role},
+};
 
 impl<T> Connection<T>
 where
@@ -59,18 +63,45 @@ where
         }
     }
 
-    /// A large write on the server side (nothing to mask) with nothing else waiting: sends it as
-    /// one frame straight from the caller's buffer, header and payload in one vectored write,
-    /// instead of copying it into the write buffer first. Only what the socket did not take is
-    /// copied (it completes the frame, so it goes out before anything written later). `None` when
-    /// this does not apply or the socket is not ready: the caller buffers as usual.
+    /// A large write with nothing else waiting: sends it as one frame, header and payload in one
+    /// vectored write, instead of gathering it into the write buffer first. On the server side
+    /// the payload goes straight from the caller's buffer; on the client side it is masked (in the
+    /// same pass as the copy the buffer would have cost) into a buffer on the stack, for writes of
+    /// up to [`DIRECT_MASKED_MAX`], so a connection streaming such writes never allocates its
+    /// write buffer. Only what the socket did not take is copied into the write buffer (it
+    /// completes the frame, so it goes out before anything written later). `None` when this does
+    /// not apply or the socket is not ready: the caller buffers as usual.
     fn try_write_direct(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<io::Result<usize>> {
         if buf.len() < DIRECT_WRITE_MIN {
             return None;
         }
         let payload = &buf[..buf.len().min(self.limits.write_buffer_size())];
-        let (head, head_len) = self.core.send.direct_header(payload.len())?;
-        let bufs = [IoSlice::new(&head[..head_len]), IoSlice::new(payload)];
+        match self.core.role() {
+            Role::Server => {
+                let (head, head_len) = self.core.send.direct_header(payload.len())?;
+                self.write_frame_direct(cx, &head[..head_len], payload)
+            }
+            Role::Client => {
+                if payload.len() > DIRECT_MASKED_MAX {
+                    return None;
+                }
+                let (head, head_len, mask) = self.core.send.direct_header_masked(payload.len())?;
+                let mut stack = [MaybeUninit::<u8>::uninit(); DIRECT_MASKED_MAX];
+                let masked = mask_into(&mut stack, payload, mask);
+                self.write_frame_direct(cx, &head[..head_len], masked)
+            }
+        }
+    }
+
+    /// One vectored write of a frame's `head` and `payload`; what the socket did not take goes to
+    /// the write buffer. Returns the payload's length, or `None` when the socket is not ready.
+    fn write_frame_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        payload: &[u8],
+    ) -> Option<io::Result<usize>> {
+        let bufs = [IoSlice::new(head), IoSlice::new(payload)];
         let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &bufs) {
             Poll::Pending => return None,
             Poll::Ready(Ok(0)) => {
@@ -79,10 +110,8 @@ where
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(e)) => return Some(Err(self.fail_io(e))),
         };
-        if written < head_len + payload.len() {
-            self.core
-                .send
-                .direct_rest(&head[..head_len], payload, written);
+        if written < head.len() + payload.len() {
+            self.core.send.direct_rest(head, payload, written);
         }
         Some(Ok(payload.len()))
     }

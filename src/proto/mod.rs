@@ -35,6 +35,7 @@ pub(crate) use keep_alive::Action as KeepAliveAction;
 use keep_alive::KeepAliveState;
 #[cfg(feature = "unstable-internals")]
 pub use mask::apply_mask;
+pub(crate) use mask::mask_into;
 use recv::{Control, Decoded, Receiver};
 use send::Sender;
 

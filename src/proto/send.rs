@@ -5,14 +5,18 @@
 //!   there and masks the payload, so each frame leaves in one socket write.
 //! - Control frames queue behind what was written; only one pong waits at a time (a ping flood
 //!   cannot grow the buffer), and nothing is queued after our close frame.
-//! - A large server-side write can skip the buffer: [`Sender::direct_header`] encodes the header
-//!   for a vectored write of header and caller's payload.
+//! - A large write can skip the buffer: [`Sender::direct_header`] (server) encodes the header for
+//!   a vectored write of header and caller's payload, [`Sender::direct_header_masked`] (client)
+//!   the masked header and its key, for the caller to mask the payload with outside the buffer.
 //!
 //! The caller sends [`Sender::pending`] and reports progress with [`Sender::advance`].
 
 use soketto::base::{Codec, Header, OpCode};
 
-use super::{mask::apply_mask, Role, HEADER_SLOT, MAX_CONTROL_PAYLOAD};
+use super::{
+    mask::{apply_mask, extend_masked},
+    Role, HEADER_SLOT, MAX_CONTROL_PAYLOAD,
+};
 
 /// Send state and write buffer of one WebSocket connection.
 #[derive(Debug)]
@@ -26,6 +30,8 @@ pub(crate) struct Sender {
     pos: usize,
     /// Start of the frame being filled by [`Sender::write`] (a `HEADER_SLOT` gap, then payload).
     open: Option<usize>,
+    /// The open frame's masking key (clients): its payload is masked as it is copied in.
+    open_mask: Option<u32>,
     /// A pong is queued and not yet sent.
     pong_queued: bool,
     /// Our close frame is queued: nothing may follow it.
@@ -74,6 +80,7 @@ impl Sender {
             buf: Vec::new(),
             pos: 0,
             open: None,
+            open_mask: None,
             pong_queued: false,
             close_queued: false,
             close_code: None,
@@ -155,20 +162,38 @@ impl Sender {
         if room == 0 || data.is_empty() {
             return 0;
         }
-        if self.open.is_none() {
-            self.open = Some(self.buf.len());
-            self.buf.extend_from_slice(&[0; HEADER_SLOT]);
-        }
         let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
+        let start = match self.open {
+            Some(start) => start,
+            None => {
+                let start = self.buf.len();
+                // Room for the whole write at once (one allocation, not a small one then a
+                // reallocation for the payload).
+                self.buf.reserve(HEADER_SLOT + n);
+                self.buf.extend_from_slice(&[0; HEADER_SLOT]);
+                self.open = Some(start);
+                self.open_mask = self.new_mask();
+                start
+            }
+        };
+        match self.open_mask {
+            Some(mask) => {
+                // Masked as it is copied: one pass over the bytes, not a copy and then a mask.
+                let offset = self.buf.len() - start - HEADER_SLOT;
+                extend_masked(&mut self.buf, &data[..n], mask.to_be_bytes(), offset);
+            }
+            None => self.buf.extend_from_slice(&data[..n]),
+        }
         n
     }
 
-    /// Turns the open frame (if any) into a complete frame: header in front, payload masked.
+    /// Turns the open frame (if any) into a complete frame: its header in front of its payload
+    /// (masked already, by [`Sender::write`]).
     pub(crate) fn finalize(&mut self) {
         let Some(start) = self.open.take() else {
             return;
         };
+        let mask = self.open_mask.take();
         let payload_start = start + HEADER_SLOT;
         let payload_len = self.buf.len() - payload_start;
         if payload_len == 0 {
@@ -177,9 +202,8 @@ impl Sender {
         }
         let mut header = Header::new(OpCode::Binary);
         header.set_fin(true).set_payload_len(payload_len);
-        if let Some(mask) = self.new_mask() {
+        if let Some(mask) = mask {
             header.set_masked(true).set_mask(mask);
-            apply_mask(&mut self.buf[payload_start..], mask.to_be_bytes(), 0);
         }
         let encoded = self.codec.encode_header(&header);
         let header_start = payload_start - encoded.len();
@@ -289,6 +313,32 @@ impl Sender {
         Some((head, len))
     }
 
+    /// For a client-side write that can skip the buffer (nothing else waiting or gathered): the
+    /// encoded header of a masked binary frame of `len` bytes and its masking key (a fresh one,
+    /// from [`Masks`]), for the caller to mask the payload with outside the buffer. `None` on the
+    /// server side or when frames wait.
+    pub(crate) fn direct_header_masked(
+        &mut self,
+        len: usize,
+    ) -> Option<([u8; HEADER_SLOT], usize, [u8; 4])> {
+        if self.role != Role::Client || self.open.is_some() || !self.is_empty() || self.close_queued
+        {
+            return None;
+        }
+        let mask = self.masks.next();
+        let mut header = Header::new(OpCode::Binary);
+        header
+            .set_fin(true)
+            .set_payload_len(len)
+            .set_masked(true)
+            .set_mask(mask);
+        let mut head = [0u8; HEADER_SLOT];
+        let encoded = self.codec.encode_header(&header);
+        let len = encoded.len();
+        head[..len].copy_from_slice(encoded);
+        Some((head, len, mask.to_be_bytes()))
+    }
+
     /// The socket took `written` bytes of a direct frame (`head`, then `payload`): buffers the
     /// rest, which completes the frame before anything written later.
     pub(crate) fn direct_rest(&mut self, head: &[u8], payload: &[u8], written: usize) {
@@ -317,5 +367,6 @@ impl Sender {
         self.buf = Vec::new();
         self.pos = 0;
         self.open = None;
+        self.open_mask = None;
     }
 }

@@ -92,6 +92,39 @@ fn direct_frames_split_anywhere_complete_before_later_writes() {
 }
 
 #[test]
+fn direct_masked_frames_are_valid_client_frames_split_anywhere() {
+    use std::mem::MaybeUninit;
+    let payload: Vec<u8> = (0..5000u32).map(|i| (i * 3) as u8).collect();
+    let mut server = Core::new(Role::Server, &limits(), Instant::now());
+    assert!(
+        server.send.direct_header_masked(5000).is_none(),
+        "servers do not mask"
+    );
+    for written in [0, 1, 5, 8, 9, 5007] {
+        let mut core = Core::new(Role::Client, &limits(), Instant::now());
+        let (head, head_len, mask) = core.send.direct_header_masked(payload.len()).unwrap();
+        assert_eq!(head[1] & 0x80, 0x80, "the mask bit is set");
+        assert_eq!(&head[head_len - 4..head_len], &mask, "the key is the header's");
+        let mut stack = [MaybeUninit::uninit(); 6000];
+        let masked = super::mask_into(&mut stack, &payload, mask);
+        assert_ne!(masked, &payload[..]);
+        core.send.direct_rest(&head[..head_len], masked, written);
+        assert!(
+            core.send.direct_header_masked(10).is_none(),
+            "the rest goes first"
+        );
+        core.send.write(b"next");
+        core.send.finalize();
+        let mut wire = [&head[..head_len], masked].concat()[..written].to_vec();
+        wire.extend_from_slice(core.send.pending());
+        assert_eq!(
+            read_back(Role::Server, &wire),
+            [&payload[..], b"next"].concat()
+        );
+    }
+}
+
+#[test]
 fn keep_alive_pings_at_the_interval_and_fails_after_the_timeout_on_simulated_time() {
     let ka = KeepAlive {
         interval: Duration::from_secs(30),
