@@ -202,7 +202,6 @@ async fn a_cached_certificate_is_used_without_an_order<R: Runtime>() {
     let port = daemon::free_port("127.0.0.1");
     let cache = temp_dir("acme-cache");
     let pebble = pebble(port);
-    let root_pem = pebble.issuing_root_pem();
     {
         let (certificates, mut task) = acme(&pebble, &[NAME])
             .with_cache_dir(&cache)
@@ -238,7 +237,6 @@ async fn a_cached_certificate_is_used_without_an_order<R: Runtime>() {
     dial_by_name::<R>(&mut dialer, &mut incoming, port)
         .await
         .expect("the cached certificate verifies");
-    assert!(root_pem.contains("BEGIN CERTIFICATE"));
     let _ = std::fs::remove_dir_all(&cache);
 }
 

@@ -165,16 +165,21 @@ fn js_peer() -> PathBuf {
         "js-libp2p is not installed in {}: run the tests with `bash tests/run` (README), which installs it (interop/install js)",
         modules.display()
     );
+    assert_hosts_maps(NODE_NAME);
+    interop().join("peers/js")
+}
+
+/// `name` resolves to 127.0.0.1 only (Node resolves through /etc/hosts; `tests/run` adds it).
+fn assert_hosts_maps(name: &str) {
     use std::net::ToSocketAddrs as _;
-    let resolved: Vec<_> = (NODE_NAME, 443)
+    let resolved: Vec<_> = (name, 443)
         .to_socket_addrs()
         .map(|addrs| addrs.map(|a| a.ip()).collect())
         .unwrap_or_default();
     assert!(
         resolved == [std::net::Ipv4Addr::LOCALHOST],
-        "{NODE_NAME} resolves to {resolved:?}, not only 127.0.0.1: run the tests with `bash tests/run` (README), which adds it to /etc/hosts"
+        "{name} resolves to {resolved:?}, not only 127.0.0.1: run the tests with `bash tests/run` (README), which adds it to /etc/hosts"
     );
-    interop().join("peers/js")
 }
 
 /// js-libp2p on Node dials `addr` and pings once, trusting `ca` when given.
@@ -291,15 +296,7 @@ fn chromium_verifies_the_autotls_certificate_and_pings_its_libp2p_direct_name<R:
 /// the AutoTLS address and pings.
 fn js_libp2p_on_node_verifies_the_autotls_certificate<R: Runtime>() {
     js_peer();
-    use std::net::ToSocketAddrs as _;
-    let resolved: Vec<_> = (AUTOTLS_NAME, 443)
-        .to_socket_addrs()
-        .map(|addrs| addrs.map(|a| a.ip()).collect())
-        .unwrap_or_default();
-    assert!(
-        resolved == [std::net::Ipv4Addr::LOCALHOST],
-        "{AUTOTLS_NAME} resolves to {resolved:?}: run the tests with `bash tests/run` (README), which adds it to /etc/hosts"
-    );
+    assert_hosts_maps(AUTOTLS_NAME);
     let listener = autotls_listener::<R>();
     for addr in [listener.by_dns4(), listener.by_sni()] {
         let (ok, lines, stderr) = js_dial(&addr, Some(&listener.root));

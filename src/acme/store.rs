@@ -220,7 +220,7 @@ impl Cache {
     }
 
     pub(crate) fn save_account_key(&self, pkcs8: &[u8]) -> Result<(), AcmeError> {
-        let pem = pem_encode("PRIVATE KEY", pkcs8);
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec()));
         self.write("account.key", pem.as_bytes(), true)
     }
 
@@ -282,17 +282,6 @@ fn stem(names: &[String]) -> String {
             }
         })
         .collect()
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = data_encoding::BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn cache_error(path: &Path, source: io::Error) -> AcmeError {

@@ -337,6 +337,8 @@ fn dial_back(peer: PeerId, addresses: &[Multiaddr]) -> bool {
 fn set_txt(management: std::net::SocketAddr, host: &str, value: &str) {
     let body = format!(r#"{{"host":"{host}.","value":"{value}"}}"#);
     let mut tcp = TcpStream::connect(management).expect("challtestsrv management");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
     write!(
         tcp,
         "POST /set-txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",

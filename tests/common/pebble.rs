@@ -172,6 +172,8 @@ impl Pebble {
         let name = ServerName::try_from("localhost").expect("name");
         let mut tls = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
         let mut tcp = TcpStream::connect(self.management).expect("connect");
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("read timeout");
         let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
         write!(
             stream,

@@ -263,7 +263,6 @@ impl<P: Provider> Port<P> {
         if ip.is_ipv4() != self.local.is_ipv4() {
             return;
         }
-        let port = self.local.port();
         let up = matches!(event, IfEvent::Up(_));
         if up {
             if !self.known_ips.contains(&ip) {
@@ -272,7 +271,6 @@ impl<P: Provider> Port<P> {
         } else {
             self.known_ips.retain(|known| *known != ip);
         }
-        let _ = port;
         for member in &self.members {
             for listen_addr in self.announced(member, ip) {
                 if member.addr.wildcard_sni().is_some() {
